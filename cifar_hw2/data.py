@@ -1,0 +1,229 @@
+"""CIFAR-100 as uint8 tensors: find or download the official archive, check it, split it.
+
+The official archive (https://www.cs.toronto.edu/~kriz/cifar.html) unpacks to
+`cifar-100-python/{train,test,meta}`: Python-2 pickles whose `data` is uint8 [N, 3072]
+(1024 red, 1024 green, 1024 blue values per row). We read them straight into tensors
+[N, 3, 32, 32] and keep the whole split in memory (150 MB for train), as airbench does: no PIL,
+no per-image file access, and the same tensors can later move to the GPU.
+
+We check the md5 of the *archive* we download, never of extracted files: copies rebuilt
+elsewhere (a course server, `../shared/data/cifar100/to_official.py`) hold the same pixels and
+labels in other bytes. Extracted files are checked by content instead (shapes, ranges, counts).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+ARCHIVE_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"  # published with the archive
+FOLDER = "cifar-100-python"
+ENV_VAR = "CIFAR_HW2_DATA"
+SPLIT_SIZES = {"train": 50_000, "test": 10_000}
+NUM_CLASSES, NUM_COARSE = 100, 20
+
+
+class DataError(RuntimeError):
+    """The dataset is missing, cannot be downloaded, or is not CIFAR-100."""
+
+
+@dataclass
+class CifarSplit:
+    """One split held in memory. images: uint8 [N, 3, 32, 32]; labels: int64 [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor          # fine labels 0..99
+    coarse_labels: torch.Tensor   # superclasses 0..19
+    classes: list[str]            # fine label names, index = label
+    coarse_classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor) -> "CifarSplit":
+        return CifarSplit(self.images[indices], self.labels[indices], self.coarse_labels[indices],
+                          self.classes, self.coarse_classes)
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder that holds (or will hold) `cifar-100-python/`: argument, else $CIFAR_HW2_DATA, else ./data."""
+    return Path(root or os.environ.get(ENV_VAR) or "data").expanduser()
+
+
+def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
+                  download: bool = True) -> CifarSplit:
+    """Load the train or test split of CIFAR-100, downloading the archive on first use."""
+    if split not in SPLIT_SIZES:
+        raise ValueError(f"unknown split {split!r}; valid splits: {sorted(SPLIT_SIZES)}")
+    folder = data_root(root) / FOLDER
+    if not (folder / split).is_file() or not (folder / "meta").is_file():
+        if not download:
+            raise DataError(f"CIFAR-100 not found in {folder} (download=False). "
+                            f"Set {ENV_VAR} or pass root= to a folder holding {FOLDER}/.")
+        download_cifar100(folder.parent)
+    raw = _read_pickle(folder / split)
+    meta = _read_pickle(folder / "meta")
+    return _to_split(raw, meta, split, folder)
+
+
+def download_cifar100(root: Path) -> Path:
+    """Fetch the official archive into `root`, check its md5, extract `cifar-100-python/`.
+
+    Nothing is left half-written: the archive goes to a temp file and is extracted into a temp
+    folder that is renamed into place only when complete.
+    """
+    root = Path(root)
+    folder = root / FOLDER
+    hint = (f"Looked in {folder}. Download {URL} yourself and extract it there, or set {ENV_VAR} "
+            f"to a folder that holds {FOLDER}/.")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
+            archive = Path(tmp) / "cifar-100-python.tar.gz"
+            print(f"Downloading CIFAR-100 (161 MB) from {URL} into {root} ...", flush=True)
+            with urllib.request.urlopen(URL, timeout=30) as response, open(archive, "wb") as f:
+                shutil.copyfileobj(response, f)
+            md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+            if md5 != ARCHIVE_MD5:
+                raise DataError(f"downloaded archive has md5 {md5}, expected {ARCHIVE_MD5}. {hint}")
+            with tarfile.open(archive) as tar:
+                # The "data" filter refuses absolute paths and links out of the folder (PEP 706).
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(tmp, **safe)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(Path(tmp) / FOLDER, folder)
+    except DataError:
+        raise
+    except (OSError, tarfile.TarError) as e:  # URLError is an OSError; offline lands here
+        raise DataError(f"CIFAR-100 is not available and could not be downloaded "
+                        f"({type(e).__name__}: {e}). {hint}") from None
+    return folder
+
+
+def _read_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="latin1")  # Python-2 str keys come back as str
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing: the {FOLDER}/ folder is incomplete. "
+                        f"Delete {path.parent} to download it again, or set {ENV_VAR}.") from None
+    except Exception as e:  # truncated or foreign files raise many pickle/EOF error types
+        raise DataError(f"{path} is truncated or not a CIFAR-100 pickle ({type(e).__name__}: {e}). "
+                        f"Delete {path.parent} to download it again, or set {ENV_VAR}.") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} does not hold a CIFAR-100 dictionary (got {type(obj).__name__}).")
+    return obj
+
+
+def _to_split(raw: dict, meta: dict, split: str, folder: Path) -> CifarSplit:
+    def bad(why: str) -> DataError:
+        return DataError(f"{folder / split} is not the CIFAR-100 {split} split: {why}. "
+                         f"Delete {folder} to download it again, or set {ENV_VAR}.")
+
+    for key in ("data", "fine_labels", "coarse_labels"):
+        if key not in raw:
+            raise bad(f"key {key!r} is missing")
+    data = torch.as_tensor(raw["data"])
+    n = SPLIT_SIZES[split]
+    if data.dtype != torch.uint8 or tuple(data.shape) != (n, 3072):
+        raise bad(f"data is {data.dtype} {tuple(data.shape)}, expected uint8 ({n}, 3072)")
+    fine = torch.as_tensor(raw["fine_labels"], dtype=torch.int64)
+    coarse = torch.as_tensor(raw["coarse_labels"], dtype=torch.int64)
+    if len(fine) != n or len(coarse) != n:
+        raise bad(f"{len(fine)} fine and {len(coarse)} coarse labels for {n} images")
+    if fine.min() < 0 or fine.max() >= NUM_CLASSES or coarse.min() < 0 or coarse.max() >= NUM_COARSE:
+        raise bad("labels out of range (fine must be 0..99, coarse 0..19)")
+    per_class = torch.bincount(fine, minlength=NUM_CLASSES)
+    if not bool((per_class == n // NUM_CLASSES).all()):
+        raise bad(f"class counts range {per_class.min()}..{per_class.max()}, expected {n // NUM_CLASSES} each")
+    classes = list(meta.get("fine_label_names", []))
+    coarse_classes = list(meta.get("coarse_label_names", []))
+    if len(classes) != NUM_CLASSES or len(coarse_classes) != NUM_COARSE:
+        raise bad(f"meta has {len(classes)} fine and {len(coarse_classes)} coarse names, expected 100 and 20")
+    images = data.reshape(n, 3, 32, 32)  # rows are channel-major, so this is already CHW
+    return CifarSplit(images, fine, coarse, classes, coarse_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Subsets and the validation split. Both are stratified and seeded, so a run can be reproduced.
+
+def stratified_indices(labels: torch.Tensor, per_class: int, seed: int = 0,
+                       exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """`per_class` random indices of each class (sorted), drawn with a seeded generator."""
+    if per_class <= 0:
+        raise ValueError(f"per_class must be a positive integer, got {per_class}")
+    g = torch.Generator().manual_seed(seed)
+    allowed = torch.ones(len(labels), dtype=torch.bool)
+    if exclude is not None:
+        allowed[exclude] = False
+    chosen = []
+    for c in labels.unique().tolist():
+        pool = torch.nonzero((labels == c) & allowed).flatten()
+        if len(pool) < per_class:
+            raise ValueError(f"class {c} has only {len(pool)} images, asked for {per_class} per class")
+        chosen.append(pool[torch.randperm(len(pool), generator=g)[:per_class]])
+    return torch.cat(chosen).sort().values
+
+
+def stratified_subset(split: CifarSplit, per_class: int, seed: int = 0) -> CifarSplit:
+    """k images per class, for quick runs."""
+    return split.subset(stratified_indices(split.labels, per_class, seed))
+
+
+def train_val_split(train: CifarSplit, val_per_class: int = 50, seed: int = 0,
+                    train_per_class: int | None = None) -> tuple[CifarSplit, CifarSplit]:
+    """Carve a stratified validation split out of train (default 50 × 100 = 5,000 images).
+
+    Model selection uses it, so the test set is only ever reported, never used to choose.
+    `train_per_class` then optionally subsamples what remains (quick runs).
+    """
+    val_idx = stratified_indices(train.labels, val_per_class, seed)
+    if train_per_class is None:
+        keep = torch.ones(len(train), dtype=torch.bool)
+        keep[val_idx] = False
+        train_idx = torch.nonzero(keep).flatten()
+    else:
+        train_idx = stratified_indices(train.labels, train_per_class, seed + 1, exclude=val_idx)
+    return train.subset(train_idx), train.subset(val_idx)
+
+
+class CifarDataset(Dataset):
+    """Items are (transform(image), label) with image uint8 [3, 32, 32].
+
+    The loader may also hand a whole batch of (index, seed) pairs to `__getitems__`: the batch is
+    then augmented under its own seed, so augmentations do not depend on the number of workers
+    or on whether a run was resumed (see `sampling.SeededBatchSampler`).
+    """
+
+    def __init__(self, split: CifarSplit, transform=None):
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        image = self.split.images[i]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.split.labels[i])
+
+    def __getitems__(self, items: list) -> list:
+        if not items or not isinstance(items[0], tuple):
+            return [self[i] for i in items]
+        seed = items[0][1]
+        # fork_rng keeps the caller's RNG untouched when this runs in the main process (0 workers).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return [self[i] for i, _ in items]

@@ -1,0 +1,116 @@
+"""Accuracy, NLL and calibration (ECE, reliability diagrams, temperature scaling).
+
+All functions take logits [N, K] and targets [N] and return fractions (0.23, not 23 %);
+displays may show percent. Everything is computed in float64 on the CPU-or-wherever tensors given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def _check(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    if logits.ndim != 2 or targets.ndim != 1 or logits.shape[0] != targets.shape[0]:
+        raise ValueError(f"expected logits [N, K] and targets [N], got {tuple(logits.shape)} "
+                         f"and {tuple(targets.shape)}")
+    if logits.shape[0] == 0:
+        raise ValueError("no samples: logits and targets are empty")
+
+
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int = 1) -> float:
+    """Fraction of samples whose true class is among the k highest logits."""
+    _check(logits, targets)
+    k = min(k, logits.shape[1])
+    hit = (logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1)
+    return hit.double().mean().item()
+
+
+def nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean negative log-likelihood of the true class (nats)."""
+    _check(logits, targets)
+    return F.cross_entropy(logits.double(), targets.long()).item()
+
+
+@dataclass
+class Reliability:
+    """Per-bin data for a reliability diagram. Arrays have one entry per bin (n_bins)."""
+
+    edges: torch.Tensor        # [n_bins + 1], 0 .. 1
+    counts: torch.Tensor       # samples in each bin
+    confidence: torch.Tensor   # mean max-softmax confidence in each bin (0 where empty)
+    accuracy: torch.Tensor     # accuracy in each bin (0 where empty)
+    ece: float                 # Σ_b (n_b / N) · |acc_b − conf_b|
+
+
+def reliability(logits: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> Reliability:
+    """Equal-width bins over max-softmax confidence; a sample is in bin b when lo_b < conf ≤ hi_b.
+
+    This is the binning of Guo et al. 2017 and of Mukhoti et al. 2020, who report 15 bins.
+    """
+    _check(logits, targets)
+    if n_bins <= 0:
+        raise ValueError(f"n_bins must be positive, got {n_bins}")
+    probs = logits.double().softmax(dim=1)
+    conf, pred = probs.max(dim=1)
+    correct = (pred == targets).double()
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
+    # bucketize(right=False) gives i with edges[i-1] < conf <= edges[i]; bin index i - 1.
+    # conf = 0 cannot happen for a softmax, so every sample falls in bins 0..n_bins-1.
+    bins = (torch.bucketize(conf, edges, right=False) - 1).clamp(0, n_bins - 1)
+    counts = torch.bincount(bins, minlength=n_bins).double()
+    conf_sum = torch.bincount(bins, weights=conf, minlength=n_bins)
+    acc_sum = torch.bincount(bins, weights=correct, minlength=n_bins)
+    nonzero = counts.clamp_min(1)
+    confidence, accuracy = conf_sum / nonzero, acc_sum / nonzero
+    ece = ((counts / len(conf)) * (accuracy - confidence).abs()).sum().item()
+    return Reliability(edges, counts.long(), confidence, accuracy, ece)
+
+
+def expected_calibration_error(logits: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> float:
+    """ECE as a fraction (Naeini et al. 2015; Guo et al. 2017 Eq. 3), equal-width bins."""
+    return reliability(logits, targets, n_bins).ece
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor,
+                    t_min: float = 0.05, t_max: float = 20.0) -> float:
+    """The temperature T > 0 that minimises the NLL of softmax(logits / T) on held-out logits.
+
+    NLL(β) with β = 1/T is convex (log-sum-exp of a linear function minus a linear term), so its
+    derivative  dNLL/dβ = mean(E_softmax(βz)[z] − z_y)  is increasing: we find its zero by
+    bisection in float64, to machine precision and without a learning rate to tune. The answer
+    is clipped to [t_min, t_max] (hit only by degenerate data, e.g. all predictions right).
+    """
+    _check(logits, targets)
+    z = logits.double()
+    z_true = z.gather(1, targets.long()[:, None]).squeeze(1)
+
+    def slope(beta: float) -> float:
+        p = (beta * z).softmax(dim=1)
+        return ((p * z).sum(dim=1) - z_true).mean().item()
+
+    lo, hi = 1.0 / t_max, 1.0 / t_min
+    if slope(lo) >= 0:
+        return t_max
+    if slope(hi) <= 0:
+        return t_min
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if slope(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * hi:
+            break
+    return 1.0 / (0.5 * (lo + hi))
+
+
+def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> dict:
+    """{"top1", "top5", "nll", "ece"} as floats (fractions, nats)."""
+    return {
+        "top1": topk_accuracy(logits, targets, 1),
+        "top5": topk_accuracy(logits, targets, 5),
+        "nll": nll(logits, targets),
+        "ece": expected_calibration_error(logits, targets, n_bins),
+    }
