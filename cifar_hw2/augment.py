@@ -43,7 +43,7 @@ def uint8_train_transform(flip: bool = True, rotation: float = ROTATION_DEG,
         steps.append(v2.RandomRotation(rotation, fill=0))
     if autoaugment:
         steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10, fill=AUTOAUGMENT_FILL))
-    return v2.Compose(steps)
+    return v2.Compose(steps or [v2.Identity()])  # Compose refuses an empty list
 
 
 def normalize_transform(normalize: bool = True) -> v2.Compose:

@@ -123,7 +123,11 @@ def _read_pickle(path: Path) -> dict:
                         f"Delete {path.parent} to download it again, or set {ENV_VAR}.") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path} does not hold a CIFAR-100 dictionary (got {type(obj).__name__}).")
-    return obj
+    # Pickles written from Python 3 bytes (not Python-2 str) load with bytes keys and names.
+    text = lambda v: v.decode("latin1") if isinstance(v, bytes) else v
+    return {text(k): ([text(x) for x in v] if k in (b"fine_label_names", b"coarse_label_names",
+                                                       "fine_label_names", "coarse_label_names") else v)
+            for k, v in obj.items()}
 
 
 def _to_split(raw: dict, meta: dict, split: str, folder: Path) -> CifarSplit:
@@ -135,18 +139,22 @@ def _to_split(raw: dict, meta: dict, split: str, folder: Path) -> CifarSplit:
         if key not in raw:
             raise bad(f"key {key!r} is missing")
     data = torch.as_tensor(raw["data"])
-    n = SPLIT_SIZES[split]
-    if data.dtype != torch.uint8 or tuple(data.shape) != (n, 3072):
-        raise bad(f"data is {data.dtype} {tuple(data.shape)}, expected uint8 ({n}, 3072)")
+    if data.dtype != torch.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise bad(f"data is {data.dtype} {tuple(data.shape)}, expected uint8 [N, 3072]")
+    n = data.shape[0]
     fine = torch.as_tensor(raw["fine_labels"], dtype=torch.int64)
     coarse = torch.as_tensor(raw["coarse_labels"], dtype=torch.int64)
     if len(fine) != n or len(coarse) != n:
         raise bad(f"{len(fine)} fine and {len(coarse)} coarse labels for {n} images")
     if fine.min() < 0 or fine.max() >= NUM_CLASSES or coarse.min() < 0 or coarse.max() >= NUM_COARSE:
         raise bad("labels out of range (fine must be 0..99, coarse 0..19)")
+    # The official splits hold 500 / 100 images of every class. A smaller archive in the same
+    # layout (tests write one) is accepted if it is balanced too; anything else is not CIFAR-100.
     per_class = torch.bincount(fine, minlength=NUM_CLASSES)
-    if not bool((per_class == n // NUM_CLASSES).all()):
-        raise bad(f"class counts range {per_class.min()}..{per_class.max()}, expected {n // NUM_CLASSES} each")
+    if n == 0 or not bool((per_class == per_class[0]).all()):
+        raise bad(f"{n} images with class counts {int(per_class.min())}..{int(per_class.max())}; "
+                  f"expected the same count for every class ({SPLIT_SIZES[split] // NUM_CLASSES} "
+                  f"in the official split)")
     classes = list(meta.get("fine_label_names", []))
     coarse_classes = list(meta.get("coarse_label_names", []))
     if len(classes) != NUM_CLASSES or len(coarse_classes) != NUM_COARSE:

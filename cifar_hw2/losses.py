@@ -45,11 +45,21 @@ def _nll_per_sample(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(logits, targets.long(), reduction="none")
 
 
+def _batch_mean(per_sample: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch with the same reduction kernel as F.cross_entropy.
+
+    `.mean()` sums in another order and can differ from F.cross_entropy in the last bit; feeding
+    the per-sample losses through nll_loss makes focal(γ=0) equal cross-entropy bit for bit.
+    """
+    zeros = torch.zeros(per_sample.shape[0], dtype=torch.long, device=per_sample.device)
+    return F.nll_loss(-per_sample[:, None], zeros)
+
+
 class CrossEntropyLoss(nn.Module):
     """CE = −log p_t, with p_t = softmax(z)_y the probability of the true class."""
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return _nll_per_sample(logits, targets).mean()
+        return _batch_mean(_nll_per_sample(logits, targets))
 
 
 def focal_term(nll: torch.Tensor, gamma: torch.Tensor | float) -> torch.Tensor:
@@ -76,7 +86,7 @@ class FocalLoss(nn.Module):
         self.gamma = float(gamma)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return focal_term(_nll_per_sample(logits, targets), self.gamma).mean()
+        return _batch_mean(focal_term(_nll_per_sample(logits, targets), self.gamma))
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}"
@@ -114,7 +124,7 @@ class SampleDependentFocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         nll = _nll_per_sample(logits, targets)
-        return focal_term(nll, self.gamma(torch.exp(-nll.detach()))).mean()
+        return _batch_mean(focal_term(nll, self.gamma(torch.exp(-nll.detach()))))
 
     def extra_repr(self) -> str:
         return f"schedule={self.schedule}, gamma_above={self.gamma_above}"
@@ -211,7 +221,7 @@ class MutualChannelLoss(nn.Module):
         if features.ndim != 4 or features.shape[0] != logits.shape[0]:
             raise ValueError(f"features must be [B, C, H, W] with B = {logits.shape[0]}, "
                              f"got shape {tuple(features.shape)}")
-        ce = _nll_per_sample(logits, targets).mean()
+        ce = _batch_mean(_nll_per_sample(logits, targets))
         x = features if features.dtype == torch.float64 else features.float()
         b, c, h, w = x.shape
         sizes = self.sizes_for(c)

@@ -1,0 +1,166 @@
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_hw2 import data as D
+from conftest import REAL_DATA, needs_real_data, write_archive
+
+
+def test_loads_the_official_layout_into_uint8_tensors(tiny_data):
+    train = D.load_cifar100("train", tiny_data, download=False)
+    assert train.images.dtype == torch.uint8 and train.images.shape == (1200, 3, 32, 32)
+    assert train.labels.dtype == torch.int64 and train.labels.max() == 99
+    assert train.coarse_labels.max() == 19
+    assert len(train.classes) == 100 and len(train.coarse_classes) == 20
+    assert torch.bincount(train.labels).tolist() == [12] * 100
+    assert len(D.load_cifar100("test", tiny_data, download=False)) == 400
+
+
+def test_rows_are_channel_major(tmp_path):
+    root = write_archive(tmp_path, 1, 1)
+    import pickle
+    raw = pickle.load(open(root / "cifar-100-python" / "train", "rb"), encoding="latin1")
+    split = D.load_cifar100("train", root, download=False)
+    row = torch.as_tensor(raw["data"][0])
+    assert torch.equal(split.images[0, 0].flatten(), row[:1024])      # red plane first
+    assert torch.equal(split.images[0, 2].flatten(), row[2048:])
+
+
+def test_root_argument_then_env_var_then_data(monkeypatch, tmp_path):
+    monkeypatch.setenv("CIFAR_HW2_DATA", str(tmp_path))
+    assert D.data_root() == tmp_path
+    assert D.data_root("elsewhere") == Path("elsewhere")
+    monkeypatch.delenv("CIFAR_HW2_DATA")
+    assert D.data_root() == Path("data")
+
+
+def test_missing_folder_offline_gives_a_clear_error(monkeypatch, tmp_path):
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(D.urllib.request, "urlopen", offline)
+    with pytest.raises(D.DataError) as e:
+        D.load_cifar100("train", tmp_path / "nowhere")
+    msg = str(e.value)
+    assert str(tmp_path / "nowhere" / "cifar-100-python") in msg and D.URL in msg and "CIFAR_HW2_DATA" in msg
+    assert not (tmp_path / "nowhere" / "cifar-100-python").exists()   # nothing half-made
+
+
+def test_download_false_does_not_download(tmp_path):
+    with pytest.raises(D.DataError, match="download=False"):
+        D.load_cifar100("train", tmp_path, download=False)
+
+
+def _archive_bytes(tmp_path) -> bytes:
+    src = write_archive(tmp_path / "src", 2, 1)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(src / "cifar-100-python", arcname="cifar-100-python")
+    return buf.getvalue()
+
+
+def test_download_checks_the_archive_md5_and_extracts(monkeypatch, tmp_path):
+    blob = _archive_bytes(tmp_path)
+    monkeypatch.setattr(D.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(blob))
+    monkeypatch.setattr(D, "ARCHIVE_MD5", hashlib.md5(blob).hexdigest())
+    split = D.load_cifar100("train", tmp_path / "dl")
+    assert len(split) == 200
+    assert not [p for p in (tmp_path / "dl").iterdir() if p.name.startswith(".download")]
+
+
+def test_download_with_wrong_md5_leaves_nothing(monkeypatch, tmp_path):
+    blob = _archive_bytes(tmp_path)
+    monkeypatch.setattr(D.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(blob))
+    with pytest.raises(D.DataError, match="md5"):
+        D.load_cifar100("train", tmp_path / "dl")
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
+def test_truncated_or_corrupt_files_give_a_clear_error(tmp_path):
+    root = write_archive(tmp_path, 2, 1)
+    train = root / "cifar-100-python" / "train"
+    train.write_bytes(train.read_bytes()[:5000])
+    with pytest.raises(D.DataError, match="truncated or not a CIFAR-100 pickle"):
+        D.load_cifar100("train", root, download=False)
+    train.write_bytes(b"not a pickle at all")
+    with pytest.raises(D.DataError, match="truncated or not a CIFAR-100 pickle"):
+        D.load_cifar100("train", root, download=False)
+
+
+def test_content_is_checked_not_bytes(tmp_path):
+    import pickle
+    root = write_archive(tmp_path, 2, 1)
+    path = root / "cifar-100-python" / "train"
+    raw = pickle.load(open(path, "rb"), encoding="latin1")
+    raw["fine_labels"][0] = 100
+    pickle.dump(raw, open(path, "wb"), protocol=2)
+    with pytest.raises(D.DataError, match="labels out of range"):
+        D.load_cifar100("train", root, download=False)
+    raw["fine_labels"][0] = (raw["fine_labels"][0] + 1) % 100
+    raw["fine_labels"] = raw["fine_labels"][:-1]
+    raw["data"] = raw["data"][:-1]
+    raw["coarse_labels"] = raw["coarse_labels"][:-1]
+    pickle.dump(raw, open(path, "wb"), protocol=2)
+    with pytest.raises(D.DataError, match="class counts"):
+        D.load_cifar100("train", root, download=False)
+    raw["data"] = raw["data"][:, :100]
+    pickle.dump(raw, open(path, "wb"), protocol=2)
+    with pytest.raises(D.DataError, match=r"expected uint8 \[N, 3072\]"):
+        D.load_cifar100("train", root, download=False)
+
+
+def test_unknown_split(tiny_data):
+    with pytest.raises(ValueError, match="valid splits"):
+        D.load_cifar100("valid", tiny_data)
+
+
+def test_stratified_subset_and_validation_split(tiny_data):
+    train = D.load_cifar100("train", tiny_data, download=False)
+    sub = D.stratified_subset(train, 3, seed=1)
+    assert torch.bincount(sub.labels).tolist() == [3] * 100
+    assert torch.equal(sub.images, D.stratified_subset(train, 3, seed=1).images)  # seeded
+    assert not torch.equal(sub.images, D.stratified_subset(train, 3, seed=2).images)
+    tr, va = D.train_val_split(train, val_per_class=2, seed=0)
+    assert len(tr) == 1000 and len(va) == 200
+    assert torch.bincount(va.labels).tolist() == [2] * 100
+    # disjoint: no image index in both
+    val_idx = set(D.stratified_indices(train.labels, 2, 0).tolist())
+    tr2, va2 = D.train_val_split(train, val_per_class=2, seed=0, train_per_class=5)
+    assert torch.bincount(tr2.labels).tolist() == [5] * 100 and torch.equal(va2.images, va.images)
+    with pytest.raises(ValueError, match="only 10 images"):
+        D.train_val_split(train, val_per_class=2, train_per_class=11)
+    with pytest.raises(ValueError, match="positive"):
+        D.stratified_subset(train, 0)
+
+
+def test_dataset_applies_the_transform_and_seeds_batches(tiny_data):
+    from cifar_hw2.augment import train_transform
+    train = D.load_cifar100("train", tiny_data, download=False)
+    ds = D.CifarDataset(train, train_transform())
+    x, y = ds[0]
+    assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and y == int(train.labels[0])
+    a = ds.__getitems__([(i, 123) for i in range(8)])
+    b = ds.__getitems__([(i, 123) for i in range(8)])
+    assert all(torch.equal(p[0], q[0]) for p, q in zip(a, b))
+    state = torch.get_rng_state()
+    ds.__getitems__([(0, 5)])
+    assert torch.equal(state, torch.get_rng_state())   # the caller's RNG is untouched
+
+
+@needs_real_data
+def test_real_cifar100():
+    train = D.load_cifar100("train", download=False)
+    test = D.load_cifar100("test", download=False)
+    assert len(train) == 50_000 and len(test) == 10_000
+    assert torch.bincount(train.labels).tolist() == [500] * 100
+    assert torch.bincount(test.labels).tolist() == [100] * 100
+    mean = train.images.double().mean(dim=(0, 2, 3)) / 255
+    assert torch.allclose(mean, torch.tensor([0.5071, 0.4865, 0.4409], dtype=torch.float64), atol=1e-4)
+    assert train.classes[0] == "apple" and train.classes[-1] == "worm"
+    assert test.labels[:10].tolist() == [49, 33, 72, 51, 71, 92, 15, 14, 23, 0]

@@ -1,0 +1,79 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cifar_hw2.metrics import (classification_metrics, expected_calibration_error, fit_temperature,
+                               nll, reliability, topk_accuracy)
+
+
+def two_class(p_pred: list[float], correct: list[bool]):
+    """Logits whose max-softmax confidence is p_pred (class 0), targets right or wrong as given."""
+    p = torch.tensor(p_pred, dtype=torch.float64)
+    logits = torch.stack([p.log(), (1 - p).log()], dim=1)
+    targets = torch.tensor([0 if c else 1 for c in correct])
+    return logits, targets
+
+
+def test_ece_on_a_small_known_case():
+    logits, targets = two_class([0.9, 0.9, 0.65, 0.65], [True, False, True, True])
+    # bin (0.867, 0.933]: acc 0.5, conf 0.9; bin (0.6, 0.667]: acc 1, conf 0.65
+    assert expected_calibration_error(logits, targets) == pytest.approx(0.5 * 0.4 + 0.5 * 0.35)
+    rel = reliability(logits, targets)
+    assert rel.counts.sum() == 4 and rel.counts[13] == 2 and rel.counts[9] == 2
+    assert rel.accuracy[13] == pytest.approx(0.5) and rel.confidence[9] == pytest.approx(0.65)
+
+
+def test_ece_bin_membership_is_lower_exclusive_upper_inclusive():
+    logits = torch.zeros(1, 2)   # confidence exactly 0.5, the edge between 2 bins
+    rel = reliability(logits, torch.tensor([0]), n_bins=2)
+    assert rel.counts.tolist() == [1, 0]
+    rel = reliability(torch.tensor([[50.0, -50.0]]), torch.tensor([0]), n_bins=2)  # confidence 1.0
+    assert rel.counts.tolist() == [0, 1]
+
+
+def test_perfectly_calibrated_predictions_have_ece_near_zero():
+    torch.manual_seed(0)
+    z = torch.randn(50_000, 10, dtype=torch.float64) * 2
+    y = torch.multinomial(z.softmax(1), 1).squeeze(1)
+    assert expected_calibration_error(z, y) < 0.01
+
+
+def test_topk_and_nll():
+    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0]])
+    targets = torch.tensor([1, 1])
+    assert topk_accuracy(logits, targets, 1) == 0.5
+    assert topk_accuracy(logits, targets, 2) == 1.0
+    assert topk_accuracy(logits, targets, 5) == 1.0  # k is capped at the class count
+    assert nll(logits, targets) == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-6)
+    m = classification_metrics(logits, targets)
+    assert set(m) == {"top1", "top5", "nll", "ece"} and all(0 <= m[k] <= 1 for k in ("top1", "top5", "ece"))
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    torch.manual_seed(1)
+    z = torch.randn(20_000, 10, dtype=torch.float64) * 3
+    y = torch.multinomial(z.softmax(1), 1).squeeze(1)      # calibrated at T = 1
+    t = fit_temperature(2.5 * z, y)                        # over-confident by 2.5
+    assert t == pytest.approx(2.5, rel=0.03)
+    # it is the minimiser: a little either side is worse
+    best = nll(2.5 * z / t, y)
+    assert best < nll(2.5 * z / (t * 1.01), y) and best < nll(2.5 * z / (t * 0.99), y)
+
+
+def test_temperature_scaling_lowers_ece_of_overconfident_logits():
+    torch.manual_seed(2)
+    z = torch.randn(20_000, 10, dtype=torch.float64) * 2
+    y = torch.multinomial(z.softmax(1), 1).squeeze(1)
+    t = fit_temperature(3 * z, y)
+    assert expected_calibration_error(3 * z / t, y) < expected_calibration_error(3 * z, y) / 3
+
+
+def test_metrics_bad_input():
+    with pytest.raises(ValueError, match="expected logits"):
+        topk_accuracy(torch.zeros(3, 2), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="no samples"):
+        expected_calibration_error(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="n_bins"):
+        reliability(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), n_bins=0)
