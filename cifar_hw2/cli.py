@@ -1,0 +1,121 @@
+"""Command line: `python -m cifar_hw2 COMMAND ...` (also installed as `cifar-hw2`).
+
+    train      train one model × loss; one flag per config field (see --help)
+    evaluate   metrics of a saved checkpoint on test or val
+
+Bad input exits with status 2 and one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from .config import PRESETS, TrainConfig, field_help, make_config
+
+EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (no usage block)."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _optional_int(text: str):
+    if text.lower() in ("none", "all"):
+        return None
+    return int(text)
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field. Only the flags given override the preset."""
+    helps = field_help()
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default
+        text = f"{helps.get(f.name, '')} (default: {default!r})".replace("%", "%%")
+        kind = str(f.type)
+        if f.name == "pretrained":
+            p.add_argument("--pretrained", nargs="?", const=True, default=argparse.SUPPRESS, metavar="PATH",
+                           help="use pretrained weights: from the hub, or from a local timm weight file PATH "
+                                f"(default: {default!r})")
+            p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False,
+                           default=argparse.SUPPRESS, help="train from scratch")
+        elif kind == "bool":
+            p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+        elif kind == "int":
+            p.add_argument(_flag(f.name), type=int, default=argparse.SUPPRESS, metavar="N", help=text)
+        elif kind == "int | None":
+            p.add_argument(_flag(f.name), type=_optional_int, default=argparse.SUPPRESS, metavar="N",
+                           help=text + "; 'all' for None")
+        elif kind == "float":
+            p.add_argument(_flag(f.name), type=float, default=argparse.SUPPRESS, metavar="X", help=text)
+        else:
+            p.add_argument(_flag(f.name), type=str, default=argparse.SUPPRESS, metavar="TEXT", help=text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="cifar-hw2", description="CIFAR-100 with EfficientNet-B4 / Swin-B and CE, MC, "
+                    "focal and FLSD-53 losses (a course companion to a homework report).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    presets = "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in PRESETS.items())
+    train = sub.add_parser("train", help="train one model with one loss",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                           description="Train and evaluate one run. A preset sets some fields; any flag "
+                                       "overrides it. Defaults shown are the config's, before the preset.",
+                           epilog=f"Presets: {presets}.")
+    train.add_argument("--preset", default="paper-b4", help=f"named settings: {', '.join(PRESETS)}")
+    _add_config_flags(train)
+
+    ev = sub.add_parser("evaluate", help="metrics of a saved checkpoint",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ev.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by train")
+    ev.add_argument("--split", default="test", choices=("test", "val"))
+    ev.add_argument("--data", default=None, help="folder holding cifar-100-python/ (default: the run's)")
+    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    ev.add_argument("--batch-size", type=int, default=256)
+    return parser
+
+
+def run_train(args) -> int:
+    from .trainer import fit
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset")}
+    fit(make_config(args.preset, **overrides))
+    return 0
+
+
+def run_evaluate(args) -> int:
+    from .evaluate import evaluate_checkpoint
+    if args.batch_size <= 0:
+        raise ValueError(f"batch size must be a positive integer, got {args.batch_size}")
+    result = evaluate_checkpoint(args.checkpoint, args.split, args.data, args.device, args.batch_size)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+COMMANDS = {"train": run_train, "evaluate": run_evaluate}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .trainer import NonFiniteLossError
+    try:
+        return COMMANDS[args.command](args)
+    except NonFiniteLossError as e:
+        print(f"cifar-hw2: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except (ValueError, DataError, CheckpointError) as e:  # ConfigError and ModelError are ValueErrors
+        print(f"cifar-hw2: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("cifar-hw2: interrupted", file=sys.stderr)
+        return 130

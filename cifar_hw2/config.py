@@ -1,0 +1,185 @@
+"""One dataclass holds every setting of a run; presets are named sets of overrides.
+
+    make_config("paper-b4", loss="flsd53")          the homework's best B4 run
+    make_config("quick", loss="mc", epochs=3)       a CPU run of a minute or two
+
+Every field can be overridden (the CLI makes one flag per field). `validate()` checks names and
+ranges and raises ConfigError with what was wrong and what is accepted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+from .losses import LOSSES
+from .models import MODELS
+from .optim import OPTIMIZERS
+from .schedule import SCHEDULES
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PROGRESS = ("auto", "bar", "epoch", "off")
+QUICK_ENV = "CIFAR_HW2_QUICK"
+
+
+class ConfigError(ValueError):
+    """A setting has a bad name, type or value."""
+
+
+@dataclass
+class TrainConfig:
+    # --- what to train ------------------------------------------------------------------------
+    model: str = "efficientnet_b4"    # efficientnet_b4 | swin_b | small_cnn
+    loss: str = "flsd53"              # ce | focal | flsd53 | mc (| flsd53_homework | mc_homework)
+    pretrained: bool | str = True     # True: ImageNet weights from the hub; or a local file; False
+    upsample_mode: str = "nearest"    # how 32 px becomes 224/384 inside the model (homework: nearest)
+    # --- loss hyper-parameters (used only by the loss they belong to) ---------------------------
+    gamma: float = 2.0                # focal: γ (Lin et al. 2017 default)
+    mc_mu: float = 1.5                # mc: weight μ of the MC term (official code's α = 1.5)
+    mc_lambda: float = 20 / 1.5       # mc: λ on (1 − D) inside the MC term (official β = 20 = μλ)
+    mc_drop_rate: float = 1 / 3       # mc: CWA drops this share of each class's channels
+    # --- optimisation ---------------------------------------------------------------------------
+    optimizer: str = "adamw"          # adamw | ranger (RAdam + Lookahead, timm) | sgd
+    lr: float = 1e-3                  # initial learning rate lr0
+    weight_decay: float = 1e-4        # decoupled (AdamW) weight decay, as in the report
+    momentum: float = 0.9             # sgd only
+    schedule: str = "step"            # step: lr0·0.8^floor(e/3) (homework code) | exponential | constant
+    lr_decay: float = 0.8             # decay factor per period
+    lr_period: int = 3                # epochs per decay period
+    epochs: int = 200
+    batch_size: int = 64              # global batch (split across processes under torchrun)
+    # --- data -------------------------------------------------------------------------------------
+    data: str | None = None           # folder holding cifar-100-python/ (default $CIFAR_HW2_DATA or ./data)
+    train_per_class: int | None = None  # None: all 450 left after validation; k: a stratified subset
+    val_per_class: int = 50           # validation carved from train: 50 × 100 = 5,000 images
+    test_per_class: int | None = None   # None: the whole test split (10,000)
+    flip: bool = True                 # augmentations of the report §2.1 ...
+    rotation: float = 10.0            # ... max degrees
+    autoaugment: bool = True          # ... CIFAR-10 policy
+    noise_p: float = 0.1              # ... probability of Gaussian noise
+    noise_std: float = 0.005          # ... its σ, in normalised units (homework value)
+    # --- run ----------------------------------------------------------------------------------------
+    out: str = "runs/default"         # run folder: config.json, history.csv, metrics.json, *.pt
+    seed: int = 614                   # the homework's seed
+    device: str = "auto"              # auto: cuda → mps → cpu
+    workers: int | None = None        # loader processes; None: usable cores (0 on a 1-core machine)
+    eval_batch_size: int = 256
+    amp: bool = True                  # bf16 autocast, CUDA only
+    channels_last: bool = True        # CUDA only
+    compile: bool = False             # torch.compile the model (CUDA)
+    progress: str = "auto"            # auto: bars in notebooks/terminals, a line per epoch in logs
+    resume: bool = False              # continue from out/last.pt
+    overwrite: bool = False           # replace a different run in out/
+
+    def validate(self) -> "TrainConfig":
+        _choice("model", self.model, MODELS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("device", self.device, DEVICES)
+        _choice("progress", self.progress, PROGRESS)
+        _choice("upsample_mode", self.upsample_mode, ("nearest", "bilinear", "bicubic"))
+        for name in ("epochs", "batch_size", "lr_period", "val_per_class", "eval_batch_size"):
+            _positive_int(name, getattr(self, name))
+        for name in ("train_per_class", "test_per_class"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        if self.workers is not None and (not _is_int(self.workers) or self.workers < 0):
+            raise ConfigError(f"workers must be an integer >= 0 or None, got {self.workers!r}")
+        if not _is_int(self.seed):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        for name in ("lr", "gamma", "mc_mu", "mc_lambda", "mc_drop_rate", "weight_decay", "momentum",
+                     "lr_decay", "rotation", "noise_p", "noise_std"):
+            if not _is_number(getattr(self, name)):
+                raise ConfigError(f"{name} must be a number, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        for name in ("gamma", "mc_mu", "mc_lambda", "weight_decay", "momentum", "rotation", "noise_std"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if not 0 <= self.noise_p <= 1 or not 0 <= self.mc_drop_rate < 1:
+            raise ConfigError(f"noise_p must be in [0, 1] and mc_drop_rate in [0, 1), "
+                              f"got {self.noise_p} and {self.mc_drop_rate}")
+        if self.train_per_class is not None and self.train_per_class + self.val_per_class > 500:
+            raise ConfigError(f"train_per_class + val_per_class must be <= 500 (CIFAR-100 has 500 "
+                              f"train images per class), got {self.train_per_class} + {self.val_per_class}")
+        if self.val_per_class >= 500:
+            raise ConfigError(f"val_per_class must be < 500, got {self.val_per_class}")
+        if self.test_per_class is not None and self.test_per_class > 100:
+            raise ConfigError(f"test_per_class must be <= 100, got {self.test_per_class}")
+        if self.model == "small_cnn" and self.pretrained not in (False, None, "", "false", "False"):
+            raise ConfigError("small_cnn is trained from scratch: set pretrained=False (--no-pretrained)")
+        if self.resume and self.overwrite:
+            raise ConfigError("resume and overwrite exclude each other: pick one")
+        return self
+
+    def loss_kwargs(self) -> dict:
+        if self.loss == "focal":
+            return {"gamma": self.gamma}
+        if self.loss == "mc":
+            return {"mu": self.mc_mu, "lambda_": self.mc_lambda, "drop_rate": self.mc_drop_rate}
+        return {}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Settings that do not change what a run computes: they may differ between a run and its resume.
+RUNTIME_FIELDS = {"epochs", "data", "out", "device", "workers", "eval_batch_size", "progress",
+                  "resume", "overwrite", "compile"}
+
+PRESETS: dict[str, dict] = {
+    # The homework's runs (report Table 1). Batch 32 was its other column: pass batch_size=32.
+    "paper-b4": dict(model="efficientnet_b4", batch_size=64, lr=1e-3, epochs=200),
+    "paper-swin": dict(model="swin_b", batch_size=64, lr=3e-5, epochs=200),
+    # A minute or two on a 2-core CPU: 100 classes × 50 images, from scratch, clearly above chance.
+    "quick": dict(model="small_cnn", pretrained=False, epochs=4, batch_size=64, lr=2e-3,
+                  train_per_class=50, val_per_class=10, test_per_class=20, seed=0),
+}
+
+
+def make_config(preset: str = "paper-b4", **overrides) -> TrainConfig:
+    """The named preset with `overrides` applied, validated."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(fields))}")
+    return TrainConfig(**{**PRESETS[preset], **overrides}).validate()
+
+
+def quick_mode() -> bool:
+    """True when $CIFAR_HW2_QUICK is set to 1/true/yes (the test configuration sets it)."""
+    return os.environ.get(QUICK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _choice(name, value, valid):
+    if value not in valid:
+        raise ConfigError(f"unknown {name} {value!r}; valid choices: {', '.join(valid)}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _positive_int(name, v):
+    if not _is_int(v) or v <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+
+
+def field_help() -> dict[str, str]:
+    """The `# comment` after each TrainConfig field, for --help and the notebooks."""
+    import inspect
+    import re
+    out = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out

@@ -1,0 +1,170 @@
+"""Models by name: `build_model(name, num_classes=100, pretrained=...)`.
+
+    "efficientnet_b4"  timm EfficientNet-B4, ImageNet-1k weights (timm/efficientnet_b4.ra2_in1k),
+                       input upsampled 32 → 224 inside the model; feature map [B, 1792, 7, 7]
+    "swin_b"           timm Swin-B, patch 4, window 12, ImageNet-22k weights
+                       (timm/swin_base_patch4_window12_384.ms_in22k), input upsampled 32 → 384;
+                       feature map [B, 1024, 12, 12]
+    "small_cnn"        a 7-layer VGG-style CNN with BatchNorm for 32 px (0.22 M parameters), trained
+                       from scratch: quick runs, tests and the CPU reference; feature map
+                       [B, 300, 8, 8] = 3 channels per class, the MC paper's setting
+
+Every model maps normalised images [B, 3, 32, 32] to logits [B, K]; `model(x, return_features=True)`
+also returns the last feature map as [B, C, H, W] (Swin's NHWC is permuted), so the MC loss works
+on every model. The homework could only use it on B4.
+
+Upsampling uses `nearest` by default: the homework's `nn.Upsample(size=...)` has that default
+mode. It simply repeats each pixel 7× (224) or 12× (384); "bilinear" is an option.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ModelError(ValueError):
+    """Unknown model, or pretrained weights that cannot be had."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    timm_name: str | None       # None: defined here
+    input_size: int             # the side the backbone sees
+    hub_tag: str | None         # timm pretrained tag (weights on the Hugging Face hub)
+    timm_kwargs: dict
+
+
+MODELS = {
+    # drop_rate 0.4 before the head and stochastic depth 0.2: what torchvision's B4 (the homework's)
+    # uses.
+    "efficientnet_b4": ModelSpec("efficientnet_b4", 224, "ra2_in1k",
+                                 dict(drop_rate=0.4, drop_path_rate=0.2)),
+    # drop_path 0.2 as in the homework; the new head starts at zero (see _zero_head).
+    "swin_b": ModelSpec("swin_base_patch4_window12_384", 384, "ms_in22k", dict(drop_path_rate=0.2)),
+    "small_cnn": ModelSpec(None, 32, None, {}),
+}
+
+
+class SmallCNN(nn.Module):
+    """conv-bn-relu ×2 at 32 px (24 ch), pool, ×2 at 16 px (48 ch), pool, ×2 at 8 px (96 ch),
+    then a 1×1 conv to 3 channels per class ([B, 300, 8, 8] for 100 classes), GAP, linear.
+
+    About 0.22 M parameters and 48 MFLOPs per image; ~700 images/s per training step on 2 CPU cores.
+    """
+
+    def __init__(self, num_classes: int = 100, widths=(24, 48, 96), channels_per_class: int = 3):
+        super().__init__()
+
+        def conv(cin, cout, k=3):
+            return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+        a, b, c = widths
+        self.num_features = channels_per_class * num_classes
+        self.features = nn.Sequential(
+            *conv(3, a), *conv(a, a), nn.MaxPool2d(2),
+            *conv(a, b), *conv(b, b), nn.MaxPool2d(2),
+            *conv(b, c), *conv(c, c),
+            *conv(c, self.num_features, k=1),
+        )
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def forward_head(self, f):
+        return self.head(f.mean(dim=(2, 3)))
+
+
+class Classifier(nn.Module):
+    """Upsample (if needed) → backbone features → head. See the module docstring."""
+
+    def __init__(self, name: str, backbone: nn.Module, input_size: int, upsample_mode: str = "nearest",
+                 features_nhwc: bool = False):
+        super().__init__()
+        if upsample_mode not in ("nearest", "bilinear", "bicubic"):
+            raise ModelError(f"unknown upsample_mode {upsample_mode!r}; valid: nearest, bilinear, bicubic")
+        self.name, self.backbone = name, backbone
+        self.input_size, self.upsample_mode, self.features_nhwc = input_size, upsample_mode, features_nhwc
+
+    def upsample(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] == self.input_size and x.shape[-2] == self.input_size:
+            return x
+        align = None if self.upsample_mode == "nearest" else False
+        return F.interpolate(x, size=(self.input_size, self.input_size), mode=self.upsample_mode,
+                             align_corners=align)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        feats = self.backbone.forward_features(self.upsample(x))   # NCHW, or NHWC for Swin
+        logits = self.backbone.forward_head(feats)
+        if not return_features:
+            return logits
+        return logits, (feats.permute(0, 3, 1, 2) if self.features_nhwc else feats)
+
+
+def build_model(name: str, num_classes: int = 100, pretrained: bool | str | os.PathLike = False,
+                upsample_mode: str = "nearest") -> Classifier:
+    """Build a model by name. `pretrained` is False, True (download from the hub) or a local file.
+
+    A local file is a timm state dict (`.safetensors` or `.pth`/`.bin`) for the same architecture,
+    e.g. the hub's model.safetensors; its 1000- or 21841-class head is dropped for a new one.
+    """
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    if num_classes <= 0:
+        raise ModelError(f"num_classes must be positive, got {num_classes}")
+    spec = MODELS[name]
+    if spec.timm_name is None:
+        if pretrained:
+            raise ModelError(f"{name} has no pretrained weights: it is trained from scratch; "
+                             f"pass pretrained=False")
+        return Classifier(name, SmallCNN(num_classes), spec.input_size, upsample_mode)
+    backbone = _create_timm(name, spec, num_classes, pretrained)
+    if name == "swin_b":
+        _zero_head(backbone.head.fc)
+    return Classifier(name, backbone, spec.input_size, upsample_mode, features_nhwc=(name == "swin_b"))
+
+
+def _create_timm(name: str, spec: ModelSpec, num_classes: int, pretrained) -> nn.Module:
+    import timm
+
+    hub_id = f"timm/{spec.timm_name}.{spec.hub_tag}"
+    arch = f"{spec.timm_name}.{spec.hub_tag}"
+    kwargs = dict(num_classes=num_classes, **spec.timm_kwargs)
+    if pretrained is False or pretrained is None:
+        return timm.create_model(arch, pretrained=False, **kwargs)
+    if pretrained is True:
+        try:
+            return timm.create_model(arch, pretrained=True, **kwargs)
+        except (OSError, RuntimeError) as e:  # offline: huggingface_hub's LocalEntryNotFoundError (an OSError)
+            raise ModelError(
+                f"could not get the pretrained weights of {name} from the Hugging Face hub ({hub_id}): "
+                f"{type(e).__name__}. Without network, download model.safetensors from "
+                f"https://huggingface.co/{hub_id} elsewhere and pass its path as pretrained= "
+                f"(--pretrained PATH), or train from scratch with pretrained=False (--no-pretrained)."
+            ) from None
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise ModelError(f"pretrained weights file {path} does not exist; pass a timm state dict "
+                         f"for {spec.timm_name} (e.g. model.safetensors from https://huggingface.co/{hub_id}), "
+                         f"True to download, or False")
+    try:
+        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    except Exception as e:
+        raise ModelError(f"{path} is not a usable weight file for {spec.timm_name}: "
+                         f"{type(e).__name__}: {str(e)[:300]}") from None
+
+
+def _zero_head(fc: nn.Linear) -> None:
+    """Start the new classifier at zero, as the homework's Swin-B did: every class starts at
+    p = 1/K and the pretrained features are not disturbed by a random head in the first steps."""
+    nn.init.zeros_(fc.weight)
+    nn.init.zeros_(fc.bias)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
