@@ -236,7 +236,11 @@ class Trainer:
         first_bad = torch.full((), -1, device=dev, dtype=torch.long)
         seen, start = 0, time.perf_counter()
         refresh = 1 if dev.type == "cpu" else 25   # a host sync only every few steps on a GPU
-        for step, (images, labels) in enumerate(self.loader):
+        batches = iter(self.loader)
+        # Dropout, noise and MC masks in this process draw from a stream fixed by (seed, epoch, rank).
+        # Seeded after iter(): a new loader iterator draws from this RNG, a persistent one does not.
+        torch.manual_seed(batch_seed(cfg.seed, epoch, -1 - self.procs.rank))
+        for step, (images, labels) in enumerate(batches):
             images = images.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)
             x = self.augment(images).contiguous(memory_format=self.memory_format)
@@ -318,8 +322,6 @@ class Trainer:
             print(f"{self.out}: all {cfg.epochs} epochs are done already.")
         for epoch in range(self.start_epoch, cfg.epochs):
             self.sampler.set_epoch(epoch)
-            # Dropout, noise and MC masks in this process draw from a stream fixed by (seed, epoch, rank).
-            torch.manual_seed(batch_seed(cfg.seed, epoch, -1 - procs.rank))
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             bar = tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",

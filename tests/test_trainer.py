@@ -1,0 +1,147 @@
+"""The trainer on a tiny archive written by the tests (tests/conftest.py): fast, runs anywhere."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_hw2.checkpoint import CheckpointError, load_checkpoint
+from cifar_hw2.config import ConfigError, make_config
+from cifar_hw2.trainer import HISTORY_COLUMNS, NonFiniteLossError, Trainer, fit
+
+TIMING = {"seconds", "images_per_s"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(tiny_data, out, **kw):
+    """small_cnn on 10 images per class (1,000), 2 per class for val, 4 for test."""
+    base = dict(data=str(tiny_data), out=str(out), train_per_class=10, val_per_class=2,
+                test_per_class=None, epochs=3, batch_size=50, workers=0, progress="off")
+    return make_config("quick", **{**base, **kw})
+
+
+def read_history(out) -> list[dict]:
+    with open(Path(out) / "history.csv") as f:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
+
+
+def test_fit_writes_the_run_folder(tiny_data, tmp_path):
+    history = fit(tiny(tiny_data, tmp_path / "run"))
+    out = tmp_path / "run"
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "history.csv", "last.pt", "metrics.json"]
+    assert len(history) == 3 and list(history[0]) == HISTORY_COLUMNS
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["model"] == "small_cnn" and cfg["versions"]["torch"] == torch.__version__
+    assert cfg["data_sizes"] == {"train": 1000, "val": 200, "test": 400}
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("top1", "top5", "nll", "ece"):
+        assert 0 <= metrics["final"][key] and metrics[key] == metrics["final"][key]
+        assert key in metrics["best"]
+    assert metrics["complete"] and metrics["final"]["epoch"] == 3
+    assert history[-1]["lr"] == pytest.approx(2e-3)   # step schedule: still lr0 in epochs 1-3
+    # the class-coloured tiny data is learnable: the run beats chance clearly
+    assert metrics["top1"] > 0.05
+    assert [r["epoch"] for r in read_history(out)] == ["1", "2", "3"]
+    state = load_checkpoint(out / "best.pt", "small_cnn", 100)
+    assert state["epoch"] == metrics["best"]["epoch"]
+
+
+def test_same_config_gives_the_same_numbers_with_any_worker_count(tiny_data, tmp_path):
+    fit(tiny(tiny_data, tmp_path / "a", epochs=2, workers=0))
+    fit(tiny(tiny_data, tmp_path / "b", epochs=2, workers=2))
+    assert read_history(tmp_path / "a") == read_history(tmp_path / "b")
+
+
+def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(tiny_data, tmp_path):
+    fit(tiny(tiny_data, tmp_path / "full", epochs=3))
+    fit(tiny(tiny_data, tmp_path / "part", epochs=1))
+    fit(tiny(tiny_data, tmp_path / "part", epochs=3, resume=True))
+    assert read_history(tmp_path / "full") == read_history(tmp_path / "part")
+    assert (tmp_path / "full" / "metrics.json").read_text() == (tmp_path / "part" / "metrics.json").read_text()
+
+
+def _train_cmd(tiny_data, out, *extra):
+    return [sys.executable, "-m", "cifar_hw2", "train", "--preset", "quick", "--data", str(tiny_data),
+            "--out", str(out), "--train-per-class", "10", "--val-per-class", "2", "--test-per-class", "all",
+            "--epochs", "4", "--batch-size", "20", "--workers", "2", "--progress", "off", *extra]
+
+
+def test_sigkill_inside_an_epoch_then_resume_gives_the_same_results(tiny_data, tmp_path):
+    subprocess.run(_train_cmd(tiny_data, tmp_path / "full"), check=True, cwd=ROOT)
+    proc = subprocess.Popen(_train_cmd(tiny_data, tmp_path / "killed"), cwd=ROOT)
+    history = tmp_path / "killed" / "history.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 3):
+        time.sleep(0.02)
+    time.sleep(0.3)                                     # well inside epoch 3
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = json.loads((tmp_path / "killed" / "metrics.json").read_text())["epochs_done"]
+    assert done < 4
+    assert not [p for p in (tmp_path / "killed").iterdir() if p.name.endswith(".tmp")]
+    subprocess.run(_train_cmd(tiny_data, tmp_path / "killed", "--resume"), check=True, cwd=ROOT)
+    assert read_history(tmp_path / "full") == read_history(tmp_path / "killed")
+    assert (tmp_path / "full" / "metrics.json").read_text() == (tmp_path / "killed" / "metrics.json").read_text()
+
+
+def test_an_existing_run_is_never_silently_replaced(tiny_data, tmp_path):
+    fit(tiny(tiny_data, tmp_path / "run", epochs=1))
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run .*--resume.*--overwrite"):
+        fit(tiny(tiny_data, tmp_path / "run", epochs=1, loss="ce"))
+    with pytest.raises(CheckpointError, match="other settings .*loss"):
+        fit(tiny(tiny_data, tmp_path / "run", epochs=2, loss="ce", resume=True))
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    fit(tiny(tiny_data, tmp_path / "run", epochs=1, loss="ce", overwrite=True))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["loss"] == "ce"
+
+
+def test_checkpoint_of_another_model_or_corrupt_is_refused_and_kept(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    fit(tiny(tiny_data, out, epochs=1))
+    with pytest.raises(CheckpointError, match="holds a small_cnn model, not efficientnet_b4"):
+        load_checkpoint(out / "last.pt", "efficientnet_b4", 100)
+    with pytest.raises(CheckpointError, match="has 100 classes, not 10"):
+        load_checkpoint(out / "last.pt", "small_cnn", 10)
+    (out / "last.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="corrupt or not a cifar_hw2 checkpoint"):
+        fit(tiny(tiny_data, out, epochs=2, resume=True))
+    assert (out / "last.pt").read_bytes() == b"\x00garbage"
+
+
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tiny_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    fit(tiny(tiny_data, out, epochs=1))
+    before = (out / "last.pt").read_bytes()
+    # lr belongs to the run's settings, so a resume cannot change it; set it in the optimizer
+    # instead, so large that the first step overflows the weights.
+    original = Trainer.setup
+
+    def setup(self, state):
+        original(self, state)
+        for group in self.optimizer.param_groups:
+            group["lr"] = 1e30
+    monkeypatch.setattr(Trainer, "setup", setup)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step \d+.*last good checkpoint .*after epoch 1"):
+        fit(tiny(tiny_data, out, epochs=2, resume=True))
+    assert (out / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("loss", ["ce", "focal", "flsd53", "mc"])
+def test_every_loss_trains(loss, tiny_data, tmp_path):
+    history = fit(tiny(tiny_data, tmp_path / loss, epochs=1, loss=loss))
+    assert torch.isfinite(torch.tensor(history[0]["train_loss"]))
+
+
+@pytest.mark.parametrize("optimizer", ["ranger", "sgd"])
+def test_other_optimizers(optimizer, tiny_data, tmp_path):
+    fit(tiny(tiny_data, tmp_path / optimizer, epochs=1, optimizer=optimizer))
+    state = load_checkpoint(tmp_path / optimizer / "last.pt")
+    assert state["optimizer"]["state"]
