@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -225,6 +226,10 @@ class Trainer:
         if procs.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
             ids = [self.device.index] if self.device.type == "cuda" else None
+            if self.device.type == "cuda":
+                # BatchNorm statistics over the global batch, as on one GPU (needs NCCL; not on CPU).
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+                self.train_model = torch.compile(self.model) if cfg.compile else self.model
             self.train_model = DDP(self.train_model, device_ids=ids)
 
     # ---- one epoch of training
@@ -267,12 +272,23 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
                                     img_s=f"{seen * self.procs.world / (time.perf_counter() - start):.0f}")
         self._check_finite(first_bad, epoch)
+        if self.procs.world > 1:
+            self._average_buffers()
         totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), device=dev, dtype=torch.float64)])
         if self.procs.world > 1:
             dist.all_reduce(totals)
         seconds = time.perf_counter() - start
         return {"train_loss": (totals[0] / totals[2]).item(), "train_acc": (totals[1] / totals[2]).item(),
                 "images_per_s": totals[2].item() / seconds}
+
+    @torch.no_grad()
+    def _average_buffers(self) -> None:
+        """DDP keeps parameters equal, but each rank's BatchNorm running statistics come from its
+        own batches. Averaging them makes every rank evaluate and save the same model."""
+        for buf in self.model.buffers():
+            if buf.is_floating_point():
+                dist.all_reduce(buf)
+                buf /= self.procs.world
 
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
         step = int(first_bad)
@@ -374,7 +390,7 @@ class Trainer:
         h = hashlib.sha256()
         for name, t in self.model.state_dict().items():
             h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
 
 

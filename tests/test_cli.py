@@ -1,0 +1,79 @@
+"""The command line as a user meets it: exit codes and one-line errors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, env=None):
+    import os
+    return subprocess.run([sys.executable, "-m", "cifar_hw2", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "fast"], "unknown preset 'fast'; valid presets: paper-b4, paper-swin, quick"),
+    (["--loss", "fl"], "unknown loss 'fl'; valid choices: ce, focal, flsd53, mc"),
+    (["--model", "vgg"], "unknown model 'vgg'; valid choices: efficientnet_b4, swin_b, small_cnn"),
+    (["--epochs", "0"], "epochs must be a positive integer, got 0"),
+    (["--batch-size", "-8"], "batch_size must be a positive integer, got -8"),
+    (["--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
+    (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    (["--lr", "0"], "lr must be > 0"),
+    (["--optimizer", "adam"], "unknown optimizer 'adam'; valid choices: adamw, ranger, sgd"),
+    (["--noise-p", "2"], "noise_p must be in [0, 1]"),
+])
+def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
+    run = cli("train", "--preset", "quick", "--out", str(tmp_path / "x"), *args) if args[0] != "--preset" \
+        else cli("train", *args, "--out", str(tmp_path / "x"))
+    assert run.returncode == 2
+    assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "x").exists()
+
+
+def test_missing_data_offline_is_one_clear_line(tmp_path):
+    # an unreachable proxy makes the download fail at once, as offline
+    run = cli("train", "--preset", "quick", "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "x"),
+              env={"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"})
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "could not be downloaded" in run.stderr and "CIFAR_HW2_DATA" in run.stderr
+    assert str(tmp_path / "nodata" / "cifar-100-python") in run.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_train_then_out_folder_guard_then_evaluate(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--preset", "quick", "--data", str(tiny_data), "--train-per-class", "10",
+            "--val-per-class", "2", "--test-per-class", "all", "--epochs", "1", "--workers", "0",
+            "--out", str(out), "--loss", "flsd53"]
+    assert cli(*args).returncode == 0
+    again = cli(*args[:-1], "ce")
+    assert again.returncode == 2 and "already holds a run (model=small_cnn, loss=flsd53" in again.stderr
+    assert cli(*args, "--overwrite").returncode == 0
+    run = cli("evaluate", "--checkpoint", str(out / "best.pt"), "--split", "val")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["split"] == "val" and result["images"] == 200
+    assert {"top1", "top5", "nll", "ece", "temperature", "ece_ts"} <= set(result)
+    assert json.loads((out / "eval-best-val.json").read_text()) == result
+    test = json.loads(cli("evaluate", "--checkpoint", str(out / "best.pt")).stdout)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert test["top1"] == pytest.approx(metrics["best"]["top1"])   # same model, same test split
+
+
+def test_evaluate_refuses_a_corrupt_checkpoint(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"nope")
+    run = cli("evaluate", "--checkpoint", str(tmp_path / "bad.pt"))
+    assert run.returncode == 2 and "corrupt or not a cifar_hw2 checkpoint" in run.stderr
+
+
+def test_help_documents_every_flag_with_its_default():
+    text = cli("train", "--help").stdout
+    for flag in ("--loss", "--model", "--epochs", "--batch-size", "--lr", "--data", "--resume", "--device",
+                 "--gamma", "--mc-mu", "--optimizer", "--schedule", "--overwrite"):
+        assert flag in text
+    assert "(default: 200)" in text and "(default: 'flsd53')" in text

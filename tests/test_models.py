@@ -1,0 +1,71 @@
+import pytest
+import timm
+import torch
+
+from cifar_hw2.losses import build_loss
+from cifar_hw2.models import ModelError, build_model, count_parameters
+
+
+def test_small_cnn_logits_and_features_feed_the_mc_loss():
+    model = build_model("small_cnn")
+    logits, feats = model(torch.randn(2, 3, 32, 32), return_features=True)
+    assert logits.shape == (2, 100) and feats.shape == (2, 300, 8, 8)
+    assert 200_000 < count_parameters(model) < 250_000
+    build_loss("mc")(logits, torch.tensor([0, 1]), feats).backward()
+
+
+def test_efficientnet_b4_upsamples_to_224_and_returns_1792_channels():
+    model = build_model("efficientnet_b4", pretrained=False).eval()
+    seen = {}
+    model.backbone.conv_stem.register_forward_hook(lambda m, i, o: seen.update(shape=i[0].shape))
+    with torch.no_grad():
+        logits, feats = model(torch.randn(1, 3, 32, 32), return_features=True)
+    assert seen["shape"] == (1, 3, 224, 224)
+    assert logits.shape == (1, 100) and feats.shape == (1, 1792, 7, 7)
+    assert 17_000_000 < count_parameters(model) < 18_000_000
+
+
+def test_nearest_upsampling_repeats_pixels():
+    model = build_model("small_cnn")
+    model.input_size = 64
+    x = torch.arange(4.0).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    up = model.upsample(x)
+    assert up.shape == (1, 3, 64, 64) and torch.equal(up[0, 0, :32, :32], torch.zeros(32, 32))
+
+
+def test_swin_b_features_are_nchw_and_head_starts_at_zero():
+    model = build_model("swin_b", pretrained=False).eval()
+    assert torch.count_nonzero(model.backbone.head.fc.weight) == 0
+    with torch.no_grad():
+        logits, feats = model(torch.randn(1, 3, 32, 32), return_features=True)
+    assert logits.shape == (1, 100) and feats.shape == (1, 1024, 12, 12)
+    assert torch.allclose(logits, torch.zeros_like(logits))   # zero head: uniform start
+    parts = build_loss("mc").parts(logits, torch.tensor([5]), feats)
+    assert torch.isfinite(parts["total"])
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ModelError, match="valid models: efficientnet_b4, swin_b, small_cnn"):
+        build_model("resnet50")
+
+
+def test_pretrained_offline_gives_instructions(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="model.safetensors.*pretrained=False"):
+        build_model("efficientnet_b4", pretrained=True)
+
+
+def test_pretrained_from_a_local_file(tmp_path):
+    reference = timm.create_model("efficientnet_b4", pretrained=False)   # 1000-class head
+    path = tmp_path / "b4.pth"
+    torch.save(reference.state_dict(), path)
+    model = build_model("efficientnet_b4", pretrained=str(path))
+    assert torch.equal(model.backbone.conv_stem.weight, reference.conv_stem.weight)
+    assert model.backbone.classifier.out_features == 100
+    with pytest.raises(ModelError, match="does not exist"):
+        build_model("efficientnet_b4", pretrained=str(tmp_path / "missing.pth"))
+    (tmp_path / "bad.pth").write_bytes(b"junk")
+    with pytest.raises(ModelError, match="not a usable weight file"):
+        build_model("efficientnet_b4", pretrained=str(tmp_path / "bad.pth"))
+    with pytest.raises(ModelError, match="trained from scratch"):
+        build_model("small_cnn", pretrained=True)
