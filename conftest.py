@@ -8,4 +8,3 @@ import os
 
 os.environ.setdefault("CIFAR_HW2_QUICK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")       # tests never download weights
-os.environ.setdefault("MPLBACKEND", "Agg")

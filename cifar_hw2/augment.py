@@ -111,3 +111,14 @@ class BatchNormalizeNoise(nn.Module):
             apply = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.noise_p  # [B,1,1,1]
             x = x + apply * (self.noise_std * torch.randn_like(x))
         return x
+
+
+def autoaugment_subpolicies(policy: str = "CIFAR10") -> list[str]:
+    """The sub-policies of a torchvision AutoAugment policy as text: "(Invert, p=0.1, 7) → (Contrast, p=0.2, 6)".
+
+    torchvision keeps them in the private `_policies` list (no public accessor); each image gets one
+    sub-policy, drawn uniformly; each op then runs with its probability at its magnitude bin (0-9).
+    """
+    aa = v2.AutoAugment(v2.AutoAugmentPolicy[policy])
+    fmt = lambda op: f"({op[0]}, p={op[1]:g}" + (f", {op[2]})" if op[2] is not None else ")")
+    return [" → ".join(fmt(op) for op in sub) for sub in aa._policies]

@@ -157,6 +157,11 @@ def channel_split(channels: int, num_classes: int) -> list[int]:
     return [q] * (num_classes - r) + [q + 1] * r
 
 
+def split_summary(sizes) -> str:
+    """[8, 8, ..., 9] → "179 × 8 + 40 × 9": groups × channels, in channel order."""
+    return " + ".join(f"{n} × {size}" for size, n in _runs(sizes))
+
+
 def _runs(sizes) -> list[tuple[int, int]]:
     """[8, 8, 9, 9, 9] → [(8, 2), (9, 3)]: consecutive groups of equal size, viewed as one tensor."""
     out: list[list[int]] = []
@@ -203,7 +208,7 @@ class MutualChannelLoss(nn.Module):
                              f"but the feature map has {channels}")
         return list(self.group_sizes)
 
-    def _mask(self, sizes, device) -> torch.Tensor:
+    def mask(self, sizes, device="cpu") -> torch.Tensor:
         """CWA: 1 for kept channels, 0 for dropped, [1, C, 1, 1]; ⌊p·ξ_c⌋ channels dropped per group."""
         parts = []
         for size, n in _runs(sizes):
@@ -225,7 +230,7 @@ class MutualChannelLoss(nn.Module):
         x = features if features.dtype == torch.float64 else features.float()
         b, c, h, w = x.shape
         sizes = self.sizes_for(c)
-        mask = self._mask(sizes, x.device) if self.drop_rate > 0 else None
+        mask = self.mask(sizes, x.device) if self.drop_rate > 0 else None
 
         dis_logits, div_terms, start = [], [], 0
         for size, n in _runs(sizes):

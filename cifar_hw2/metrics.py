@@ -43,6 +43,17 @@ class Reliability:
     accuracy: torch.Tensor     # accuracy in each bin (0 where empty)
     ece: float                 # Σ_b (n_b / N) · |acc_b − conf_b|
 
+    def to_dict(self) -> dict:
+        """Plain lists, for metrics.json."""
+        return {"edges": self.edges.tolist(), "counts": self.counts.tolist(),
+                "confidence": self.confidence.tolist(), "accuracy": self.accuracy.tolist(), "ece": self.ece}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Reliability":
+        return cls(torch.tensor(d["edges"], dtype=torch.float64), torch.tensor(d["counts"]),
+                   torch.tensor(d["confidence"], dtype=torch.float64),
+                   torch.tensor(d["accuracy"], dtype=torch.float64), float(d["ece"]))
+
 
 def reliability(logits: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> Reliability:
     """Equal-width bins over max-softmax confidence; a sample is in bin b when lo_b < conf ≤ hi_b.

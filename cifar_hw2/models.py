@@ -168,3 +168,16 @@ def _zero_head(fc: nn.Linear) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, side: int = 32) -> int:
+    """FLOPs (2 × multiply-adds, as torch's FlopCounterMode counts) of one image of side × side,
+    including the upsampling to the backbone's input size."""
+    from torch.utils.flop_counter import FlopCounterMode
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, side, side))
+    model.train(was_training)
+    return counter.get_total_flops()

@@ -44,7 +44,7 @@ from .config import RUNTIME_FIELDS, ConfigError, TrainConfig
 from .data import NUM_CLASSES, load_cifar100, stratified_subset, train_val_split
 from .loader import batch_seed, eval_batches, make_train_loader
 from .losses import NEEDS_FEATURES, build_loss
-from .metrics import classification_metrics, expected_calibration_error, fit_temperature
+from .metrics import classification_metrics, expected_calibration_error, fit_temperature, reliability
 from .models import build_model
 from .optim import build_optimizer
 from .schedule import build_scheduler
@@ -212,12 +212,14 @@ class Trainer:
             pin_memory=self.device.type == "cuda")
         self.history: list[dict] = []
         self.best: dict | None = None
+        self.calibration: dict = {}  # reliability bins of the test split, final and best epoch
         self.start_epoch = 0
         if state is not None:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.history, self.best, self.start_epoch = state["history"], state["best"], state["epoch"]
+            self.calibration = state["calibration"]
             torch.set_rng_state(state["rng"]["torch"])
             random.setstate(_tuples(state["rng"]["python"]))
         self.train_model = self.model
@@ -313,7 +315,8 @@ class Trainer:
             logits = _gather_interleaved(logits, len(split), self.procs.world)
         return logits.cpu(), split.labels
 
-    def evaluate(self) -> dict:
+    def evaluate(self) -> tuple[dict, dict]:
+        """Metrics of this epoch, and the test reliability bins before/after temperature scaling."""
         val_logits, val_y = self.predict(self.val_split)
         test_logits, test_y = self.predict(self.test_split)
         row = {f"val_{k}": v for k, v in classification_metrics(val_logits, val_y).items()}
@@ -321,7 +324,9 @@ class Trainer:
         t = fit_temperature(val_logits, val_y)   # fitted on validation, never on test
         row["temperature"] = t
         row["test_ece_ts"] = expected_calibration_error(test_logits / t, test_y)
-        return row
+        bins = {"before": reliability(test_logits, test_y).to_dict(),
+                "after_ts": reliability(test_logits / t, test_y).to_dict()}
+        return row, bins
 
     # ---- the loop
     def run(self) -> list[dict]:
@@ -347,14 +352,17 @@ class Trainer:
             finally:
                 if bar is not None:
                     bar.close()
-            row.update(self.evaluate())
+            metrics, bins = self.evaluate()
+            row.update(metrics)
             row["seconds"] = time.perf_counter() - start
             row = {k: row[k] for k in HISTORY_COLUMNS}
             self.scheduler.step()
             self.history.append(row)
             improved = self.best is None or row["val_top1"] > self.best["val_top1"]
+            self.calibration["final"] = bins
             if improved:
                 self.best = dict(row)
+                self.calibration["best"] = bins
             if procs.main:
                 if improved:
                     save_checkpoint(self.out / "best.pt", self._state(epoch + 1, weights_only=True))
@@ -371,13 +379,14 @@ class Trainer:
                  "config": self.cfg.to_dict(), "model": self.model.state_dict()}
         if not weights_only:
             state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                         history=self.history, best=self.best,
+                         history=self.history, best=self.best, calibration=self.calibration,
                          rng={"torch": torch.get_rng_state(), "python": _lists(random.getstate())})
         return state
 
     def _write_results(self) -> None:
         write_csv(self.out / "history.csv", self.history)
-        write_json(self.out / "metrics.json", metrics_record(self.history, self.best, self.cfg.epochs))
+        write_json(self.out / "metrics.json",
+                   metrics_record(self.history, self.best, self.cfg.epochs, self.calibration))
 
     def _config_record(self) -> dict:
         return {"config": self.cfg.to_dict(), "versions": _versions(), "git_commit": _git_commit(),
@@ -400,8 +409,9 @@ HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc",
                    "temperature", "test_ece_ts", "seconds", "images_per_s"]
 
 
-def metrics_record(history: list[dict], best: dict | None, epochs: int) -> dict:
-    """metrics.json: test metrics (fractions) at the final epoch and at the best-by-val epoch."""
+def metrics_record(history: list[dict], best: dict | None, epochs: int, calibration: dict) -> dict:
+    """metrics.json: test metrics (fractions) at the final epoch and at the best-by-val epoch,
+    with the reliability-diagram bins of both (before and after temperature scaling)."""
     def pick(row):
         return {"epoch": row["epoch"], "top1": row["test_top1"], "top5": row["test_top5"],
                 "nll": row["test_nll"], "ece": row["test_ece"], "temperature": row["temperature"],
@@ -409,7 +419,7 @@ def metrics_record(history: list[dict], best: dict | None, epochs: int) -> dict:
     final = pick(history[-1])
     return {**{k: final[k] for k in ("top1", "top5", "nll", "ece")},
             "final": final, "best": pick(best), "epochs_done": history[-1]["epoch"], "epochs": epochs,
-            "complete": history[-1]["epoch"] >= epochs}
+            "complete": history[-1]["epoch"] >= epochs, "reliability": calibration}
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

@@ -161,7 +161,7 @@ def test_mc_drop_rate_zero_is_deterministic_and_mask_drops_floor_of_p():
     feats = torch.randn(2, 1792, 7, 7)
     loss = build_loss("mc", drop_rate=0.0)
     assert torch.equal(loss(logits, targets, feats), loss(logits, targets, feats))
-    mask = build_loss("mc", drop_rate=0.4)._mask(channel_split(1792, 100), "cpu").flatten()
+    mask = build_loss("mc", drop_rate=0.4).mask(channel_split(1792, 100), "cpu").flatten()
     assert mask.shape == (1792,)
     # 17 · 0.4 → 6 dropped, 18 · 0.4 → 7 dropped, in every group
     assert mask[:17].sum() == 11 and mask[8 * 17:8 * 17 + 18].sum() == 11

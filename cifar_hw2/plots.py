@@ -1,0 +1,230 @@
+"""Figures for the notebooks and the report. Each returns a matplotlib Figure; none calls show().
+
+Image helpers take uint8 [N, 3, H, W] (what the data and the uint8 augmentations produce) or
+float images already in [0, 1].
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .augment import IMAGENET_MEAN, IMAGENET_STD
+from .metrics import Reliability
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised [N, 3, H, W] → pixel values in [0, 1] (not clipped)."""
+    return x * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+
+
+def to_display(images: torch.Tensor, normalized: bool = False) -> np.ndarray:
+    """[N, 3, H, W] uint8, or float in [0, 1] (or normalised) → [N, H, W, 3] floats for imshow."""
+    x = images.detach().cpu()
+    if x.dtype == torch.uint8:
+        x = x.float() / 255
+    elif normalized:
+        x = denormalize(x)
+    return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def image_grid(images: torch.Tensor, titles=None, ncols: int = 10, size: float = 1.1,
+               normalized: bool = False, fontsize: int = 7):
+    """A grid of images with optional titles."""
+    pics = to_display(images, normalized)
+    n = len(pics)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.15 * bool(titles))),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(pics[i], interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=fontsize, pad=2)
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+def image_rows(rows: dict[str, torch.Tensor], size: float = 1.2, normalized: bool = False):
+    """One row per named batch (same images, different augmentation): label on the left."""
+    names = list(rows)
+    ncols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(names), ncols, figsize=(ncols * size + 1.6, len(names) * size), squeeze=False)
+    for r, name in enumerate(names):
+        pics = to_display(rows[name], normalized)
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([]), ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if c < len(pics):
+                ax.imshow(pics[c], interpolation="nearest")
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses against p_t (report Figure 6)
+
+def logits_with_p_t(p_t, num_classes: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits [N, K] (float64) whose softmax gives class y_i = i mod K exactly p_t[i], the other
+    classes sharing the rest equally; and the targets y [N]."""
+    p = torch.as_tensor(p_t, dtype=torch.float64)
+    y = torch.arange(len(p)) % num_classes
+    z = torch.zeros(len(p), num_classes, dtype=torch.float64)
+    z[torch.arange(len(p)), y] = torch.log(p * (num_classes - 1) / (1 - p))
+    return z, y
+
+
+def loss_and_gradient(loss_fn, p_t: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Loss and |∂loss/∂z_y| of a two-class problem whose true class has probability p_t.
+
+    With two classes the softmax is a sigmoid of z_y − z_other, so this is the loss curve of any
+    K-class problem as a function of p_t, and the gradient on the true logit.
+    """
+    p = p_t.double()
+    z = torch.stack([p.log(), (1 - p).log()], dim=1).requires_grad_(True)
+    y = torch.zeros(len(p), dtype=torch.long)
+    per_sample = torch.stack([loss_fn(z[i:i + 1], y[i:i + 1]) for i in range(len(p))])
+    per_sample.sum().backward()
+    return per_sample.detach().numpy(), z.grad[:, 0].abs().numpy()
+
+
+def focal_loss_curves(gammas=(0, 0.5, 1, 2, 5), n: int = 400, extra: dict | None = None):
+    """Figure 6 of the report: FL(p_t) = −(1 − p_t)^γ log p_t for several γ (γ = 0 is CE).
+
+    `extra` maps labels to loss modules drawn dashed on the same axes (e.g. FLSD-53).
+    """
+    from .losses import build_loss
+    p = torch.linspace(0.005, 1.0, n, dtype=torch.float64)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colors = sns_palette(len(gammas) + len(extra or {}))
+    for color, g in zip(colors, gammas):
+        loss, _ = loss_and_gradient(build_loss("focal", gamma=g), p)
+        ax.plot(p, loss, color=color, label=f"γ = {g}" + (" (CE)" if g == 0 else ""))
+    for color, (label, fn) in zip(colors[len(gammas):], (extra or {}).items()):
+        loss, _ = loss_and_gradient(fn, p)
+        ax.plot(p, loss, color=color, ls="--", label=label)
+    ax.set(xlabel="probability of the true class $p_t$", ylabel="loss", ylim=(0, 5), xlim=(0, 1),
+           title="Focal loss $-(1-p_t)^\\gamma \\log p_t$")
+    ax.legend()
+    return fig
+
+
+def flsd_figure(n: int = 400):
+    """FLSD-53's γ against p_t (paper and homework rule) and the gradient on the true logit."""
+    from .losses import build_loss
+    p = torch.linspace(0.005, 0.995, n, dtype=torch.float64)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    paper, homework = build_loss("flsd53"), build_loss("flsd53_homework")
+    a.plot(p, paper.gamma(p), label="FLSD-53 (Mukhoti et al.)", lw=2)
+    a.plot(p, homework.gamma(p), ls="--", label="the homework's code", lw=2)
+    a.set(xlabel="$p_t$", ylabel="γ", title="γ chosen per sample", ylim=(-0.3, 5.5))
+    a.legend()
+    for label, fn, style in (("CE", build_loss("ce"), ":"), ("FL γ=2", build_loss("focal", gamma=2), "-"),
+                             ("FLSD-53", paper, "-"), ("FLSD-53, homework rule", homework, "--")):
+        _, grad = loss_and_gradient(fn, p)
+        b.plot(p, grad, ls=style, label=label)
+    b.set(xlabel="$p_t$", ylabel="|∂loss/∂$z_y$|", title="gradient on the true logit")
+    b.legend()
+    fig.tight_layout()
+    return fig
+
+
+def sns_palette(n: int):
+    import seaborn as sns
+    return sns.color_palette("deep", n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training curves (report Figures 7 and 8) and calibration
+
+def training_curves(histories: dict[str, list[dict]], metric: str = "test_top1", title: str = "",
+                    percent: bool = True, reference: dict[str, float] | None = None):
+    """One line per run: `metric` per epoch. `reference` draws horizontal lines (e.g. the report)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colors = sns_palette(max(len(histories), 1))
+    scale = 100 if percent else 1
+    for color, (label, rows) in zip(colors, histories.items()):
+        epochs = [int(r["epoch"]) for r in rows]
+        ax.plot(epochs, [float(r[metric]) * scale for r in rows], color=color, label=label, marker="o" if len(rows) < 20 else None, ms=3)
+    for label, value in (reference or {}).items():
+        ax.axhline(value * scale, ls=":", color="grey")
+        ax.annotate(label, (ax.get_xlim()[0], value * scale), fontsize=8, color="grey", va="bottom")
+    ax.set(xlabel="epoch", ylabel=metric.replace("_", " ") + (" (%)" if percent else ""), title=title)
+    if histories:
+        ax.legend(fontsize=9)
+    return fig
+
+
+def reliability_diagram(rel: Reliability, title: str = "", ax=None):
+    """Bars: accuracy per confidence bin; diagonal: perfect calibration; gap shaded red."""
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(3.6, 3.6))
+    width = float(rel.edges[1] - rel.edges[0])
+    centers = (rel.edges[:-1] + width / 2).numpy()
+    has = rel.counts.numpy() > 0
+    ax.bar(centers[has], rel.accuracy.numpy()[has], width=width, edgecolor="black", lw=0.5,
+           color="#4C72B0", label="accuracy")
+    ax.bar(centers[has], (rel.confidence - rel.accuracy).numpy()[has], bottom=rel.accuracy.numpy()[has],
+           width=width, color="#C44E52", alpha=0.35, edgecolor="#C44E52", lw=0.5, label="gap")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
+           title=f"{title}\nECE {100 * rel.ece:.2f} %" if title else f"ECE {100 * rel.ece:.2f} %")
+    ax.legend(loc="upper left", fontsize=8)
+    return ax.figure if own else ax
+
+
+def reliability_grid(diagrams: dict[str, Reliability], ncols: int = 4):
+    n = len(diagrams)
+    ncols = min(ncols, max(n, 1))
+    nrows = max(-(-n // ncols), 1)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.5 * nrows), squeeze=False)
+    for ax, (title, rel) in zip(axes.flat, diagrams.items()):
+        reliability_diagram(rel, title, ax=ax)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The MC loss on one image: the channels of one class, CWA, CCMP and the spatial softmax
+
+def mc_class_figure(features: torch.Tensor, loss, class_index: int, seed: int = 0):
+    """features [C, H, W] of one image. Rows: the class's ξ channels; the same after CWA (dropped
+    channels zeroed); CCMP (max over the kept channels, then GAP); softmax over positions and its
+    max over channels (what D measures)."""
+    sizes = loss.sizes_for(features.shape[0])
+    start = sum(sizes[:class_index])
+    xi = sizes[class_index]
+    group = features[start:start + xi].float()                                  # [ξ, H, W]
+    torch.manual_seed(seed)
+    keep = loss.mask(sizes).flatten()[start:start + xi]                          # [ξ]
+    masked = group * keep.view(-1, 1, 1)
+    ccmp = masked.amax(dim=0)                                                    # [H, W]
+    soft = group.flatten(1).softmax(dim=1).view_as(group)
+    peak = soft.amax(dim=0)
+    fig, axes = plt.subplots(3, xi, figsize=(0.9 * xi, 3.2), squeeze=False)
+    for j in range(xi):
+        axes[0, j].imshow(group[j], cmap="viridis")
+        axes[1, j].imshow(masked[j], cmap="viridis")
+        axes[1, j].set_title("dropped" if keep[j] == 0 else "", fontsize=7, color="#C44E52")
+        axes[2, j].axis("off")
+    for ax in list(axes[0]) + list(axes[1]):
+        ax.set_xticks([]), ax.set_yticks([])
+    axes[0, 0].set_ylabel("channels", fontsize=8)
+    axes[1, 0].set_ylabel("CWA", fontsize=8)
+    ax = axes[2, 0]
+    ax.imshow(ccmp, cmap="viridis")
+    ax.set_title(f"CCMP\nGAP {ccmp.mean():.2f}", fontsize=7)
+    ax.axis("on"), ax.set_xticks([]), ax.set_yticks([])
+    ax = axes[2, 1]
+    ax.imshow(peak, cmap="magma")
+    ax.set_title(f"max softmax\nh/ξ {peak.sum() / xi:.2f}", fontsize=7)
+    ax.axis("on"), ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"class {class_index}: channels {start}–{start + xi - 1} (ξ = {xi})", fontsize=9)
+    fig.tight_layout(pad=0.3)
+    return fig

@@ -1,0 +1,210 @@
+"""Collect run folders and compare them with the report's Table 1.
+
+    runs = find_runs("runs")                     every folder below with a metrics.json
+    rows = comparison_table(runs)                one dict per run, report accuracy alongside
+    write_report("runs")                         report.md, report.csv and the figures, in that folder
+
+Accuracy columns are fractions in the CSV and percent in the Markdown.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import atomic_write_text
+from .metrics import Reliability
+from .reference import REPORT_TABLE1
+
+# Each of our losses answers to one label of the report; the table says which variant ran.
+REPORT_LABEL = {"ce": "CE", "focal": "FL", "flsd53": "FLSD53", "flsd53_homework": "FLSD53",
+                "mc": "MC", "mc_homework": "MC"}
+MODEL_LABEL = {"efficientnet_b4": "EfficientNet-B4", "swin_b": "Swin-B", "small_cnn": "small CNN"}
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict       # the TrainConfig fields
+    history: list[dict]
+    metrics: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def loss_label(self) -> str:
+        loss = self.config["loss"]
+        if loss == "focal":
+            g = self.config.get("gamma", 2.0)
+            return f"FL γ={g:g}" + (" (= CE, homework 'FL')" if g == 0 else "")
+        return {"ce": "CE", "flsd53": "FLSD-53", "flsd53_homework": "FLSD-53 (homework rule)",
+                "mc": "MC", "mc_homework": "MC (homework, 219 groups)"}.get(loss, loss)
+
+    @property
+    def model_label(self) -> str:
+        return MODEL_LABEL.get(self.config["model"], self.config["model"])
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_label} · {self.loss_label} · bs {self.config['batch_size']}"
+
+
+def load_run(folder: str | Path) -> Run:
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())["config"]
+        metrics = json.loads((folder / "metrics.json").read_text())
+        with open(folder / "history.csv") as f:
+            history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{folder} is not a complete run folder (config.json, history.csv, "
+                         f"metrics.json): {type(e).__name__}: {e}") from None
+    return Run(folder, config, history, metrics)
+
+
+def find_runs(root: str | Path) -> list[Run]:
+    """Every run folder below root (sorted by path); folders that are not runs are skipped."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    runs = []
+    for metrics in sorted(root.rglob("metrics.json")):
+        try:
+            runs.append(load_run(metrics.parent))
+        except ValueError:
+            continue
+    return runs
+
+
+def report_row_for(run: Run):
+    label = REPORT_LABEL.get(run.config["loss"])
+    for row in REPORT_TABLE1:
+        if row.model == run.config["model"] and row.loss == label and row.batch_size == run.config["batch_size"]:
+            return row
+    return None
+
+
+def comparison_table(runs: list[Run]) -> list[dict]:
+    """One row per run: our best-by-val and final test accuracy beside the report's, and calibration."""
+    out = []
+    for run in runs:
+        best, final = run.metrics["best"], run.metrics["final"]
+        ref = report_row_for(run)
+        out.append({
+            "run": run.name, "model": run.config["model"], "loss": run.loss_label,
+            "batch_size": run.config["batch_size"], "epochs": run.metrics["epochs_done"],
+            "report_top1": ref.accuracy if ref else None,
+            "best_top1": best["top1"], "final_top1": final["top1"],
+            "diff_vs_report": (best["top1"] - ref.accuracy) if ref else None,
+            "best_epoch": best["epoch"], "top5": best["top5"], "nll": best["nll"], "ece": best["ece"],
+            "temperature": best["temperature"], "ece_ts": best["ece_ts"],
+            "hours": sum(r["seconds"] for r in run.history) / 3600,
+        })
+    return out
+
+
+def table1_rows() -> list[dict]:
+    return [{"model": MODEL_LABEL[r.model], "batch size": r.batch_size, "epochs": r.epochs,
+             "upsampling": r.upsampling, "loss": r.loss, "lr": f"{r.lr:g}", "accuracy (%)": f"{100 * r.accuracy:.2f}"}
+            for r in REPORT_TABLE1]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)\n"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(k, r[k]) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(key: str, v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if key in ("report_top1", "best_top1", "final_top1", "top5", "ece", "ece_ts"):
+            return f"{100 * v:.2f}"
+        if key == "diff_vs_report":
+            return f"{100 * v:+.2f}"
+        if key == "hours":
+            return f"{v:.2f}"
+        return f"{v:.3f}"
+    return str(v)
+
+
+def reliability_of(run: Run, which: str = "best", scaled: bool = False) -> Reliability:
+    return Reliability.from_dict(run.metrics["reliability"][which]["after_ts" if scaled else "before"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures 7 and 8, and reliability diagrams
+
+def figure7(runs: list[Run]):
+    """Test accuracy per epoch by loss, for the model with the most runs (report Figure 7)."""
+    from .plots import training_curves
+    models = [r.config["model"] for r in runs]
+    model = max(set(models), key=models.count)
+    chosen = [r for r in runs if r.config["model"] == model]
+    return training_curves({f"{r.loss_label} · bs {r.config['batch_size']}": r.history for r in chosen},
+                           title=f"Test accuracy by loss — {MODEL_LABEL.get(model, model)}")
+
+
+def figure8(runs: list[Run]):
+    """Test accuracy per epoch by model: each model's best run (report Figure 8)."""
+    from .plots import training_curves
+    best = {}
+    for r in runs:
+        m = r.config["model"]
+        if m not in best or r.metrics["best"]["val_top1"] > best[m].metrics["best"]["val_top1"]:
+            best[m] = r
+    return training_curves({f"{r.model_label} · {r.loss_label}": r.history for r in best.values()},
+                           title="Test accuracy by model (best run of each)")
+
+
+def reliability_figure(runs: list[Run], scaled: bool = False):
+    from .plots import reliability_grid
+    suffix = " (after T)" if scaled else ""
+    return reliability_grid({f"{r.loss_label}{suffix}": reliability_of(r, scaled=scaled) for r in runs})
+
+
+def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
+    """report.md, report.csv and figure PNGs in `root`. Returns their paths."""
+    import matplotlib.pyplot as plt
+    root = Path(root)
+    runs = find_runs(root)
+    if not runs:
+        raise ValueError(f"no run folders (with metrics.json) under {root}; train some first, "
+                         f"e.g. python -m cifar_hw2 grid --runs {root}")
+    rows = comparison_table(runs)
+    paths = {"csv": root / "report.csv", "md": root / "report.md"}
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(paths["csv"], buf.getvalue())
+
+    figures = {"fig7": ("fig7_accuracy_by_loss.png", figure7(runs)),
+               "fig8": ("fig8_accuracy_by_model.png", figure8(runs)),
+               "reliability": ("reliability.png", reliability_figure(runs)),
+               "reliability_ts": ("reliability_after_ts.png", reliability_figure(runs, scaled=True))}
+    for key, (name, fig) in figures.items():
+        fig.savefig(root / name)
+        plt.close(fig)
+        paths[key] = root / name
+
+    title = title or f"Runs under {root}"
+    md = [f"# {title}\n",
+          "Accuracy and ECE in %. `best_top1` is the test accuracy at the epoch with the best "
+          "validation accuracy; `final_top1` at the last epoch; `report_top1` is the homework's "
+          "Table 1 (its epoch was chosen on the test set). The temperature is fitted on the "
+          "validation split; `ece_ts` is the test ECE after dividing the logits by it.\n",
+          markdown_table(rows),
+          "\n![Figure 7](fig7_accuracy_by_loss.png)\n\n![Figure 8](fig8_accuracy_by_model.png)\n",
+          "\n## Reliability (test, best epoch)\n\n![before](reliability.png)\n\n![after](reliability_after_ts.png)\n"]
+    atomic_write_text(paths["md"], "\n".join(md))
+    return paths
