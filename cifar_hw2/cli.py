@@ -2,6 +2,9 @@
 
     train      train one model × loss; one flag per config field (see --help)
     evaluate   metrics of a saved checkpoint on test or val
+    grid       the report's Table 1 (and the rows it could not run) through notebook 04
+    report     report.md, report.csv and figures for the run folders under --runs
+    bench      data-path and trainer throughput (JSON records and a table)
 
 Bad input exits with status 2 and one line on stderr, never a traceback.
 """
@@ -81,6 +84,39 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", default=None, help="folder holding cifar-100-python/ (default: the run's)")
     ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     ev.add_argument("--batch-size", type=int, default=256)
+
+    grid = sub.add_parser("grid", help="run the experiment grid (Table 1 and more) with papermill",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                          description="Runs notebooks/04_train.ipynb once per row. Finished rows are skipped, "
+                                      "interrupted rows resume; CIFAR_HW2_QUICK=1 runs every row on the quick preset.")
+    grid.add_argument("--runs", default="runs", help="folder for the run folders and executed notebooks")
+    grid.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                      help="keep rows whose field matches (model, loss, batch_size, source, key, ...); repeatable")
+    grid.add_argument("--data", default=None, help="folder holding cifar-100-python/")
+    grid.add_argument("--gpus", default="", help="comma-separated GPU ids: rows run in parallel, one per GPU")
+    grid.add_argument("--nproc", type=int, default=1, help="run each row on this many GPUs with torchrun")
+    grid.add_argument("--dry-run", action="store_true", help="list what would run")
+
+    rep = sub.add_parser("report", help="write report.md/report.csv and figures for a runs folder",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    rep.add_argument("--runs", default="runs", help="folder searched for run folders (with metrics.json)")
+    rep.add_argument("--title", default=None, help="the report's title")
+
+    bench = sub.add_parser("bench", help="measure augmentation, train-step, end-to-end and trainer-overhead throughput",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bench.add_argument("--model", default="small_cnn", help="efficientnet_b4 | swin_b | small_cnn")
+    bench.add_argument("--batch-size", type=int, default=64)
+    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    bench.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                       help="auto: bf16 autocast on CUDA, fp32 elsewhere")
+    bench.add_argument("--loss", default="ce")
+    bench.add_argument("--augment-on", default="auto", choices=("auto", "loader", "device"))
+    bench.add_argument("--compile", action="store_true", help="torch.compile the model")
+    bench.add_argument("--workers", type=int, default=None, help="loader processes (default: usable cores)")
+    bench.add_argument("--steps", type=int, default=30, help="train steps per timed window")
+    bench.add_argument("--repeats", type=int, default=3, help="timed windows (the median is reported)")
+    bench.add_argument("--data", default=None, help="folder holding cifar-100-python/")
+    bench.add_argument("--json", default=None, help="also write the records to this file (JSON lines)")
     return parser
 
 
@@ -100,7 +136,35 @@ def run_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"train": run_train, "evaluate": run_evaluate}
+def run_grid(args) -> int:
+    from .grid import run_grid as grid
+    if args.nproc <= 0:
+        raise ValueError(f"--nproc must be a positive integer, got {args.nproc}")
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    outcomes = grid(args.runs, args.only, args.data, gpus, args.nproc, args.dry_run)
+    return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
+
+
+def run_report(args) -> int:
+    from .report import write_report
+    paths = write_report(args.runs, args.title)
+    print(paths["md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def run_bench(args) -> int:
+    from .bench import run_bench as bench
+    records = bench(args.model, args.batch_size, args.device, args.precision, args.loss, args.steps, args.repeats,
+                    args.data, args.augment_on, args.compile, args.workers)
+    if args.json:
+        from .checkpoint import atomic_write_text
+        atomic_write_text(args.json, "".join(json.dumps(r) + "\n" for r in records))
+    return 0
+
+
+COMMANDS = {"train": run_train, "evaluate": run_evaluate, "grid": run_grid, "report": run_report,
+            "bench": run_bench}
 
 
 def main(argv=None) -> int:

@@ -18,6 +18,7 @@ from .optim import OPTIMIZERS
 from .schedule import SCHEDULES
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PROGRESS = ("auto", "bar", "epoch", "off")
+AUGMENT_ON = ("auto", "loader", "device")
 QUICK_ENV = "CIFAR_HW2_QUICK"
 
 
@@ -57,6 +58,7 @@ class TrainConfig:
     autoaugment: bool = True          # ... CIFAR-10 policy
     noise_p: float = 0.1              # ... probability of Gaussian noise
     noise_std: float = 0.005          # ... its σ, in normalised units (homework value)
+    augment_on: str = "auto"          # loader: per image, in worker processes | device: per sample, batched on the model's device | auto: device on CUDA
     # --- run ----------------------------------------------------------------------------------------
     out: str = "runs/default"         # run folder: config.json, history.csv, metrics.json, *.pt
     seed: int = 614                   # the homework's seed
@@ -78,6 +80,7 @@ class TrainConfig:
         _choice("device", self.device, DEVICES)
         _choice("progress", self.progress, PROGRESS)
         _choice("upsample_mode", self.upsample_mode, ("nearest", "bilinear", "bicubic"))
+        _choice("augment_on", self.augment_on, AUGMENT_ON)
         for name in ("epochs", "batch_size", "lr_period", "val_per_class", "eval_batch_size"):
             _positive_int(name, getattr(self, name))
         for name in ("train_per_class", "test_per_class"):

@@ -86,6 +86,7 @@ def download_cifar100(root: Path) -> Path:
     folder = root / FOLDER
     hint = (f"Looked in {folder}. Download {URL} yourself and extract it there, or set {ENV_VAR} "
             f"to a folder that holds {FOLDER}/.")
+    created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
@@ -103,9 +104,11 @@ def download_cifar100(root: Path) -> Path:
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(Path(tmp) / FOLDER, folder)
-    except DataError:
-        raise
-    except (OSError, tarfile.TarError) as e:  # URLError is an OSError; offline lands here
+    except (OSError, tarfile.TarError, DataError) as e:  # URLError is an OSError; offline lands here
+        if created and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()  # leave no empty folder behind
+        if isinstance(e, DataError):
+            raise
         raise DataError(f"CIFAR-100 is not available and could not be downloaded "
                         f"({type(e).__name__}: {e}). {hint}") from None
     return folder

@@ -86,3 +86,21 @@ def eval_batches(split: CifarSplit, batch_size: int, rank: int = 0, world_size: 
     for start in range(0, len(idx), batch_size):
         sel = idx[start:start + batch_size]
         yield split.images[sel], split.labels[sel]
+
+
+class DeviceBatches:
+    """Training batches sliced from a split held on the device (no worker processes, no copies
+    per batch): the GPU path of issue "feed the GPU". Same batch order as the loader path."""
+
+    def __init__(self, split: CifarSplit, sampler: SeededBatchSampler, device: torch.device):
+        self.images = split.images.to(device)      # uint8 [N, 3, 32, 32]: 150 MB for all of train
+        self.labels = split.labels.to(device)
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for batch in self.sampler:
+            idx = torch.tensor([i for i, _ in batch]).to(self.images.device, non_blocking=True)
+            yield self.images[idx], self.labels[idx]

@@ -65,12 +65,22 @@ def save_figure(fig, name: str) -> Path:
     return path
 
 
+def repo_path(path: str | os.PathLike) -> Path:
+    """A relative path that does not exist from here is taken from the repository root, so the
+    notebooks find results/ whether they run from notebooks/ (Jupyter, nbval) or the root (papermill)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists() or not (REPO_ROOT / "pyproject.toml").exists():
+        return p
+    return REPO_ROOT / p
+
+
 def train_config_from_parameters(preset: str, out: str, resume: bool = True, **params) -> TrainConfig:
     """The TrainConfig for notebook 04's parameters cell, validated.
 
     Parameters left at None take the preset's value. In quick mode ($CIFAR_HW2_QUICK=1) the run
-    becomes the `quick` preset (small_cnn on a subset, CPU) with the same loss and loss settings,
-    written fresh into out; this is printed, never silent.
+    becomes the `quick` preset (small_cnn on a subset, CPU) with the same loss and loss settings;
+    this is printed, never silent. A quick run resumes like any other, but one made with other
+    settings is replaced (quick runs are cheap), and that is printed too.
     """
     overrides = {k: v for k, v in params.items() if v is not None}
     if quick_mode():
@@ -80,10 +90,28 @@ def train_config_from_parameters(preset: str, out: str, resume: bool = True, **p
         print(f"{QUICK_ENV}=1 → quick mode: preset 'quick' instead of {preset!r}"
               + (f"; ignoring {', '.join(dropped)}" if dropped else "")
               + f". Unset {QUICK_ENV} (or set it to 0) for the real run.")
-        config = make_config("quick", **kept, out=out, device="cpu", overwrite=True)
+        config = make_config("quick", **kept, out=out, device="cpu", resume=resume)
+        if _holds_other_quick_run(config):
+            print(f"{out} holds a quick run with other settings: replacing it.")
+            config = make_config("quick", **kept, out=out, device="cpu", overwrite=True)
     else:
         config = make_config(preset, **overrides, out=out, resume=resume)
     return config
 
 
-__all__ = ["REPO_URL", "ConfigError", "setup", "save_figure", "train_config_from_parameters", "in_colab"]
+def _holds_other_quick_run(config: TrainConfig) -> bool:
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .trainer import settings_changed
+    last = Path(config.out) / "last.pt"
+    if not last.exists():
+        return (Path(config.out) / "config.json").exists() and not config.resume
+    try:
+        state = load_checkpoint(last)
+    except CheckpointError:
+        return True
+    return state["config"].get("model") == "small_cnn" and (bool(settings_changed(state["config"], config))
+                                                             or not config.resume)
+
+
+__all__ = ["REPO_URL", "ConfigError", "setup", "save_figure", "repo_path", "train_config_from_parameters",
+           "in_colab"]

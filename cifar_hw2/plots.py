@@ -158,6 +158,23 @@ def training_curves(histories: dict[str, list[dict]], metric: str = "test_top1",
     return fig
 
 
+def run_curves(history: list[dict], title: str = ""):
+    """One run: loss per epoch (left) and train/val/test top-1 per epoch (right)."""
+    epochs = [int(r["epoch"]) for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(epochs, [float(r["train_loss"]) for r in history], marker="o", ms=3, label="train loss")
+    a.plot(epochs, [float(r["val_nll"]) for r in history], marker="o", ms=3, label="val NLL")
+    a.set(xlabel="epoch", ylabel="loss / NLL", title="loss")
+    for key, label in (("train_acc", "train (augmented)"), ("val_top1", "validation"), ("test_top1", "test")):
+        b.plot(epochs, [100 * float(r[key]) for r in history], marker="o", ms=3, label=label)
+    b.set(xlabel="epoch", ylabel="top-1 (%)", title="accuracy")
+    a.legend(), b.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def reliability_diagram(rel: Reliability, title: str = "", ax=None):
     """Bars: accuracy per confidence bin; diagonal: perfect calibration; gap shaded red."""
     own = ax is None

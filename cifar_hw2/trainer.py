@@ -42,7 +42,8 @@ from .augment import BatchNormalizeNoise
 from .checkpoint import (CheckpointError, load_checkpoint, save_checkpoint, write_csv, write_json)
 from .config import RUNTIME_FIELDS, ConfigError, TrainConfig
 from .data import NUM_CLASSES, load_cifar100, stratified_subset, train_val_split
-from .loader import batch_seed, eval_batches, make_train_loader
+from .batch_augment import BatchAugment
+from .loader import DeviceBatches, SeededBatchSampler, batch_seed, eval_batches, make_train_loader
 from .losses import NEEDS_FEATURES, build_loss
 from .metrics import classification_metrics, expected_calibration_error, fit_temperature, reliability
 from .models import build_model
@@ -133,6 +134,13 @@ def _identity(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in RUNTIME_FIELDS}
 
 
+def settings_changed(saved: dict, cfg: TrainConfig) -> dict:
+    """{field: (saved, now)} for the settings that change what a run computes. A field the saved
+    config predates counts as its default."""
+    old, new = _identity({**TrainConfig().to_dict(), **saved}), _identity(cfg.to_dict())
+    return {k: (old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)}
+
+
 def _describe(cfg: dict) -> str:
     return f"model={cfg.get('model')}, loss={cfg.get('loss')}, lr={cfg.get('lr')}, batch_size={cfg.get('batch_size')}"
 
@@ -161,8 +169,7 @@ def prepare_out(cfg: TrainConfig, procs: Processes) -> dict | None:
         return None
     if cfg.resume and (out / "last.pt").exists():
         state = load_checkpoint(out / "last.pt", cfg.model, NUM_CLASSES)
-        old, new = _identity(state["config"]), _identity(cfg.to_dict())
-        changed = {k: (old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)}
+        changed = settings_changed(state["config"], cfg)
         if changed:
             what = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changed.items())
             raise CheckpointError(f"cannot resume {out / 'last.pt'}: it was made with other settings ({what}). "
@@ -205,11 +212,23 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optimizer, self.model, cfg.lr, cfg.weight_decay,
                                          cfg.momentum, self.device.type)
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.lr_decay, cfg.lr_period)
+        # Normalisation (and, in training, noise) always runs on the device, per batch.
         self.augment = BatchNormalizeNoise(cfg.noise_p, cfg.noise_std).to(self.device)
-        self.loader, self.sampler = make_train_loader(
-            self.train_split, cfg.batch_size // procs.world, cfg.seed, flip=cfg.flip, rotation=cfg.rotation,
-            autoaugment=cfg.autoaugment, rank=procs.rank, world_size=procs.world, workers=cfg.workers,
-            pin_memory=self.device.type == "cuda")
+        self.augment_on = cfg.augment_on if cfg.augment_on != "auto" else (
+            "device" if self.device.type == "cuda" else "loader")
+        per_process = cfg.batch_size // procs.world
+        if self.augment_on == "device":
+            # Flip, rotation and AutoAugment too, per sample, in batches: the data never leaves the GPU.
+            self.train_augment = BatchAugment(cfg.flip, cfg.rotation, cfg.autoaugment, cfg.noise_p,
+                                              cfg.noise_std).to(self.device)
+            self.sampler = SeededBatchSampler(len(self.train_split), per_process, cfg.seed, procs.rank, procs.world)
+            self.loader = DeviceBatches(self.train_split, self.sampler, self.device)
+        else:
+            self.train_augment = self.augment
+            self.loader, self.sampler = make_train_loader(
+                self.train_split, per_process, cfg.seed, flip=cfg.flip, rotation=cfg.rotation,
+                autoaugment=cfg.autoaugment, rank=procs.rank, world_size=procs.world, workers=cfg.workers,
+                pin_memory=self.device.type == "cuda")
         self.history: list[dict] = []
         self.best: dict | None = None
         self.calibration: dict = {}  # reliability bins of the test split, final and best epoch
@@ -235,7 +254,7 @@ class Trainer:
             self.train_model = DDP(self.train_model, device_ids=ids)
 
     # ---- one epoch of training
-    def train_epoch(self, epoch: int, bar) -> dict:
+    def train_epoch(self, epoch: int, bar, max_steps: int | None = None) -> dict:
         cfg, dev = self.cfg, self.device
         self.train_model.train()
         loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
@@ -247,10 +266,13 @@ class Trainer:
         # Dropout, noise and MC masks in this process draw from a stream fixed by (seed, epoch, rank).
         # Seeded after iter(): a new loader iterator draws from this RNG, a persistent one does not.
         torch.manual_seed(batch_seed(cfg.seed, epoch, -1 - self.procs.rank))
+        total = len(self.loader) if max_steps is None else min(max_steps, len(self.loader))
         for step, (images, labels) in enumerate(batches):
+            if step == total:
+                break
             images = images.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)
-            x = self.augment(images).contiguous(memory_format=self.memory_format)
+            x = self.train_augment(images).contiguous(memory_format=self.memory_format)
             with self.autocast():
                 if self.needs_features:
                     logits, feats = self.train_model(x, return_features=True)
@@ -267,7 +289,7 @@ class Trainer:
             loss_sum += loss.double() * labels.shape[0]
             correct += (logits.detach().argmax(dim=1) == labels).sum()
             seen += labels.shape[0]
-            if (step + 1) % refresh == 0 or step + 1 == len(self.loader):
+            if (step + 1) % refresh == 0 or step + 1 == total:
                 self._check_finite(first_bad, epoch)
                 if bar is not None:
                     bar.update(step + 1 - bar.n)

@@ -1,0 +1,207 @@
+"""`python -m cifar_hw2 bench`: is the data path ever the bottleneck, and what does the trainer cost?
+
+Five measurements for one model, batch size, device and precision; each prints one JSON record,
+and a table follows:
+
+  1. augmentation throughput on one core: our train pipeline at 32 px (uint8, per image, as the
+     loader workers run it, and batched as the device path runs it) against the same ops on PIL
+     images at 224 (the obvious alternative), as a ratio
+  2. train-step images/s on synthetic data already on the device
+  3. end-to-end images/s: the trainer's own epoch loop with the real loader and augmentation
+  4. the ratio 3 / 2 (1.0: data is never the bottleneck)
+  5. the trainer's epoch loop against a bare PyTorch loop on the same model, data and loader
+
+Timings exclude warm-up steps. All numbers are medians of `--repeats` timed windows.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+
+from .augment import BatchNormalizeNoise, IMAGENET_MEAN, IMAGENET_STD, uint8_train_transform
+from .batch_augment import BatchAugment
+from .config import make_config
+from .data import load_cifar100, stratified_subset
+from .losses import NEEDS_FEATURES, build_loss
+from .models import build_model
+from .optim import build_optimizer
+from .trainer import Processes, Trainer, prepare_out
+
+
+@contextmanager
+def threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _rate(fn, items_per_call: int, calls: int, repeats: int, sync=lambda: None) -> float:
+    fn(), sync()  # warm-up
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        rates.append(items_per_call * calls / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def augmentation_per_core(images: torch.Tensor, repeats: int = 3) -> dict:
+    """Images/s on one thread: ours at 32 px (per image; batched), and the PIL-at-224 alternative."""
+    from PIL import Image
+    from torchvision.transforms import v2
+    n = len(images)
+    per_image = uint8_train_transform()
+    finish = BatchNormalizeNoise()
+    batched = BatchAugment()
+    pil_224 = v2.Compose([v2.Resize(224), v2.RandomHorizontalFlip(), v2.RandomRotation(10),
+                          v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10, fill=128), v2.ToImage(),
+                          v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+                          v2.RandomApply([v2.GaussianNoise(0, 0.005, clip=False)], p=0.1)])
+    pils = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in images]
+    with threads(1):
+        ours = _rate(lambda: finish(torch.stack([per_image(im) for im in images])), n, 1, repeats)
+        ours_batched = _rate(lambda: batched(images), n, 1, repeats)
+        pil = _rate(lambda: [pil_224(p) for p in pils[: max(n // 8, 8)]], max(n // 8, 8), 1, repeats)
+    return {"ours_per_image_32px": ours, "ours_batched_32px": ours_batched, "pil_224px": pil,
+            "ratio": ours / pil}
+
+
+def _sync(device: torch.device):
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
+def synthetic_step_rate(trainer: Trainer, steps: int, repeats: int) -> float:
+    """Train steps on a fixed uint8 batch already on the device (no loader, no augmentation)."""
+    cfg, dev = trainer.cfg, trainer.device
+    images = torch.randint(0, 256, (cfg.batch_size, 3, 32, 32), dtype=torch.uint8, device=dev)
+    labels = torch.randint(0, 100, (cfg.batch_size,), device=dev)
+    model, loss_fn, opt = trainer.train_model, trainer.loss_fn, trainer.optimizer
+    model.train()
+
+    def step():
+        x = trainer.augment(images).contiguous(memory_format=trainer.memory_format)
+        with trainer.autocast():
+            if trainer.needs_features:
+                logits, feats = model(x, return_features=True)
+                loss = loss_fn(logits, labels, feats)
+            else:
+                loss = loss_fn(model(x), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return _rate(lambda: [step() for _ in range(steps)], cfg.batch_size * steps, 1, repeats, _sync(dev))
+
+
+def trainer_rate(trainer: Trainer, steps: int, repeats: int) -> float:
+    """The trainer's own epoch loop (loader, augmentation, metrics on the device) for `steps` steps."""
+    trainer.sampler.set_epoch(0)
+    trainer.train_epoch(0, None, max_steps=min(2, steps))  # warm-up: workers start, kernels load
+    rates = []
+    for r in range(repeats):
+        trainer.sampler.set_epoch(r + 1)
+        start = time.perf_counter()
+        trainer.train_epoch(r + 1, None, max_steps=steps)
+        _sync(trainer.device)()
+        rates.append(trainer.cfg.batch_size * steps / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def bare_loop_rate(trainer: Trainer, steps: int, repeats: int) -> float:
+    """A plain PyTorch loop on the same loader, augmentation, model and optimizer: no metrics,
+    no progress, no checks. What the trainer is compared with."""
+    model, loss_fn, opt, dev = trainer.train_model, trainer.loss_fn, trainer.optimizer, trainer.device
+    needs_features = trainer.needs_features
+
+    def run(n):
+        model.train()
+        for i, (images, labels) in enumerate(trainer.loader):
+            if i == n:
+                break
+            images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+            x = trainer.train_augment(images).contiguous(memory_format=trainer.memory_format)
+            with trainer.autocast():
+                if needs_features:
+                    logits, feats = model(x, return_features=True)
+                    loss = loss_fn(logits, labels, feats)
+                else:
+                    loss = loss_fn(model(x), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        _sync(dev)()
+
+    trainer.sampler.set_epoch(100)
+    run(min(2, steps))
+    rates = []
+    for r in range(repeats):
+        trainer.sampler.set_epoch(101 + r)
+        start = time.perf_counter()
+        run(steps)
+        rates.append(trainer.cfg.batch_size * steps / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def run_bench(model: str = "small_cnn", batch_size: int = 64, device: str = "auto", precision: str = "auto",
+              loss: str = "ce", steps: int = 30, repeats: int = 3, data: str | None = None,
+              augment_on: str = "auto", compile: bool = False, workers: int | None = None,
+              out: str = "runs/.bench", echo=print) -> list[dict]:
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; valid: auto, fp32, bf16")
+    if steps <= 0 or repeats <= 0:
+        raise ValueError("steps and repeats must be positive integers")
+    cfg = make_config("quick", model=model, pretrained=False, loss=loss, batch_size=batch_size, device=device,
+                      amp=precision != "fp32", compile=compile, augment_on=augment_on, workers=workers,
+                      train_per_class=None, data=data, out=out, overwrite=True, progress="off")
+    trainer = Trainer(cfg, Processes())
+    if precision == "bf16" and trainer.device.type != "cuda":
+        raise ValueError("bf16 autocast is used on CUDA only; on this device use --precision fp32")
+    prepare_out(cfg, trainer.procs)
+    trainer.setup(None)
+    meta = {"model": model, "batch_size": batch_size, "device": str(trainer.device),
+            "precision": "bf16" if (trainer.device.type == "cuda" and cfg.amp) else "fp32",
+            "augment_on": trainer.augment_on, "compile": compile, "torch_threads": torch.get_num_threads(),
+            "loader_workers": getattr(trainer.loader, "num_workers", 0), "cpu_count": os.cpu_count()}
+    records = []
+
+    def emit(name, value, unit, **extra):
+        rec = {"measurement": name, "value": round(value, 3), "unit": unit, **meta, **extra}
+        records.append(rec)
+        echo(json.dumps(rec))
+
+    sample = stratified_subset(load_cifar100("test", data), 5, seed=0).images[:256]
+    aug = augmentation_per_core(sample, repeats)
+    emit("augmentation_per_core", aug["ours_per_image_32px"], "images/s", path="ours, per image, 32 px")
+    emit("augmentation_per_core", aug["ours_batched_32px"], "images/s", path="ours, batched (device path), 32 px")
+    emit("augmentation_per_core", aug["pil_224px"], "images/s", path="PIL, per image, 224 px")
+    emit("augmentation_ratio", aug["ratio"], "x", path="ours per image / PIL 224")
+    synthetic = synthetic_step_rate(trainer, steps, repeats)
+    emit("train_step_synthetic", synthetic, "images/s")
+    end_to_end = trainer_rate(trainer, steps, repeats)
+    emit("end_to_end", end_to_end, "images/s")
+    emit("end_to_end_over_synthetic", end_to_end / synthetic, "x")
+    bare = bare_loop_rate(trainer, steps, repeats)
+    emit("bare_loop", bare, "images/s")
+    emit("trainer_over_bare_loop", end_to_end / bare, "x")
+    echo(format_table(records))
+    return records
+
+
+def format_table(records: list[dict]) -> str:
+    lines = [f"{'measurement':<28} {'path':<36} {'value':>10}  unit", "-" * 84]
+    for r in records:
+        lines.append(f"{r['measurement']:<28} {r.get('path', ''):<36} {r['value']:>10.3f}  {r['unit']}")
+    m = records[0]
+    lines.append(f"({m['model']}, batch {m['batch_size']}, {m['device']}, {m['precision']}, augment on {m['augment_on']}, "
+                 f"{m['loader_workers']} loader workers, {m['torch_threads']} torch threads)")
+    return "\n".join(lines)
