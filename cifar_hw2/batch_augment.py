@@ -48,9 +48,13 @@ def rotate_batch(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     return out.round().to(x.dtype) if not x.is_floating_point() else out
 
 
+def rotation_angles(b: int, degrees: float = ROTATION_DEG, device="cpu") -> torch.Tensor:
+    """b angles ~ U(−degrees, degrees), as v2.RandomRotation draws one per image."""
+    return (torch.rand(b, device=device) * 2 - 1) * degrees
+
+
 def random_rotation(x: torch.Tensor, degrees: float = ROTATION_DEG) -> torch.Tensor:
-    angles = (torch.rand(x.shape[0], device=x.device) * 2 - 1) * degrees
-    return rotate_batch(x, angles)
+    return rotate_batch(x, rotation_angles(x.shape[0], degrees, x.device))
 
 
 class BatchAutoAugment(nn.Module):
@@ -67,7 +71,7 @@ class BatchAutoAugment(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         dev = x.device
-        choice = torch.randint(len(self.policies), (b,), device=dev)
+        choice = self.sample_subpolicies(b, dev)
         # Group the batch by sub-policy: one host sync (the counts) per batch, none per op.
         order = torch.argsort(choice, stable=True)
         counts = torch.bincount(choice, minlength=len(self.policies)).tolist()
@@ -91,6 +95,10 @@ class BatchAutoAugment(nn.Module):
         out = torch.empty_like(x)
         out[order] = torch.cat(pieces)
         return out
+
+    def sample_subpolicies(self, b: int, device="cpu") -> torch.Tensor:
+        """Each sample's sub-policy index, uniform over the policy's sub-policies (as v2.AutoAugment)."""
+        return torch.randint(len(self.policies), (b,), device=device)
 
     def _op(self, images: torch.Tensor, name: str, magnitude: float) -> torch.Tensor:
         return self.aa._apply_image_or_video_transform(images, name, magnitude, self.aa.interpolation,

@@ -13,17 +13,16 @@ from .augment import normalize_transform, noise_transform
 from .plots import denormalize, image_rows, loss_and_gradient
 
 
-def _show(render, interactive: bool, **sliders):
-    defaults = {k: (w.value if hasattr(w, "value") else w) for k, w in sliders.items()}
-    if interactive:
-        try:
-            import ipywidgets
-            from IPython.display import display
-            display(ipywidgets.interactive(lambda **kw: plt.show(render(**kw)), **sliders))
-            return None
-        except ImportError:
-            pass
-    return render(**defaults)
+def _show(render, **sliders) -> None:
+    """Display ipywidgets sliders that redraw render(**values)."""
+    import ipywidgets
+    from IPython.display import display
+    def redraw(**values):
+        fig = render(**values)
+        display(fig)
+        plt.close(fig)   # shown once, by display(), not again by the inline backend
+
+    display(ipywidgets.interactive(redraw, **sliders))
 
 
 def augmentation_explorer(images: torch.Tensor, interactive: bool = True):
@@ -44,7 +43,7 @@ def augmentation_explorer(images: torch.Tensor, interactive: bool = True):
     if interactive:
         try:
             import ipywidgets as w
-            return _show(render, True, angle=w.FloatSlider(value=10, min=-45, max=45, step=1),
+            return _show(render, angle=w.FloatSlider(value=10, min=-45, max=45, step=1),
                          sigma=w.FloatLogSlider(value=0.1, base=10, min=-3, max=0),
                          policy=w.Dropdown(options=policies, value="CIFAR10"),
                          seed=w.IntSlider(value=0, min=0, max=20))
@@ -74,7 +73,7 @@ def gamma_explorer(interactive: bool = True):
     if interactive:
         try:
             import ipywidgets as w
-            return _show(render, True, gamma=w.FloatSlider(value=2.0, min=0, max=5, step=0.1))
+            return _show(render, gamma=w.FloatSlider(value=2.0, min=0, max=5, step=0.1))
         except ImportError:
             pass
     return render()
