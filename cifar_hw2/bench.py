@@ -27,9 +27,6 @@ from .augment import BatchNormalizeNoise, IMAGENET_MEAN, IMAGENET_STD, uint8_tra
 from .batch_augment import BatchAugment
 from .config import make_config
 from .data import load_cifar100, stratified_subset
-from .losses import NEEDS_FEATURES, build_loss
-from .models import build_model
-from .optim import build_optimizer
 from .trainer import Processes, Trainer, prepare_out
 
 
@@ -80,25 +77,29 @@ def _sync(device: torch.device):
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
+def plain_step(trainer: Trainer, x: torch.Tensor, labels: torch.Tensor) -> None:
+    """Forward, loss, backward, optimizer step: nothing else (the bare-loop baseline's step)."""
+    model, loss_fn = trainer.train_model, trainer.loss_fn
+    with trainer.autocast():
+        if trainer.needs_features:
+            logits, feats = model(x, return_features=True)
+            loss = loss_fn(logits, labels, feats)
+        else:
+            loss = loss_fn(model(x), labels)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    trainer.optimizer.step()
+
+
 def synthetic_step_rate(trainer: Trainer, steps: int, repeats: int) -> float:
     """Train steps on a fixed uint8 batch already on the device (no loader, no augmentation)."""
     cfg, dev = trainer.cfg, trainer.device
     images = torch.randint(0, 256, (cfg.batch_size, 3, 32, 32), dtype=torch.uint8, device=dev)
     labels = torch.randint(0, 100, (cfg.batch_size,), device=dev)
-    model, loss_fn, opt = trainer.train_model, trainer.loss_fn, trainer.optimizer
-    model.train()
+    trainer.train_model.train()
 
     def step():
-        x = trainer.augment(images).contiguous(memory_format=trainer.memory_format)
-        with trainer.autocast():
-            if trainer.needs_features:
-                logits, feats = model(x, return_features=True)
-                loss = loss_fn(logits, labels, feats)
-            else:
-                loss = loss_fn(model(x), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        plain_step(trainer, trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
 
     return _rate(lambda: [step() for _ in range(steps)], cfg.batch_size * steps, 1, repeats, _sync(dev))
 
@@ -120,25 +121,15 @@ def trainer_rate(trainer: Trainer, steps: int, repeats: int) -> float:
 def bare_loop_rate(trainer: Trainer, steps: int, repeats: int) -> float:
     """A plain PyTorch loop on the same loader, augmentation, model and optimizer: no metrics,
     no progress, no checks. What the trainer is compared with."""
-    model, loss_fn, opt, dev = trainer.train_model, trainer.loss_fn, trainer.optimizer, trainer.device
-    needs_features = trainer.needs_features
+    dev = trainer.device
 
     def run(n):
-        model.train()
+        trainer.train_model.train()
         for i, (images, labels) in enumerate(trainer.loader):
             if i == n:
                 break
             images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
-            x = trainer.train_augment(images).contiguous(memory_format=trainer.memory_format)
-            with trainer.autocast():
-                if needs_features:
-                    logits, feats = model(x, return_features=True)
-                    loss = loss_fn(logits, labels, feats)
-                else:
-                    loss = loss_fn(model(x), labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            plain_step(trainer, trainer.train_augment(images).contiguous(memory_format=trainer.memory_format), labels)
         _sync(dev)()
 
     trainer.sampler.set_epoch(100)

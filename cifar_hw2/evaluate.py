@@ -12,7 +12,7 @@ import torch
 from .augment import BatchNormalizeNoise
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig
-from .data import NUM_CLASSES, load_cifar100, stratified_subset, train_val_split
+from .data import load_cifar100, stratified_subset, train_val_split
 from .metrics import classification_metrics, expected_calibration_error, fit_temperature
 from .models import build_model
 from .trainer import pick_device

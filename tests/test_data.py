@@ -1,7 +1,5 @@
 import hashlib
 import io
-import os
-import shutil
 import tarfile
 import urllib.error
 from pathlib import Path
@@ -10,7 +8,7 @@ import pytest
 import torch
 
 from cifar_hw2 import data as D
-from conftest import REAL_DATA, needs_real_data, write_archive
+from conftest import needs_real_data, write_archive
 
 
 def test_loads_the_official_layout_into_uint8_tensors(tiny_data):
@@ -79,7 +77,11 @@ def test_download_with_wrong_md5_leaves_nothing(monkeypatch, tmp_path):
     monkeypatch.setattr(D.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(blob))
     with pytest.raises(D.DataError, match="md5"):
         D.load_cifar100("train", tmp_path / "dl")
-    assert list((tmp_path / "dl").iterdir()) == []
+    assert not (tmp_path / "dl").exists()          # the folder it created is gone again
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(D.DataError, match="md5"):
+        D.load_cifar100("train", tmp_path / "kept")
+    assert list((tmp_path / "kept").iterdir()) == []   # a folder that was there stays, empty
 
 
 def test_truncated_or_corrupt_files_give_a_clear_error(tmp_path):
@@ -129,8 +131,9 @@ def test_stratified_subset_and_validation_split(tiny_data):
     tr, va = D.train_val_split(train, val_per_class=2, seed=0)
     assert len(tr) == 1000 and len(va) == 200
     assert torch.bincount(va.labels).tolist() == [2] * 100
-    # disjoint: no image index in both
-    val_idx = set(D.stratified_indices(train.labels, 2, 0).tolist())
+    # disjoint: no validation image is also a training image (the tiny archive's rows are unique)
+    train_rows = {bytes(im.flatten().tolist()) for im in tr.images}
+    assert not any(bytes(im.flatten().tolist()) in train_rows for im in va.images)
     tr2, va2 = D.train_val_split(train, val_per_class=2, seed=0, train_per_class=5)
     assert torch.bincount(tr2.labels).tolist() == [5] * 100 and torch.equal(va2.images, va.images)
     with pytest.raises(ValueError, match="only 10 images"):

@@ -1,5 +1,4 @@
 """What every notebook promises, checked without running it (nbval runs them)."""
-import json
 import re
 import subprocess
 import sys
