@@ -16,18 +16,14 @@ from .data import load_cifar100, stratified_subset, train_val_split
 from .metrics import classification_metrics, expected_calibration_error, fit_temperature
 from .models import build_model
 from .trainer import pick_device
-from .loader import eval_batches
+from .loader import predict_logits
 
 SPLITS = ("test", "val")
 
 
-@torch.no_grad()
 def predict(model, split, device, batch_size: int = 256) -> torch.Tensor:
     """Logits [N, K] (float32, CPU) of `model` on a uint8 split, in order."""
-    norm = BatchNormalizeNoise().to(device)
-    model.eval()
-    outs = [model(norm(x.to(device), train=False)).float().cpu() for x, _ in eval_batches(split, batch_size)]
-    return torch.cat(outs)
+    return predict_logits(model, split, device, batch_size, BatchNormalizeNoise().to(device))
 
 
 def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data: str | None = None,

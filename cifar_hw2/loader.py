@@ -10,6 +10,7 @@ Evaluation needs no loader: the split is already a uint8 tensor; we slice it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -104,3 +105,20 @@ class DeviceBatches:
         for batch in self.sampler:
             idx = torch.tensor([i for i, _ in batch]).to(self.images.device, non_blocking=True)
             yield self.images[idx], self.labels[idx]
+
+
+@torch.no_grad()
+def predict_logits(model, split: CifarSplit, device: torch.device, batch_size: int, normalize,
+                   autocast=contextlib.nullcontext, memory_format=torch.contiguous_format,
+                   rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """Logits [n, K] (float32, CPU) of `model` in eval mode on this rank's shard of a uint8 split.
+
+    `normalize` maps uint8 batches to model inputs (BatchNormalizeNoise with train=False).
+    """
+    model.eval()
+    outs = []
+    for images, _ in eval_batches(split, batch_size, rank, world_size):
+        x = normalize(images.to(device, non_blocking=True), train=False)
+        with autocast():
+            outs.append(model(x.contiguous(memory_format=memory_format)).float())
+    return torch.cat(outs).cpu()

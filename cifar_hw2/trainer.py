@@ -43,7 +43,7 @@ from .checkpoint import (CheckpointError, load_checkpoint, save_checkpoint, writ
 from .config import RUNTIME_FIELDS, ConfigError, TrainConfig
 from .data import NUM_CLASSES, load_cifar100, stratified_subset, train_val_split
 from .batch_augment import BatchAugment
-from .loader import DeviceBatches, SeededBatchSampler, batch_seed, eval_batches, make_train_loader
+from .loader import DeviceBatches, SeededBatchSampler, batch_seed, make_train_loader, predict_logits
 from .losses import NEEDS_FEATURES, build_loss
 from .metrics import classification_metrics, expected_calibration_error, fit_temperature, reliability
 from .models import build_model
@@ -323,19 +323,13 @@ class Trainer:
                                      f"the run stopped. Kept {kept}. Try a lower --lr.")
 
     # ---- evaluation
-    @torch.no_grad()
     def predict(self, split) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [N, K] (float32, CPU) in the split's order, and labels [N]."""
-        self.model.eval()
-        outs = []
-        for images, _ in eval_batches(split, self.cfg.eval_batch_size, self.procs.rank, self.procs.world):
-            x = self.augment(images.to(self.device, non_blocking=True), train=False)
-            with self.autocast():
-                outs.append(self.model(x.contiguous(memory_format=self.memory_format)).float())
-        logits = torch.cat(outs)
+        logits = predict_logits(self.model, split, self.device, self.cfg.eval_batch_size, self.augment,
+                                self.autocast, self.memory_format, self.procs.rank, self.procs.world)
         if self.procs.world > 1:
-            logits = _gather_interleaved(logits, len(split), self.procs.world)
-        return logits.cpu(), split.labels
+            logits = _gather_interleaved(logits.to(self.device), len(split), self.procs.world).cpu()
+        return logits, split.labels
 
     def evaluate(self) -> tuple[dict, dict]:
         """Metrics of this epoch, and the test reliability bins before/after temperature scaling."""
