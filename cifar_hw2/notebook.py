@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import random
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,6 @@ def setup(seed: int = 0, quiet: bool = False) -> torch.device:
     import seaborn as sns
     sns.set_theme(context="notebook", style="whitegrid")
     matplotlib.rcParams.update({"figure.dpi": 80, "savefig.dpi": 120, "savefig.bbox": "tight"})
-    warnings.filterwarnings("ignore", message=".*upsample.*|.*antialias.*", category=UserWarning)
     device = pick_device("auto")
     if not quiet:
         print(f"device: {device.type}")
