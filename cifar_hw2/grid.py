@@ -159,7 +159,7 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
     if dry_run:
         return outcomes
 
-    lock = threading.Lock()
+    lock, stop = threading.Lock(), threading.Event()
     work: queue.Queue = queue.Queue()
     for item in todo:
         work.put(item)
@@ -168,7 +168,7 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
         env = dict(os.environ)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        while True:
+        while not stop.is_set():
             try:
                 i, row, what = work.get_nowait()
             except queue.Empty:
@@ -183,11 +183,19 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
                 else:
                     echo(f"[{i}/{len(rows)}] {row.key:<26} FAILED after {outcome.seconds:.0f} s: {outcome.message}")
 
-    threads = [threading.Thread(target=worker, args=(g,)) for g in (list(gpus) or [None])]
+    threads = [threading.Thread(target=worker, args=(g,), daemon=True) for g in (list(gpus) or [None])]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.5)
+    except KeyboardInterrupt:
+        # Ctrl-C reaches the running papermill processes too (same process group); their runs keep
+        # last.pt. No new row starts; the same command resumes.
+        stop.set()
+        echo("grid: interrupted; run the same command again to resume")
+        raise
     failed = [o for o in outcomes if o.status == "failed"]
     echo(f"grid: {sum(o.status == 'done' for o in outcomes)} ran, "
          f"{sum(o.status == 'skipped' for o in outcomes)} skipped, {len(failed)} failed")

@@ -357,6 +357,8 @@ class Trainer:
         show = _progress_mode(cfg.progress) if procs.main else "off"
         if self.start_epoch >= cfg.epochs and show != "off":
             print(f"{self.out}: all {cfg.epochs} epochs are done already.")
+        elif self.start_epoch > 0 and show != "off":
+            print(f"{self.out}: resuming after epoch {self.start_epoch} of {cfg.epochs}.", flush=True)
         for epoch in range(self.start_epoch, cfg.epochs):
             self.sampler.set_epoch(epoch)
             start = time.perf_counter()

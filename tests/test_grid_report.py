@@ -93,3 +93,29 @@ def test_report_matches_table1_rows(tiny_data, tmp_path):
     assert comparison_table(runs)[0]["report_top1"] == 0.8934
     paths = write_report(tmp_path / "r")
     assert paths["md"].read_text().count("| one |") == 1
+
+
+@needs_real_data
+def test_an_interrupted_grid_resumes_its_row(tmp_path):
+    import signal
+    import time
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "cifar_hw2", "grid", "--runs", str(runs), "--only", "key=b4-bs64-flsd53"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "CIFAR_HW2_QUICK": "1"}, start_new_session=True)
+    history = runs / "b4-bs64-flsd53" / "history.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 2):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)            # Ctrl-C in a terminal: the whole process group
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "interrupted" in out
+    done = json.loads((runs / "b4-bs64-flsd53" / "metrics.json").read_text())
+    assert not done["complete"]
+    again = cli("grid", "--runs", str(runs), "--only", "key=b4-bs64-flsd53")
+    assert again.returncode == 0, again.stdout
+    assert "resume from last.pt" in again.stdout and "1 ran, 0 skipped, 0 failed" in again.stdout
+    final = json.loads((runs / "b4-bs64-flsd53" / "metrics.json").read_text())
+    assert final["complete"] and final["epochs_done"] == 6
+    executed = (runs / "b4-bs64-flsd53" / "04_train.ipynb").read_text()
+    assert f"resuming after epoch {done['epochs_done']} of 6" in executed
