@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,6 @@ from .trainer import pick_device
 # test checks that every notebook agrees).
 REPO_URL = "https://github.com/cifar-hw2/cifar-hw2"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def in_colab() -> bool:
-    return "google.colab" in sys.modules
 
 
 def setup(seed: int = 0, quiet: bool = False) -> torch.device:
@@ -111,5 +106,4 @@ def _holds_other_quick_run(config: TrainConfig) -> bool:
                                                              or not config.resume)
 
 
-__all__ = ["REPO_URL", "ConfigError", "setup", "save_figure", "repo_path", "train_config_from_parameters",
-           "in_colab"]
+__all__ = ["REPO_URL", "ConfigError", "setup", "save_figure", "repo_path", "train_config_from_parameters"]
