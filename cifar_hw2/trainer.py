@@ -293,8 +293,10 @@ class Trainer:
                 self._check_finite(first_bad, epoch)
                 if bar is not None:
                     bar.update(step + 1 - bar.n)
+                    # refresh=False: drawn at the bar's next rate-limited redraw (see fit).
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
-                                    img_s=f"{seen * self.procs.world / (time.perf_counter() - start):.0f}")
+                                    img_s=f"{seen * self.procs.world / (time.perf_counter() - start):.0f}",
+                                    refresh=False)
         self._check_finite(first_bad, epoch)
         if self.procs.world > 1:
             self._average_buffers()
@@ -363,8 +365,12 @@ class Trainer:
             self.sampler.set_epoch(epoch)
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
+            # mininterval=1 s: a notebook bar is an ipywidget and every redraw sends iopub
+            # messages. nbval reads iopub only after a cell ends and ZeroMQ drops what is
+            # queued beyond its 1000-message high-water mark -- including the kernel's "idle"
+            # message, which then fails the cell. At 1 redraw/s a 1-minute cell sends ~200.
             bar = tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                       leave=False, dynamic_ncols=True) if show == "bar" else None
+                       leave=False, dynamic_ncols=True, mininterval=1.0) if show == "bar" else None
             try:
                 row = {"epoch": epoch + 1, "lr": lr, **self.train_epoch(epoch, bar)}
             finally:

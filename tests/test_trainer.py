@@ -153,3 +153,34 @@ def test_device_augmentation_path_trains_and_is_deterministic(tiny_data, tmp_pat
     fit(tiny(tiny_data, tmp_path / "b", epochs=2, augment_on="device"))
     assert read_history(tmp_path / "a") == read_history(tmp_path / "b")
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["top1"] > 0.02
+
+
+def test_progress_bar_redraws_at_most_about_once_a_second(tiny_data, tmp_path, monkeypatch):
+    """In a notebook each redraw is a widget update on iopub; nbval reads iopub only after the cell
+    ends and ZeroMQ drops messages past its queue limit (the kernel's "idle" among them). A redraw
+    per step (set_postfix refreshes by default) failed 04_train.ipynb in CI; redraws must follow
+    the 1 s rate limit whatever the number of steps."""
+    import io
+
+    from tqdm.std import tqdm as plain_tqdm
+
+    bars = []
+
+    class CountingBar(plain_tqdm):
+        def __init__(self, *args, **kwargs):
+            self.draws = 0
+            super().__init__(*args, file=io.StringIO(), **kwargs)
+            bars.append(self)
+
+        def display(self, *args, **kwargs):
+            self.draws += 1
+            return super().display(*args, **kwargs)
+
+    monkeypatch.setattr("cifar_hw2.trainer.tqdm", CountingBar)
+    start = time.perf_counter()
+    fit(tiny(tiny_data, tmp_path / "run", epochs=2, batch_size=10, progress="bar"))   # 100 steps/epoch
+    elapsed = time.perf_counter() - start
+    assert len(bars) == 2 and all(bar.n == bar.total == 100 for bar in bars)
+    assert all("loss=" in bar.postfix for bar in bars)
+    # one draw when a bar opens, one when it closes, and at most one per second in between
+    assert sum(bar.draws for bar in bars) <= 2 * len(bars) + elapsed + 1, [bar.draws for bar in bars]
