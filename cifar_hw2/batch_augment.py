@@ -6,17 +6,27 @@ every sample draws its own, from the same distributions as the per-image pipelin
 
     flip        each sample with probability 0.5
     rotation    angle ~ U(−10°, 10°) per sample, nearest, black fill (one batched grid_sample)
-    AutoAugment sub-policy ~ U{0..24} per sample; each op fires with its probability, signed ops
-                flip their sign with probability 0.5; the ops are torchvision's own, applied to
-                the sub-batch that drew the same (sub-policy, op, sign)
+    AutoAugment sub-policy ~ U{0..24} per sample; each of its two ops fires with its probability,
+                signed ops flip their sign with probability 0.5; the ops are torchvision's own
     normalise + noise  as augment.BatchNormalizeNoise
 
-Input uint8 [B, 3, H, W] on any device; output float [B, 3, H, W] on that device. On a GPU this
-takes the CPU out of the loop entirely; tests check that both paths draw the same distribution.
+Two steps, so that the host never waits for the device:
+  1. `draw(b, generator)` draws every random choice on the CPU (a few small tensors).
+  2. `uint8(images, params)` applies them. AutoAugment is run op by op: the batch is sorted by what
+     each sample does at step 1 of its sub-policy (which op, which signed magnitude, or nothing),
+     each op runs once on its contiguous slice, then the same for step 2. The sort is planned on
+     the CPU from the drawn choices, so there is no host sync, and an op that does not fire costs
+     nothing. About 35 torchvision calls per batch, whatever its size: batches of a few hundred
+     images amortise them (loader.DeviceBatches augments several batches per call).
+
+Input uint8 [B, 3, H, W] on any device; output uint8 (or, through `forward`, normalised float) on
+that device. On a GPU this takes the CPU out of the loop; tests check both paths draw the same
+distribution.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,17 +36,31 @@ from torchvision.transforms import InterpolationMode, v2
 from .augment import AUTOAUGMENT_FILL, NOISE_P, NOISE_STD, ROTATION_DEG, BatchNormalizeNoise
 
 
-def random_flip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
-    """Flip each image of [B, C, H, W] horizontally with probability p."""
-    flip = torch.rand(x.shape[0], device=x.device) < p
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+@dataclass
+class AugmentParams:
+    """Every random choice for B images (CPU tensors)."""
+    flip: torch.Tensor      # bool [B]: flip horizontally
+    angle: torch.Tensor     # float32 [B]: rotation, degrees counter-clockwise
+    action: torch.Tensor    # long [B, 2]: AutoAugment's op at sub-policy steps 1 and 2, an index
+                            #   into BatchAutoAugment.actions (0: the op did not fire)
+    subpolicy: torch.Tensor  # long [B]: the sub-policy drawn (kept for tests and previews)
+
+    @staticmethod
+    def cat(parts: list[AugmentParams]) -> AugmentParams:
+        return AugmentParams(*(torch.cat([getattr(p, f) for p in parts]) for f in
+                               ("flip", "angle", "action", "subpolicy")))
+
+
+def flip_batch(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Flip the images of [B, C, H, W] where flip [B] is True."""
+    return torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
 
 
 def rotate_batch(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     """Rotate each image by its own angle (degrees, counter-clockwise, about the centre), nearest
     neighbour, zero fill; the same geometry as torchvision's rotate (expand=False)."""
     b, _, h, w = x.shape
-    theta = degrees.to(torch.float32) * (math.pi / 180)
+    theta = degrees.to(x.device, torch.float32) * (math.pi / 180)
     cos, sin = torch.cos(theta), torch.sin(theta)
     # affine_grid maps output (x, y) in [-1, 1] to input coordinates: the inverse rotation. Pixel
     # aspect is square only when h == w; scale the shear terms for other shapes.
@@ -46,15 +70,6 @@ def rotate_batch(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     grid = F.affine_grid(matrix, (b, 1, h, w), align_corners=False)
     out = F.grid_sample(x.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return out.round().to(x.dtype) if not x.is_floating_point() else out
-
-
-def rotation_angles(b: int, degrees: float = ROTATION_DEG, device="cpu") -> torch.Tensor:
-    """b angles ~ U(−degrees, degrees), as v2.RandomRotation draws one per image."""
-    return (torch.rand(b, device=device) * 2 - 1) * degrees
-
-
-def random_rotation(x: torch.Tensor, degrees: float = ROTATION_DEG) -> torch.Tensor:
-    return rotate_batch(x, rotation_angles(x.shape[0], degrees, x.device))
 
 
 class BatchAutoAugment(nn.Module):
@@ -67,42 +82,71 @@ class BatchAutoAugment(nn.Module):
         self.aa = v2.AutoAugment(v2.AutoAugmentPolicy[policy], fill=fill,
                                  interpolation=InterpolationMode.NEAREST)
         self.policies = self.aa._policies
+        # actions: (op name, magnitude bin, sign); 0 is "nothing". Every (sub-policy, step) maps to
+        # the action it takes with a positive and with a negative magnitude (the same if unsigned).
+        self.actions: list[tuple[str, int | None, int]] = [("Identity", None, 1)]
+        index = {}
+        positive, negative = [], []
+        for sub_policy in self.policies:
+            pos_row, neg_row = [], []
+            for name, _, magnitude_bin in sub_policy:
+                signed = self.aa._AUGMENTATION_SPACE[name][1] and magnitude_bin is not None
+                for sign, row in ((1, pos_row), (-1 if signed else 1, neg_row)):
+                    key = (name, magnitude_bin, sign)
+                    if key not in index:
+                        index[key] = len(self.actions)
+                        self.actions.append(key)
+                    row.append(index[key])
+            positive.append(pos_row)
+            negative.append(neg_row)
+        self.positive = torch.tensor(positive)   # long [S, 2]
+        self.negative = torch.tensor(negative)   # long [S, 2]
+        self.probability = torch.tensor([[p for _, p, _ in sub] for sub in self.policies])  # [S, 2]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
+    def draw(self, b: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sub-policy [B], action [B, 2]) on the CPU, distributed as v2.AutoAugment draws them."""
+        subpolicy = torch.randint(len(self.policies), (b,), generator=generator)
+        fires = torch.rand(b, 2, generator=generator) < self.probability[subpolicy]
+        negative = torch.rand(b, 2, generator=generator) < 0.5
+        action = torch.where(negative, self.negative[subpolicy], self.positive[subpolicy])
+        return subpolicy, torch.where(fires, action, 0)
+
+    def forward(self, x: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 [B, C, H, W] → uint8; `action` [B, 2] (CPU) from `draw`, drawn here if None."""
+        if action is None:
+            action = self.draw(x.shape[0])[1]
+        action = action.cpu()
         dev = x.device
-        choice = self.sample_subpolicies(b, dev)
-        # Group the batch by sub-policy: one host sync (the counts) per batch, none per op.
-        order = torch.argsort(choice, stable=True)
-        counts = torch.bincount(choice, minlength=len(self.policies)).tolist()
-        grouped, pieces, start = x[order], [], 0
-        for sub_policy, n in zip(self.policies, counts):
-            if n == 0:
-                continue
-            images = grouped[start:start + n]
-            for name, p, magnitude_bin in sub_policy:
-                magnitudes_fn, signed = self.aa._AUGMENTATION_SPACE[name]
-                mags = magnitudes_fn(10, h, w)
-                magnitude = float(mags[magnitude_bin]) if mags is not None else 0.0  # e.g. Equalize
-                fires = (torch.rand(n, device=dev) < p).view(-1, 1, 1, 1)
-                applied = self._op(images, name, magnitude)
-                if signed and mags is not None:  # each sample flips the sign with probability 0.5
-                    negative = (torch.rand(n, device=dev) < 0.5).view(-1, 1, 1, 1)
-                    applied = torch.where(negative, self._op(images, name, -magnitude), applied)
-                images = torch.where(fires, applied, images)
-            pieces.append(images)
-            start += n
+        order = [torch.argsort(action[:, step], stable=True) for step in (0, 1)]
+        # Sample i sits at position rank[i] of step 1's order; step 2 reads them in its own order.
+        rank = torch.argsort(order[0])
+        x = x[order[0].to(dev, non_blocking=True)]
+        x = self._run_step(x, action[order[0], 0])
+        x = x[rank[order[1]].to(dev, non_blocking=True)]
+        x = self._run_step(x, action[order[1], 1])
         out = torch.empty_like(x)
-        out[order] = torch.cat(pieces)
+        out[order[1].to(dev, non_blocking=True)] = x
         return out
 
-    def sample_subpolicies(self, b: int, device="cpu") -> torch.Tensor:
-        """Each sample's sub-policy index, uniform over the policy's sub-policies (as v2.AutoAugment)."""
-        return torch.randint(len(self.policies), (b,), device=device)
-
-    def _op(self, images: torch.Tensor, name: str, magnitude: float) -> torch.Tensor:
-        return self.aa._apply_image_or_video_transform(images, name, magnitude, self.aa.interpolation,
-                                                       self.aa._fill)
+    def _run_step(self, x: torch.Tensor, sorted_action: torch.Tensor) -> torch.Tensor:
+        """Apply each action to its contiguous slice of x (sorted by action)."""
+        counts = torch.bincount(sorted_action, minlength=len(self.actions)).tolist()  # CPU: no sync
+        if counts[0] == len(x):
+            return x
+        h, w = x.shape[-2:]
+        pieces, start = [], 0
+        for (name, magnitude_bin, sign), n in zip(self.actions, counts):
+            if n == 0:
+                continue
+            part = x[start:start + n]
+            if name != "Identity":
+                magnitudes_fn, _ = self.aa._AUGMENTATION_SPACE[name]
+                magnitude = 0.0 if magnitude_bin is None else sign * float(magnitudes_fn(10, h, w)[magnitude_bin])
+                part = self.aa._apply_image_or_video_transform(part, name, magnitude, self.aa.interpolation,
+                                                               self.aa._fill)
+            pieces.append(part)
+            start += n
+        return torch.cat(pieces)
 
 
 class BatchAugment(nn.Module):
@@ -111,16 +155,34 @@ class BatchAugment(nn.Module):
     def __init__(self, flip: bool = True, rotation: float = ROTATION_DEG, autoaugment: bool = True,
                  noise_p: float = NOISE_P, noise_std: float = NOISE_STD):
         super().__init__()
+        if rotation < 0:
+            raise ValueError(f"rotation must be >= 0 degrees, got {rotation}")
         self.flip, self.rotation = flip, rotation
         self.autoaugment = BatchAutoAugment() if autoaugment else None
         self.normalize_noise = BatchNormalizeNoise(noise_p, noise_std)
 
-    def forward(self, images: torch.Tensor, train: bool = True) -> torch.Tensor:
+    def draw(self, b: int, generator: torch.Generator | None = None) -> AugmentParams:
+        """Every random choice for b images, on the CPU (from `generator`, or torch's global RNG)."""
+        flip = torch.rand(b, generator=generator) < 0.5
+        angle = (torch.rand(b, generator=generator) * 2 - 1) * self.rotation   # U(−r, r), as RandomRotation
+        if self.autoaugment is not None:
+            subpolicy, action = self.autoaugment.draw(b, generator)
+        else:
+            subpolicy, action = torch.zeros(b, dtype=torch.long), torch.zeros(b, 2, dtype=torch.long)
+        return AugmentParams(flip, angle, action, subpolicy)
+
+    def uint8(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+        """Flip, rotation and AutoAugment: uint8 [B, 3, H, W] → uint8 [B, 3, H, W], same device."""
+        if self.flip:
+            images = flip_batch(images, params.flip)
+        if self.rotation:
+            images = rotate_batch(images, params.angle)
+        if self.autoaugment is not None:
+            images = self.autoaugment(images, params.action)
+        return images
+
+    def forward(self, images: torch.Tensor, train: bool = True,
+                generator: torch.Generator | None = None) -> torch.Tensor:
         if train:
-            if self.flip:
-                images = random_flip(images)
-            if self.rotation:
-                images = random_rotation(images, self.rotation)
-            if self.autoaugment is not None:
-                images = self.autoaugment(images)
+            images = self.uint8(images, self.draw(images.shape[0], generator))
         return self.normalize_noise(images, train=train)

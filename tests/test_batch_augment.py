@@ -7,8 +7,7 @@ import torch
 from torchvision.transforms import v2
 
 from cifar_hw2.augment import train_transform, uint8_train_transform
-from cifar_hw2.batch_augment import (BatchAugment, BatchAutoAugment, random_flip, rotate_batch,
-                                     rotation_angles)
+from cifar_hw2.batch_augment import BatchAugment, BatchAutoAugment, flip_batch, rotate_batch
 
 
 def se_close(a: torch.Tensor, b: torch.Tensor, k: float = 5.0) -> bool:
@@ -29,7 +28,7 @@ def test_flip_rate_is_one_half_per_sample():
     torch.manual_seed(1)
     x = torch.zeros(20_000, 1, 1, 2, dtype=torch.uint8)
     x[..., 1] = 1
-    flipped = random_flip(x)[..., 0].flatten().float()
+    flipped = flip_batch(x, BatchAugment().draw(len(x)).flip)[..., 0].flatten().float()
     assert flipped.mean().item() == pytest.approx(0.5, abs=0.015)
     per_image = torch.tensor([float(v2.RandomHorizontalFlip()(im)[..., 0]) for im in x[:4000]])
     assert se_close(flipped, per_image)
@@ -37,7 +36,7 @@ def test_flip_rate_is_one_half_per_sample():
 
 def test_rotation_angles_match_random_rotation():
     torch.manual_seed(2)
-    ours = rotation_angles(20_000, 10.0)
+    ours = BatchAugment(rotation=10.0).draw(20_000).angle
     theirs = torch.tensor([v2.RandomRotation(10).make_params([torch.zeros(1, 2, 2)])["angle"] for _ in range(20_000)])
     assert ours.min() >= -10 and ours.max() <= 10 and ours.abs().max() > 9.9
     assert ours.std().item() == pytest.approx(20 / math.sqrt(12), rel=0.03)
@@ -52,13 +51,54 @@ def test_batched_rotation_equals_torchvision_rotate(images, angle):
 
 
 def test_subpolicies_are_drawn_uniformly():
-    torch.manual_seed(3)
+    g = torch.Generator().manual_seed(3)
     aa = BatchAutoAugment()
-    counts = torch.bincount(aa.sample_subpolicies(25_000), minlength=25).double()
+    counts = torch.bincount(aa.draw(25_000, g)[0], minlength=25).double()
     assert len(aa.policies) == 25
     expected = 25_000 / 25
     chi2 = ((counts - expected) ** 2 / expected).sum().item()
     assert chi2 < 52.6     # the 0.999 quantile of χ² with 24 degrees of freedom
+
+
+def test_each_op_fires_with_its_probability_and_signed_ops_take_both_signs():
+    g = torch.Generator().manual_seed(7)
+    aa = BatchAutoAugment()
+    n = 200_000
+    subpolicy, action = aa.draw(n, g)
+    for s, sub_policy in enumerate(aa.policies):
+        mine = action[subpolicy == s]                                   # [n_s, 2]
+        for step, (name, p, magnitude_bin) in enumerate(sub_policy):
+            taken = [aa.actions[a] for a in mine[:, step].tolist()]
+            fired = torch.tensor([t[0] != "Identity" for t in taken], dtype=torch.float64)
+            assert all(t[:2] == (name, magnitude_bin) for t in taken if t[0] != "Identity")
+            se = math.sqrt(max(p * (1 - p), 1e-4) / len(mine))
+            assert abs(fired.mean().item() - p) < 5 * se, (s, step, name)
+            signs = torch.tensor([t[2] for t in taken if t[0] != "Identity"], dtype=torch.float64)
+            signed = v2.AutoAugment._AUGMENTATION_SPACE[name][1] and magnitude_bin is not None
+            if signed and len(signs) > 100:
+                assert abs((signs < 0).double().mean().item() - 0.5) < 5 * math.sqrt(0.25 / len(signs))
+            elif not signed:
+                assert (signs > 0).all()
+
+
+def test_batched_autoaugment_applies_exactly_the_drawn_ops(images):
+    """Each sample's output equals torchvision's ops applied to it alone, in its sub-policy's order."""
+    g = torch.Generator().manual_seed(8)
+    aa = BatchAutoAugment()
+    batch = images.repeat(40, 1, 1, 1)                                  # 320 images
+    _, action = aa.draw(len(batch), g)
+    ours = aa(batch, action)
+    for i, image in enumerate(batch):
+        x = image
+        for a in action[i].tolist():
+            name, magnitude_bin, sign = aa.actions[a]
+            if name == "Identity":
+                continue
+            mags = aa.aa._AUGMENTATION_SPACE[name][0](10, 32, 32)
+            magnitude = 0.0 if magnitude_bin is None else sign * float(mags[magnitude_bin])
+            x = aa.aa._apply_image_or_video_transform(x, name, magnitude, aa.aa.interpolation, aa.aa._fill)
+        assert torch.equal(ours[i], x), (i, [aa.actions[a] for a in action[i].tolist()])
+    assert (action > 0).any(dim=1).float().mean() > 0.5                 # most samples changed
 
 
 def summaries(out: torch.Tensor, originals: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -86,7 +126,7 @@ def test_whole_uint8_pipeline_batched_matches_per_image(images):
     reps = 500
     batch = images.repeat(reps, 1, 1, 1)
     aug = BatchAugment(noise_p=0)
-    ours = aug.autoaugment(rotate_batch(random_flip(batch), rotation_angles(len(batch), 10.0)))
+    ours = aug.uint8(batch, aug.draw(len(batch)))
     per_image = uint8_train_transform()
     theirs = torch.stack([per_image(im) for im in batch])
     a, b = summaries(ours, batch), summaries(theirs, batch)
@@ -111,3 +151,24 @@ def test_eval_mode_only_normalises(images):
     from cifar_hw2.augment import normalize_transform
     out = BatchAugment()(images, train=False)
     assert torch.allclose(out, torch.stack([normalize_transform()(im) for im in images]), atol=1e-5)
+
+
+def test_device_batches_do_not_depend_on_the_chunk_size(images):
+    """Each batch draws from its own seed: augmenting 1 or 4 batches per call gives the same batches."""
+    from cifar_hw2.data import CifarSplit
+    from cifar_hw2.loader import DeviceBatches, SeededBatchSampler
+    n = 96
+    split = CifarSplit(images.repeat(12, 1, 1, 1), torch.arange(n) % 100, torch.arange(n) % 20,
+                       [str(i) for i in range(100)], [str(i) for i in range(20)])
+    runs = []
+    for chunk_images in (16, 64, 1000):
+        sampler = SeededBatchSampler(n, 16, seed=3)
+        sampler.set_epoch(2)
+        loader = DeviceBatches(split, sampler, torch.device("cpu"), BatchAugment(), chunk_images=chunk_images)
+        runs.append(list(loader))
+    assert len(runs[0]) == 6
+    for other in runs[1:]:
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(runs[0], other))
+    changed = torch.cat([x for x, _ in runs[0]]) != split.images[torch.cat([torch.tensor([i for i, _ in b])
+                                                                             for b in sampler])]
+    assert changed.any(dim=(1, 2, 3)).float().mean() > 0.5

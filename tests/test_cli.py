@@ -77,3 +77,24 @@ def test_help_documents_every_flag_with_its_default():
                  "--gamma", "--mc-mu", "--optimizer", "--schedule", "--overwrite"):
         assert flag in text
     assert "(default: 200)" in text and "(default: 'flsd53')" in text
+
+
+def test_bench_prints_every_measurement_and_a_table(tiny_data, tmp_path):
+    from cifar_hw2.bench import run_bench
+    lines = []
+    records = run_bench("small_cnn", batch_size=16, device="cpu", steps=3, repeats=1, data=str(tiny_data),
+                        out=str(tmp_path / "bench"), echo=lines.append)
+    names = [r["measurement"] for r in records]
+    assert names == ["augmentation_per_core"] * 3 + ["augmentation_ratio"] * 2 + [
+        "train_step_synthetic", "end_to_end", "end_to_end_over_synthetic", "bare_loop", "trainer_over_bare_loop"]
+    assert all(r["value"] > 0 for r in records)
+    value = {(r["measurement"], r.get("path", "")): r["value"] for r in records}
+    assert value[("end_to_end_over_synthetic", "")] == pytest.approx(
+        value[("end_to_end", "")] / value[("train_step_synthetic", "")], rel=1e-2)
+    assert records[0]["augment_on"] == "device" and records[0]["loader_workers"] == 0   # the CPU default
+    assert [json.loads(line) for line in lines[:-1]] == records and "trainer_over_bare_loop" in lines[-1]
+
+
+def test_bench_refuses_more_steps_than_an_epoch(tiny_data, tmp_path):
+    run = cli("bench", "--device", "cpu", "--batch-size", "100", "--steps", "50", "--data", str(tiny_data))
+    assert run.returncode == 2 and "--steps 50 is more than the 2 batches" in run.stderr, run.stderr

@@ -53,8 +53,8 @@ def test_fit_writes_the_run_folder(tiny_data, tmp_path):
 
 
 def test_same_config_gives_the_same_numbers_with_any_worker_count(tiny_data, tmp_path):
-    fit(tiny(tiny_data, tmp_path / "a", epochs=2, workers=0))
-    fit(tiny(tiny_data, tmp_path / "b", epochs=2, workers=2))
+    fit(tiny(tiny_data, tmp_path / "a", epochs=2, workers=0, augment_on="loader"))
+    fit(tiny(tiny_data, tmp_path / "b", epochs=2, workers=2, augment_on="loader"))
     assert read_history(tmp_path / "a") == read_history(tmp_path / "b")
 
 
@@ -148,7 +148,7 @@ def test_other_optimizers(optimizer, tiny_data, tmp_path):
 
 
 def test_device_augmentation_path_trains_and_is_deterministic(tiny_data, tmp_path):
-    """augment_on="device" (the GPU path) exercised on the CPU: no loader workers, same results twice."""
+    """augment_on="device" (the default on CUDA and CPU): no loader workers, same results twice."""
     fit(tiny(tiny_data, tmp_path / "a", epochs=2, augment_on="device"))
     fit(tiny(tiny_data, tmp_path / "b", epochs=2, augment_on="device"))
     assert read_history(tmp_path / "a") == read_history(tmp_path / "b")
