@@ -10,9 +10,11 @@ Train pipeline, per image (input uint8 [3, 32, 32]):
 We augment at 32 px; upsampling to 224/384 happens inside the model (on the GPU when there is one).
 Per CPU core, the same ops after a resize to 224 are about 3× slower.
 
-The split `uint8_train_transform` (steps 1–3, cheap, per image in loader workers) +
-`BatchNormalizeNoise` (steps 4–5, on the device, per batch) is what the trainer uses; it draws from
-the same distribution as `train_transform`, which notebook 01 uses to preview steps one by one.
+This per-image pipeline is the definition: notebook 01 previews it step by step, and the tests
+hold the batched version (batch_augment.py, the trainer's default) to its distribution. The
+trainer splits it: steps 1–3 on uint8 images (batched on the device, or with `augment_on="loader"`
+`uint8_train_transform` per image in loader workers), steps 4–5 as `BatchNormalizeNoise` on the
+device, per batch.
 """
 from __future__ import annotations
 

@@ -51,16 +51,25 @@ class AugmentParams:
                                ("flip", "angle", "action", "subpolicy")))
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor to `device` without making the host wait. On CUDA a copy from pageable
+    memory first synchronises the stream; from pinned memory (PyTorch caches pinned blocks and
+    keeps them until the copy is done) it is queued like a kernel."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def flip_batch(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Flip the images of [B, C, H, W] where flip [B] is True."""
-    return torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+    return torch.where(to_device(flip, x.device).view(-1, 1, 1, 1), x.flip(-1), x)
 
 
 def rotate_batch(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     """Rotate each image by its own angle (degrees, counter-clockwise, about the centre), nearest
     neighbour, zero fill; the same geometry as torchvision's rotate (expand=False)."""
     b, _, h, w = x.shape
-    theta = degrees.to(x.device, torch.float32) * (math.pi / 180)
+    theta = to_device(degrees.float(), x.device) * (math.pi / 180)
     cos, sin = torch.cos(theta), torch.sin(theta)
     # affine_grid maps output (x, y) in [-1, 1] to input coordinates: the inverse rotation. Pixel
     # aspect is square only when h == w; scale the shear terms for other shapes.
@@ -120,12 +129,12 @@ class BatchAutoAugment(nn.Module):
         order = [torch.argsort(action[:, step], stable=True) for step in (0, 1)]
         # Sample i sits at position rank[i] of step 1's order; step 2 reads them in its own order.
         rank = torch.argsort(order[0])
-        x = x[order[0].to(dev, non_blocking=True)]
+        x = x[to_device(order[0], dev)]
         x = self._run_step(x, action[order[0], 0])
-        x = x[rank[order[1]].to(dev, non_blocking=True)]
+        x = x[to_device(rank[order[1]], dev)]
         x = self._run_step(x, action[order[1], 1])
         out = torch.empty_like(x)
-        out[order[1].to(dev, non_blocking=True)] = x
+        out[to_device(order[1], dev)] = x
         return out
 
     def _run_step(self, x: torch.Tensor, sorted_action: torch.Tensor) -> torch.Tensor:

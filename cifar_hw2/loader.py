@@ -1,10 +1,15 @@
 """Batches for training and evaluation.
 
-Training: a DataLoader over `CifarDataset` whose per-image work is only the cheap uint8 part of
-the augmentation (flip, rotation, AutoAugment at 32 px); normalisation and noise run on the
-device, per batch (augment.BatchNormalizeNoise). Each batch carries its own seed, derived from
-(seed, epoch, batch number), so the augmentation of a batch does not depend on which worker made it,
-on how many workers there are, or on whether the run was resumed mid-way.
+Training, two paths that yield the same batches (uint8 [B, 3, 32, 32], labels [B]) with the uint8
+part of the augmentation (flip, rotation, AutoAugment at 32 px) done:
+  - `DeviceBatches` (augment_on="device", the default on CUDA and CPU): the split lives on the
+    device and is augmented there in batches with per-sample parameters (batch_augment.py);
+  - `make_train_loader` (augment_on="loader"): a DataLoader over `CifarDataset` whose worker
+    processes run the per-image torchvision pipeline.
+Normalisation and noise run on the device, per batch, in both (augment.BatchNormalizeNoise). Each
+batch carries its own seed, derived from (seed, epoch, batch number), so the augmentation of a
+batch does not depend on which worker or chunk made it, on how many workers there are, or on
+whether the run was resumed mid-way.
 
 Evaluation needs no loader: the split is already a uint8 tensor; we slice it.
 """
@@ -18,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .augment import uint8_train_transform
-from .batch_augment import AugmentParams
+from .batch_augment import AugmentParams, to_device
 from .data import CifarDataset, CifarSplit
 
 
@@ -120,7 +125,7 @@ class DeviceBatches:
     def __iter__(self):
         batches = iter(self.sampler)
         while chunk := list(itertools.islice(batches, self.batches_per_chunk)):
-            idx = torch.tensor([i for batch in chunk for i, _ in batch]).to(self.images.device, non_blocking=True)
+            idx = to_device(torch.tensor([i for batch in chunk for i, _ in batch]), self.images.device)
             images, labels = self.images[idx], self.labels[idx]
             if self.augment is not None:
                 params = [self.augment.draw(len(batch), torch.Generator().manual_seed(batch[0][1]))

@@ -414,7 +414,7 @@ class Trainer:
 
     def _config_record(self) -> dict:
         return {"config": self.cfg.to_dict(), "versions": _versions(), "git_commit": _git_commit(),
-                "device": str(self.device), "world_size": self.procs.world,
+                "device": str(self.device), "world_size": self.procs.world, "augment_on": self.augment_on,
                 "data_sizes": {"train": len(self.train_split), "val": len(self.val_split),
                                "test": len(self.test_split)},
                 "command": " ".join(sys.argv)}

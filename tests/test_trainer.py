@@ -38,6 +38,7 @@ def test_fit_writes_the_run_folder(tiny_data, tmp_path):
     assert len(history) == 3 and list(history[0]) == HISTORY_COLUMNS
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["model"] == "small_cnn" and cfg["versions"]["torch"] == torch.__version__
+    assert cfg["config"]["augment_on"] == "auto" and cfg["augment_on"] == "device"   # what auto chose
     assert cfg["data_sizes"] == {"train": 1000, "val": 200, "test": 400}
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("top1", "top5", "nll", "ece"):
