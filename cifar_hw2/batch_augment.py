@@ -77,8 +77,9 @@ def rotate_batch(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     matrix[:, 0, 0], matrix[:, 0, 1] = cos, -sin * h / w
     matrix[:, 1, 0], matrix[:, 1, 1] = sin * w / h, cos
     grid = F.affine_grid(matrix, (b, 1, h, w), align_corners=False)
+    # Nearest sampling copies input values (or the zero fill), so uint8 → float → uint8 is exact.
     out = F.grid_sample(x.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    return out.round().to(x.dtype) if not x.is_floating_point() else out
+    return out.to(x.dtype)
 
 
 class BatchAutoAugment(nn.Module):
