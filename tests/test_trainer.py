@@ -185,3 +185,14 @@ def test_progress_bar_redraws_at_most_about_once_a_second(tiny_data, tmp_path, m
     assert all("loss=" in bar.postfix for bar in bars)
     # one draw when a bar opens, one when it closes, and at most one per second in between
     assert sum(bar.draws for bar in bars) <= 2 * len(bars) + elapsed + 1, [bar.draws for bar in bars]
+
+
+def test_compile_trains_like_eager_and_saves_plain_weights(tiny_data, tmp_path):
+    """--compile (inductor, here on the CPU): same losses up to kernel rounding, and checkpoints
+    hold the plain module's weights (no "_orig_mod." prefixes), loadable without compile."""
+    eager = fit(tiny(tiny_data, tmp_path / "eager", epochs=1))
+    compiled = fit(tiny(tiny_data, tmp_path / "compiled", epochs=1, compile=True))
+    assert compiled[0]["train_loss"] == pytest.approx(eager[0]["train_loss"], rel=1e-2)
+    state = load_checkpoint(tmp_path / "compiled" / "best.pt", "small_cnn", 100)
+    assert not any(k.startswith("_orig_mod.") for k in state["model"])
+    assert state["model"].keys() == load_checkpoint(tmp_path / "eager" / "best.pt", "small_cnn", 100)["model"].keys()
