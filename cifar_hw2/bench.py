@@ -11,10 +11,13 @@ and a table follows:
   4. the ratio 3 / 2 (1.0: data is never the bottleneck)
   5. the trainer's epoch loop against a bare PyTorch loop on the same model, data and loader
 
-Timings exclude warm-up steps. All numbers are medians of `--repeats` timed windows.
+Timings exclude a warm-up window of each kind. Windows of 2, 3 and 5 alternate, `--repeats` rounds;
+rates are medians over rounds, and ratios medians of the rounds' ratios (robust to a machine whose
+speed drifts during the run).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -92,60 +95,70 @@ def plain_step(trainer: Trainer, x: torch.Tensor, labels: torch.Tensor) -> None:
     trainer.optimizer.step()
 
 
-def synthetic_step_rate(trainer: Trainer, steps: int, repeats: int) -> float:
+# Each *_window(trainer, steps) returns a function that runs one timed window of `steps` train
+# steps. run_bench interleaves the three kinds of window, so that a machine whose speed drifts
+# (shared cores, clocks) shifts all three alike, and reports medians and medians of per-round ratios.
+
+def synthetic_window(trainer: Trainer, steps: int):
     """Train steps on a fixed uint8 batch already on the device (no loader, no augmentation)."""
     cfg, dev = trainer.cfg, trainer.device
     images = torch.randint(0, 256, (cfg.batch_size, 3, 32, 32), dtype=torch.uint8, device=dev)
     labels = torch.randint(0, 100, (cfg.batch_size,), device=dev)
-    trainer.train_model.train()
 
-    def step():
-        plain_step(trainer, trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
+    def window():
+        trainer.train_model.train()
+        for _ in range(steps):
+            plain_step(trainer, trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
 
-    return _rate(lambda: [step() for _ in range(steps)], cfg.batch_size * steps, 1, repeats, _sync(dev))
+    return window
 
 
-def trainer_rate(trainer: Trainer, steps: int, repeats: int) -> float:
+def trainer_window(trainer: Trainer, steps: int):
     """The trainer's own epoch loop (loader, augmentation, metrics on the device) for `steps` steps."""
-    trainer.sampler.set_epoch(0)
-    trainer.train_epoch(0, None, max_steps=min(2, steps))  # warm-up: workers start, kernels load
-    rates = []
-    for r in range(repeats):
-        trainer.sampler.set_epoch(r + 1)
-        start = time.perf_counter()
-        trainer.train_epoch(r + 1, None, max_steps=steps)
-        _sync(trainer.device)()
-        rates.append(trainer.cfg.batch_size * steps / (time.perf_counter() - start))
-    return statistics.median(rates)
+    epochs = itertools.count(1)
+
+    def window():
+        epoch = next(epochs)
+        trainer.sampler.set_epoch(epoch)
+        trainer.train_epoch(epoch, None, max_steps=steps)
+
+    return window
 
 
-def bare_loop_rate(trainer: Trainer, steps: int, repeats: int) -> float:
+def bare_window(trainer: Trainer, steps: int):
     """A plain PyTorch loop on the same loader, augmentation, model and optimizer: no metrics,
     no progress, no checks. What the trainer is compared with."""
-    dev = trainer.device
+    dev, epochs = trainer.device, itertools.count(1001)
 
-    def run(n):
+    def window():
+        trainer.sampler.set_epoch(next(epochs))
         trainer.train_model.train()
         for i, (images, labels) in enumerate(trainer.loader):
-            if i == n:
+            if i == steps:
                 break
             images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
             plain_step(trainer, trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
-        _sync(dev)()
 
-    trainer.sampler.set_epoch(100)
-    run(min(2, steps))
-    rates = []
-    for r in range(repeats):
-        trainer.sampler.set_epoch(101 + r)
-        start = time.perf_counter()
-        run(steps)
-        rates.append(trainer.cfg.batch_size * steps / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return window
+
+
+def interleaved_rates(windows: dict, images_per_window: int, repeats: int, sync) -> dict[str, list[float]]:
+    """Images/s of each window, `repeats` rounds of one window of each kind, after one warm-up round."""
+    for window in windows.values():
+        window()
+    sync()
+    rates = {name: [] for name in windows}
+    for _ in range(repeats):
+        for name, window in windows.items():
+            start = time.perf_counter()
+            window()
+            sync()
+            rates[name].append(images_per_window / (time.perf_counter() - start))
+    return rates
 
 
 def run_bench(model: str = "small_cnn", batch_size: int = 64, device: str = "auto", precision: str = "auto",
-              loss: str = "ce", steps: int = 30, repeats: int = 3, data: str | None = None,
+              loss: str = "ce", steps: int = 32, repeats: int = 3, data: str | None = None,
               augment_on: str = "auto", compile: bool = False, workers: int | None = None,
               out: str = "runs/.bench", echo=print) -> list[dict]:
     if precision not in ("auto", "fp32", "bf16"):
@@ -164,10 +177,15 @@ def run_bench(model: str = "small_cnn", batch_size: int = 64, device: str = "aut
     if steps > len(trainer.loader):
         raise ValueError(f"--steps {steps} is more than the {len(trainer.loader)} batches of one epoch at batch size "
                          f"{batch_size}; use at most {len(trainer.loader)} steps")
+    # The device path augments whole chunks of batches: time whole chunks (or the whole epoch), or
+    # a window would pay for batches it never trains on.
+    per_chunk = getattr(trainer.loader, "batches_per_chunk", 1)
+    steps = min(-(-steps // per_chunk) * per_chunk, len(trainer.loader))
     meta = {"model": model, "batch_size": batch_size, "device": str(trainer.device),
             "precision": "bf16" if (trainer.device.type == "cuda" and cfg.amp) else "fp32",
             "augment_on": trainer.augment_on, "compile": compile, "torch_threads": torch.get_num_threads(),
-            "loader_workers": getattr(trainer.loader, "num_workers", 0), "cpu_count": os.cpu_count()}
+            "loader_workers": getattr(trainer.loader, "num_workers", 0), "cpu_count": os.cpu_count(),
+            "steps": steps}
     records = []
 
     def emit(name, value, unit, **extra):
@@ -183,14 +201,16 @@ def run_bench(model: str = "small_cnn", batch_size: int = 64, device: str = "aut
     emit("augmentation_per_core", aug["pil_224px"], "images/s", path="PIL, per image, 224 px")
     emit("augmentation_ratio", aug["ours_batched_32px"] / aug["pil_224px"], "x", path="ours batched / PIL 224")
     emit("augmentation_ratio", aug["ours_per_image_32px"] / aug["pil_224px"], "x", path="ours per image / PIL 224")
-    synthetic = synthetic_step_rate(trainer, steps, repeats)
-    emit("train_step_synthetic", synthetic, "images/s")
-    end_to_end = trainer_rate(trainer, steps, repeats)
-    emit("end_to_end", end_to_end, "images/s")
-    emit("end_to_end_over_synthetic", end_to_end / synthetic, "x")
-    bare = bare_loop_rate(trainer, steps, repeats)
-    emit("bare_loop", bare, "images/s")
-    emit("trainer_over_bare_loop", end_to_end / bare, "x")
+    windows = {"synthetic": synthetic_window(trainer, steps), "end_to_end": trainer_window(trainer, steps),
+               "bare": bare_window(trainer, steps)}
+    rates = interleaved_rates(windows, batch_size * steps, repeats, _sync(trainer.device))
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    ratio = lambda a, b: statistics.median(x / y for x, y in zip(rates[a], rates[b]))   # per round
+    emit("train_step_synthetic", median["synthetic"], "images/s")
+    emit("end_to_end", median["end_to_end"], "images/s")
+    emit("end_to_end_over_synthetic", ratio("end_to_end", "synthetic"), "x")
+    emit("bare_loop", median["bare"], "images/s")
+    emit("trainer_over_bare_loop", ratio("end_to_end", "bare"), "x")
     echo(format_table(records))
     return records
 
@@ -201,5 +221,5 @@ def format_table(records: list[dict]) -> str:
         lines.append(f"{r['measurement']:<28} {r.get('path', ''):<40} {r['value']:>10.3f}  {r['unit']}")
     m = records[0]
     lines.append(f"({m['model']}, batch {m['batch_size']}, {m['device']}, {m['precision']}, augment on {m['augment_on']}, "
-                 f"{m['loader_workers']} loader workers, {m['torch_threads']} torch threads)")
+                 f"{m['loader_workers']} loader workers, {m['torch_threads']} torch threads, {m['steps']} steps per window)")
     return "\n".join(lines)

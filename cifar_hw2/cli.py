@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--augment-on", default="auto", choices=("auto", "loader", "device"))
     bench.add_argument("--compile", action="store_true", help="torch.compile the model")
     bench.add_argument("--workers", type=int, default=None, help="loader processes (default: usable cores)")
-    bench.add_argument("--steps", type=int, default=30, help="train steps per timed window")
+    bench.add_argument("--steps", type=int, default=32,
+                       help="train steps per timed window (rounded up to whole augmentation chunks on the device path)")
     bench.add_argument("--repeats", type=int, default=3, help="timed windows (the median is reported)")
     bench.add_argument("--data", default=None, help="folder holding cifar-100-python/")
     bench.add_argument("--json", default=None, help="also write the records to this file (JSON lines)")

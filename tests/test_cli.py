@@ -92,6 +92,8 @@ def test_bench_prints_every_measurement_and_a_table(tiny_data, tmp_path):
     assert value[("end_to_end_over_synthetic", "")] == pytest.approx(
         value[("end_to_end", "")] / value[("train_step_synthetic", "")], rel=1e-2)
     assert records[0]["augment_on"] == "device" and records[0]["loader_workers"] == 0   # the CPU default
+    # 3 steps rounded up to a whole chunk (512 images = 32 batches of 16), here the whole epoch (12)
+    assert records[0]["steps"] == 12
     assert [json.loads(line) for line in lines[:-1]] == records and "trainer_over_bare_loop" in lines[-1]
 
 
