@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--loss", default="ce")
     bench.add_argument("--augment-on", default="auto", choices=("auto", "loader", "device"))
     bench.add_argument("--compile", action="store_true", help="torch.compile the model")
-    bench.add_argument("--workers", type=int, default=None, help="loader processes (default: usable cores)")
+    bench.add_argument("--workers", type=int, default=None, help="loader processes, with --augment-on loader (default: usable cores)")
     bench.add_argument("--steps", type=int, default=32,
                        help="train steps per timed window (rounded up to whole augmentation chunks on the device path)")
     bench.add_argument("--repeats", type=int, default=3, help="timed windows (the median is reported)")

@@ -63,7 +63,7 @@ class TrainConfig:
     out: str = "runs/default"         # run folder: config.json, history.csv, metrics.json, *.pt
     seed: int = 614                   # the homework's seed
     device: str = "auto"              # auto: cuda → mps → cpu
-    workers: int | None = None        # loader processes; None: usable cores (0 on a 1-core machine)
+    workers: int | None = None        # loader processes (augment_on=loader); None: usable cores (0 on a 1-core machine)
     eval_batch_size: int = 256
     amp: bool = True                  # bf16 autocast, CUDA only
     channels_last: bool = True        # CUDA only
