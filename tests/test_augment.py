@@ -4,6 +4,7 @@ import torch
 from cifar_hw2.augment import (IMAGENET_MEAN, IMAGENET_STD, BatchNormalizeNoise, normalize_transform,
                                test_transform as make_test_transform, train_transform,
                                uint8_train_transform)
+from cifar_hw2.batch_augment import BatchAugment
 
 
 @pytest.fixture
@@ -67,3 +68,5 @@ def test_bad_augmentation_arguments(images):
         train_transform(rotation=-3)
     with pytest.raises(TypeError, match="uint8"):
         BatchNormalizeNoise()(images.float())
+    with pytest.raises(ValueError, match="rotation must be >= 0 degrees, got -3"):
+        BatchAugment(rotation=-3)
