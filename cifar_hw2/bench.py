@@ -11,9 +11,9 @@ and a table follows:
   4. the ratio 3 / 2 (1.0: data is never the bottleneck)
   5. the trainer's epoch loop against a bare PyTorch loop on the same model, data and loader
 
-Timings exclude a warm-up window of each kind. Windows of 2, 3 and 5 alternate, `--repeats` rounds;
-rates are medians over rounds, and ratios medians of the rounds' ratios (robust to a machine whose
-speed drifts during the run).
+Timings exclude a warm-up window of each kind. The windows of measurements 2, 3 and 5 alternate
+for `--repeats` rounds; rates are medians over rounds, and ratios medians of the rounds' ratios
+(robust to a machine whose speed drifts during the run).
 """
 from __future__ import annotations
 

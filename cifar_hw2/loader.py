@@ -96,8 +96,9 @@ def eval_batches(split: CifarSplit, batch_size: int, rank: int = 0, world_size: 
         yield split.images[sel], split.labels[sel]
 
 
-# Images augmented per call on the device path: the batched augmentation's ~35 torchvision calls
-# cost about the same for 64 images as for 512 (measured: 10.6k img/s per core at 64, 19.9k at 512).
+# Images augmented per call on the device path: the batched augmentation makes ~34 torchvision
+# calls for 64 images and ~56 for 512, so bigger calls amortise them (measured on one core:
+# 10.6k img/s at 64 images per call, 19.9k at 512).
 AUGMENT_CHUNK_IMAGES = 512
 
 
@@ -106,7 +107,7 @@ class DeviceBatches:
 
     Same batches (the sampler's) as the loader path. With `augment` (a BatchAugment), flip,
     rotation and AutoAugment run here, on the device, `chunk_images` images per call: its
-    ~35 torchvision calls cost almost as much for 64 images as for 512, so several batches are
+    torchvision calls cost almost as much for 64 images as for 512, so several batches are
     augmented at once. Each batch draws its parameters on the CPU from a generator seeded with its own batch
     seed: its result does not depend on the chunk size, and its parameters not on the device.
     Yields (uint8 images [B, 3, H, W], labels [B]) on the device, as the loader path does.
