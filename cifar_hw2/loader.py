@@ -108,8 +108,9 @@ class DeviceBatches:
     Same batches (the sampler's) as the loader path. With `augment` (a BatchAugment), flip,
     rotation and AutoAugment run here, on the device, `chunk_images` images per call: its
     torchvision calls cost almost as much for 64 images as for 512, so several batches are
-    augmented at once. Each batch draws its parameters on the CPU from a generator seeded with its own batch
-    seed: its result does not depend on the chunk size, and its parameters not on the device.
+    augmented at once. Each batch draws its parameters on the CPU from a generator seeded with
+    its own batch seed: its result does not depend on the chunk size, nor its parameters on the
+    device.
     Yields (uint8 images [B, 3, H, W], labels [B]) on the device, as the loader path does.
     """
 

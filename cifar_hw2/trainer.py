@@ -220,7 +220,7 @@ class Trainer:
             "device" if self.device.type in ("cuda", "cpu") else "loader")
         per_process = cfg.batch_size // procs.world
         if self.augment_on == "device":
-            # Flip, rotation and AutoAugment too, per sample, in batches: the data never leaves the GPU.
+            # Flip, rotation and AutoAugment too, per sample, in batches: the data never leaves the device.
             batch_augment = BatchAugment(cfg.flip, cfg.rotation, cfg.autoaugment).to(self.device)
             self.sampler = SeededBatchSampler(len(self.train_split), per_process, cfg.seed, procs.rank, procs.world)
             self.loader = DeviceBatches(self.train_split, self.sampler, self.device, batch_augment)
