@@ -1,7 +1,8 @@
 """Evaluate a saved checkpoint: top-1/top-5/NLL/ECE, and ECE after temperature scaling.
 
-The temperature is fitted on the validation split that the run carved from train (same seed and
-size as in its config), never on the split being reported.
+Both temperatures -- the NLL fit (`temperature`, `ece_ts`) and Mukhoti et al.'s ECE grid
+(`temperature_ece`, `ece_ts_ece`) -- are fitted on the validation split that the run carved from
+train (same seed and size as in its config), never on the split being reported.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .augment import BatchNormalizeNoise
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig
 from .data import load_cifar100, stratified_subset, train_val_split
-from .metrics import classification_metrics, expected_calibration_error, fit_temperature
+from .metrics import classification_metrics, expected_calibration_error, fit_temperature, fit_temperature_ece
 from .models import build_model
 from .trainer import pick_device
 from .loader import predict_logits
@@ -45,9 +46,10 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data: str |
         target = stratified_subset(test_full, cfg.test_per_class, cfg.seed) if cfg.test_per_class else test_full
     val_logits = predict(model, val, dev, batch_size)
     logits = val_logits if split == "val" else predict(model, target, dev, batch_size)
-    t = fit_temperature(val_logits, val.labels)
+    t, t_ece = fit_temperature(val_logits, val.labels), fit_temperature_ece(val_logits, val.labels)
     result = {"checkpoint": str(checkpoint), "epoch": state["epoch"], "split": split, "images": len(target),
               **classification_metrics(logits, target.labels),
-              "temperature": t, "ece_ts": expected_calibration_error(logits / t, target.labels)}
+              "temperature": t, "ece_ts": expected_calibration_error(logits / t, target.labels),
+              "temperature_ece": t_ece, "ece_ts_ece": expected_calibration_error(logits / t_ece, target.labels)}
     write_json(Path(checkpoint).with_name(f"eval-{Path(checkpoint).stem}-{split}.json"), result)
     return result

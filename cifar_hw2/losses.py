@@ -162,6 +162,21 @@ def split_summary(sizes) -> str:
     return " + ".join(f"{n} × {size}" for size, n in _runs(sizes))
 
 
+def _checked_keep(mask: torch.Tensor, sizes) -> torch.Tensor:
+    """A caller's CWA mask (1 = kept, any shape with C entries) as a [C] bool tensor, after
+    checking that it keeps at least one channel of every group (else CCMP would be −inf)."""
+    c = sum(sizes)
+    if mask.numel() != c:
+        raise ValueError(f"mask must have one entry per channel ({c}), got shape {tuple(mask.shape)}")
+    keep = mask.reshape(c) > 0
+    group = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))    # [C] group of each channel
+    kept = torch.bincount(group, weights=keep.cpu().double(), minlength=len(sizes))
+    if (kept == 0).any():
+        empty = (kept == 0).nonzero().flatten().tolist()
+        raise ValueError(f"mask must keep at least one channel of every group; groups {empty[:10]} keep none")
+    return keep
+
+
 def _runs(sizes) -> list[tuple[int, int]]:
     """[8, 8, 9, 9, 9] → [(8, 2), (9, 3)]: consecutive groups of equal size, viewed as one tensor."""
     out: list[list[int]] = []
@@ -181,7 +196,13 @@ class MutualChannelLoss(nn.Module):
     features F: [B, C, H, W], split into K contiguous groups of ξ_c channels, one per class.
     - L_dis (discriminality, Eq. 3): CWA masks a random `drop_rate` of each group's channels (one
       mask shared by the batch, as in the official code), CCMP takes the max over each group's
-      channels → [B, K, H, W], GAP → [B, K], and L_dis is the cross-entropy of that with y.
+      kept channels → [B, K, H, W], GAP → [B, K], and L_dis is the cross-entropy of that with y.
+      A dropped channel is set to −inf before the max, not multiplied by 0: the paper's CCMP is
+      the max over the channels CWA keeps, and on signed features (B4's SiLU output, Swin's
+      LayerNorm output) a zeroed channel would win over kept channels that are all negative
+      (kept [−2, −1] → 0 instead of −1). The official code multiplies by 0, which is the same
+      only because its VGG features follow a ReLU. At least one channel per group is always kept
+      (⌊p·ξ_c⌋ < ξ_c for p < 1), so the max is finite, and dropped channels get no gradient.
     - D (diversity, Eq. 6): softmax over the H·W positions of every channel, max over each
       group's channels, summed over positions: h ∈ [1, ξ_c]. D = mean over samples and classes of
       h / ξ_c. It is 1 when a group's channels peak at different places.
@@ -217,9 +238,13 @@ class MutualChannelLoss(nn.Module):
             parts.append((rank >= drop).flatten())
         return torch.cat(parts).float().view(1, -1, 1, 1)
 
-    def parts(self, logits: torch.Tensor, targets: torch.Tensor,
-              features: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """{"ce", "dis", "div" (= D), "total"}, each a float scalar tensor."""
+    def parts(self, logits: torch.Tensor, targets: torch.Tensor, features: torch.Tensor | None,
+              mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """{"ce", "dis", "div" (= D), "total"}, each a float scalar tensor.
+
+        mask: a CWA mask as `self.mask` returns it ([1, C, 1, 1] or [C], 1 = kept), to use instead
+        of a random one (notebooks and tests); by default one is drawn when drop_rate > 0.
+        """
         if features is None:
             raise ValueError("the 'mc' loss needs the model's feature map: call loss(logits, targets, "
                              "features) with features [B, C, H, W]")
@@ -230,12 +255,19 @@ class MutualChannelLoss(nn.Module):
         x = features if features.dtype == torch.float64 else features.float()
         b, c, h, w = x.shape
         sizes = self.sizes_for(c)
-        mask = self.mask(sizes, x.device) if self.drop_rate > 0 else None
+        if mask is not None:        # given by the caller: checked (a host sync; never in training)
+            keep = _checked_keep(mask, sizes).to(x.device)
+        elif self.drop_rate > 0:    # drawn: keeps ⌊(1 − p)·ξ_c⌋ ≥ 1 channels of each group by construction
+            keep = self.mask(sizes, x.device).reshape(c) > 0                     # [C] bool
+        else:
+            keep = None
 
         dis_logits, div_terms, start = [], [], 0
         for size, n in _runs(sizes):
             g = x[:, start:start + size * n].reshape(b, n, size, h * w)          # [B, n, ξ, HW]
-            masked = g if mask is None else g * mask[:, start:start + size * n].view(1, n, size, 1)
+            # CWA then CCMP: dropped channels are -inf, so the max runs over kept channels only.
+            masked = g if keep is None else g.masked_fill(
+                ~keep[start:start + size * n].view(1, n, size, 1), float("-inf"))
             dis_logits.append(masked.amax(dim=2).mean(dim=2))                    # CCMP, GAP → [B, n]
             peak = g.softmax(dim=3).amax(dim=2).sum(dim=2)                       # h → [B, n]
             div_terms.append(peak / size)

@@ -117,6 +117,33 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor,
     return 1.0 / (0.5 * (lo + hi))
 
 
+# Mukhoti et al. 2020's protocol (their code's `set_temperature(cross_validate="ece")`): try
+# T = 0.1, 0.2, ..., 10.0 and keep the first T with the lowest validation ECE (15 bins).
+ECE_GRID = tuple(round(0.1 * i, 1) for i in range(1, 101))
+
+
+def fit_temperature_ece(logits: torch.Tensor, targets: torch.Tensor, grid=ECE_GRID, n_bins: int = 15) -> float:
+    """The grid temperature with the lowest ECE of softmax(logits / T) on held-out logits.
+
+    This is the protocol behind the ECE-after-scaling numbers in Mukhoti et al.'s tables. It
+    minimises the reported metric itself, so it usually finds a lower ECE than the NLL fit
+    (`fit_temperature`), and on ECE's flat, noisy landscape it can pick a very different T.
+    Ties keep the smallest T, as a strict "<" over the ascending grid does.
+    """
+    _check(logits, targets)
+    if not grid:
+        raise ValueError("grid must hold at least one temperature")
+    if any(t <= 0 for t in grid):
+        raise ValueError(f"temperatures must be positive, got {min(grid)}")
+    z = logits.double()
+    best_t, best_ece = None, float("inf")
+    for t in grid:
+        ece = reliability(z / t, targets, n_bins).ece
+        if ece < best_ece:
+            best_t, best_ece = float(t), ece
+    return best_t
+
+
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> dict:
     """{"top1", "top5", "nll", "ece"} as floats (fractions, nats)."""
     return {

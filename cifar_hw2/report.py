@@ -102,9 +102,33 @@ def comparison_table(runs: list[Run]) -> list[dict]:
             "diff_vs_report": (best["top1"] - ref.accuracy) if ref else None,
             "best_epoch": best["epoch"], "top5": best["top5"], "nll": best["nll"], "ece": best["ece"],
             "temperature": best["temperature"], "ece_ts": best["ece_ts"],
-            "hours": sum(r["seconds"] for r in run.history) / 3600,
+            "temperature_ece": best.get("temperature_ece"), "ece_ts_ece": best.get("ece_ts_ece"),
+            "seed": run.config.get("seed"), "hours": sum(r["seconds"] for r in run.history) / 3600,
         })
     return out
+
+
+# The comparison split in two, so each table fits a notebook's width.
+ACCURACY_COLUMNS = ("run", "model", "loss", "batch_size", "seed", "epochs", "report_top1", "best_top1",
+                    "final_top1", "diff_vs_report", "best_epoch", "top5", "hours")
+CALIBRATION_COLUMNS = ("run", "loss", "nll", "ece", "temperature", "ece_ts", "temperature_ece", "ece_ts_ece")
+
+
+def accuracy_table(runs: list[Run]) -> list[dict]:
+    return [{k: row[k] for k in ACCURACY_COLUMNS} for row in comparison_table(runs)]
+
+
+def calibration_table(runs: list[Run]) -> list[dict]:
+    return [{k: row[k] for k in CALIBRATION_COLUMNS} for row in comparison_table(runs)]
+
+
+TEMPERATURE_NOTE = (
+    "ECE in %, 15 equal-width bins, on the test split at the best-by-validation epoch. Both "
+    "temperatures are fitted on the validation split, never on test: `temperature` minimises the "
+    "validation NLL (Guo et al. 2017) and `ece_ts` is the test ECE after dividing the logits by it; "
+    "`temperature_ece` is the grid value (0.1, 0.2, …, 10) with the lowest validation ECE, the "
+    "protocol of Mukhoti et al. 2020's code, and `ece_ts_ece` the test ECE after it. Compare "
+    "`ece_ts_ece` with the papers' ECE-after-scaling columns.")
 
 
 def table1_rows() -> list[dict]:
@@ -127,7 +151,7 @@ def _fmt(key: str, v) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        if key in ("report_top1", "best_top1", "final_top1", "top5", "ece", "ece_ts"):
+        if key in ("report_top1", "best_top1", "final_top1", "top5", "ece", "ece_ts", "ece_ts_ece"):
             return f"{100 * v:.2f}"
         if key == "diff_vs_report":
             return f"{100 * v:+.2f}"
@@ -198,13 +222,53 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
         paths[key] = root / name
 
     title = title or f"Runs under {root}"
-    md = [f"# {title}\n",
-          "Accuracy and ECE in %. `best_top1` is the test accuracy at the epoch with the best "
+    md = [f"# {title}\n", "## Accuracy\n",
+          "Accuracy in %. `best_top1` is the test accuracy at the epoch with the best "
           "validation accuracy; `final_top1` at the last epoch; `report_top1` is the homework's "
-          "Table 1 (its epoch was chosen on the test set). The temperature is fitted on the "
-          "validation split; `ece_ts` is the test ECE after dividing the logits by it.\n",
-          markdown_table(rows),
+          "Table 1 (its epoch was chosen on the test set).\n",
+          markdown_table(accuracy_table(runs)),
+          "\n## Calibration\n", TEMPERATURE_NOTE + "\n", markdown_table(calibration_table(runs)),
+          *seed_sections(runs),
           "\n![Figure 7](fig7_accuracy_by_loss.png)\n\n![Figure 8](fig8_accuracy_by_model.png)\n",
           "\n## Reliability (test, best epoch)\n\n![before](reliability.png)\n\n![after](reliability_after_ts.png)\n"]
     atomic_write_text(paths["md"], "\n".join(md))
     return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds: mean ± sd, and which differences exceed the spread (cifar_hw2/spread.py)
+
+PERCENT = {"top1", "top5", "ece", "ece_ts", "ece_ts_ece", "delta", "two_se"}
+
+
+def _mean_sd(key: str, ms) -> str:
+    mean, sd = ms
+    if mean is None:
+        return "–"
+    scale, digits = (100, 2) if key in PERCENT else (1, 3)
+    return f"{scale * mean:.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if sd is not None else "")
+
+
+def seed_sections(runs: list[Run]) -> list[str]:
+    """Markdown for settings run with several seeds; nothing when every setting has one."""
+    from .spread import METRICS, difference_rows, seed_groups, summary_rows
+    groups = seed_groups(runs)
+    if all(len(g.runs) < 2 for g in groups):
+        return []
+    head = ["setting", "n", "seeds", *METRICS]
+    lines = ["\n## Seeds: mean ± sd\n",
+             "Best-by-validation epoch; mean ± sample sd over the seeds (accuracy and ECE in %).\n",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in summary_rows(groups):
+        cells = [row["setting"], str(row["n"]), row["seeds"], *(_mean_sd(k, row[k]) for k in METRICS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    diffs = difference_rows(groups)
+    if diffs:
+        lines += ["\n## Differences between settings, against the seed spread\n",
+                  "Δ = mean(A) − mean(B), in points. It *exceeds the spread* when |Δ| > 2·SE, "
+                  "SE = √(s_A²/n_A + s_B²/n_B). With 3 seeds this is a rough screen, not a test.\n",
+                  "| A | B | metric | Δ | 2·SE | exceeds the spread? |", "|---|---|---|---|---|---|"]
+        for d in diffs:
+            lines.append(f"| {d['a']} | {d['b']} | {d['metric']} | {100 * d['delta']:+.2f} | "
+                         f"{100 * d['two_se']:.2f} | {'yes' if d['exceeds_spread'] else 'no'} |")
+    return ["\n".join(lines) + "\n"]

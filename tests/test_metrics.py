@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifar_hw2.metrics import (classification_metrics, expected_calibration_error, fit_temperature,
+from cifar_hw2.metrics import (ECE_GRID, classification_metrics, expected_calibration_error, fit_temperature,
+                               fit_temperature_ece,
                                nll, reliability, topk_accuracy)
 
 
@@ -76,3 +77,40 @@ def test_metrics_bad_input():
         expected_calibration_error(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
     with pytest.raises(ValueError, match="n_bins"):
         reliability(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), n_bins=0)
+
+
+def test_fit_temperature_clamps_to_its_bounds():
+    # All right with a margin: NLL keeps falling as T → 0, so the fit stops at t_min.
+    z = torch.tensor([[2.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    assert fit_temperature(z, y) == 0.05
+    assert fit_temperature(z, y, t_min=0.2) == 0.2
+    # All wrong: NLL keeps falling as T → ∞ (towards uniform), so the fit stops at t_max.
+    assert fit_temperature(z, 1 - y) == 20.0
+    assert fit_temperature(z, 1 - y, t_max=7.0) == 7.0
+
+
+def test_fit_temperature_ece_follows_the_papers_grid_protocol():
+    torch.manual_seed(3)
+    z = torch.randn(20_000, 10, dtype=torch.float64) * 2
+    y = torch.multinomial(z.softmax(1), 1).squeeze(1)
+    t = fit_temperature_ece(2 * z, y)                  # over-confident by 2
+    assert t in ECE_GRID and 1.7 <= t <= 2.3
+    # It is the grid point with the lowest validation ECE, first one on ties.
+    eces = [expected_calibration_error(2 * z / g, y) for g in ECE_GRID]
+    assert t == ECE_GRID[eces.index(min(eces))]
+    assert ECE_GRID[0] == 0.1 and ECE_GRID[-1] == 10.0 and len(ECE_GRID) == 100
+    # Beyond the grid it clamps: the end point of the grid is the answer.
+    assert fit_temperature_ece(30 * z, y, grid=(0.5, 1.0, 2.0)) == 2.0
+    with pytest.raises(ValueError, match="positive"):
+        fit_temperature_ece(z, y, grid=(0.0, 1.0))
+
+
+def test_the_two_protocols_can_disagree():
+    # ECE is flat and noisy, NLL is smooth: on a small validation set they pick different T.
+    torch.manual_seed(4)
+    z = torch.randn(300, 10, dtype=torch.float64) * 3
+    y = torch.multinomial((z / 1.5).softmax(1), 1).squeeze(1)
+    t_nll, t_ece = fit_temperature(z, y), fit_temperature_ece(z, y)
+    assert t_nll != pytest.approx(t_ece, abs=0.05)
+    assert expected_calibration_error(z / t_ece, y) <= expected_calibration_error(z / t_nll, y)
