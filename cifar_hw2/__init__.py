@@ -1,6 +1,19 @@
 """cifar_hw2: CIFAR-100 with EfficientNet-B4 / Swin-B and the CE, MC, focal and FLSD-53 losses.
 
-A small package that the notebooks import; each module holds one concern:
-data, augment, losses, metrics, schedule, models, trainer, cli.
+A small package that the notebooks import. Each module holds one concern:
+
+- data: the official archive, checked, as uint8 tensors, and its splits
+- augment: the report's §2.1 augmentations, per image; batch_augment: the same per sample, batched on the device
+- loader: training and evaluation batches, seeded per (seed, epoch)
+- models: EfficientNet-B4, Swin-B and a small CNN, with their feature maps
+- losses: CE, focal, FLSD-53 and MC (and the homework's variants)
+- optim, schedule: optimizers and learning-rate schedules by name
+- metrics: accuracy, NLL, ECE, reliability, temperature scaling
+- config: every setting of a run and the presets; checkpoint: crash-safe files and checkpoints
+- trainer: fit(), exact resume, DDP; evaluate: a saved checkpoint's metrics
+- reference: the report's Table 1 as data; grid: the experiment grid; report: runs against Table 1
+- spread: runs that differ only by seed, mean ± sd, and differences against that spread
+- plots, widgets, notebook: figures, interactive explorers and helpers for the notebooks
+- bench: where a training step spends its time; cli: `python -m cifar_hw2 COMMAND`
 """
 __version__ = "0.1.0"

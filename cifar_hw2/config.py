@@ -12,8 +12,9 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from .losses import LOSSES
-from .models import MODELS
+from .data import NUM_CLASSES
+from .losses import LOSSES, NEEDS_FEATURES, build_loss
+from .models import MODELS, feature_channels
 from .optim import OPTIMIZERS
 from .schedule import SCHEDULES
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -30,7 +31,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     # --- what to train ------------------------------------------------------------------------
     model: str = "efficientnet_b4"    # efficientnet_b4 | swin_b | small_cnn
-    loss: str = "flsd53"              # ce | focal | flsd53 | mc (| flsd53_homework | mc_homework)
+    loss: str = "flsd53"              # ce | focal | flsd53 | mc (| flsd53_homework | mc_homework | mc_homework_scaled)
     pretrained: bool | str = True     # True: ImageNet weights from the hub; or a local file; False
     upsample_mode: str = "nearest"    # how 32 px becomes 224/384 inside the model (homework: nearest)
     # --- loss hyper-parameters (used only by the loss they belong to) ---------------------------
@@ -115,7 +116,31 @@ class TrainConfig:
             raise ConfigError("small_cnn is trained from scratch: set pretrained=False (--no-pretrained)")
         if self.resume and self.overwrite:
             raise ConfigError("resume and overwrite exclude each other: pick one")
+        self._check_loss_fits_model()
         return self
+
+    def _check_loss_fits_model(self) -> None:
+        """An MC loss splits the model's feature map into channel groups. A split that cannot cover
+        the map would otherwise fail only at the first training step, after data and model load."""
+        if self.loss not in NEEDS_FEATURES:
+            return
+        loss = build_loss(self.loss, num_classes=NUM_CLASSES, **self.loss_kwargs())
+
+        def problem(model):
+            try:
+                loss.sizes_for(feature_channels(model, NUM_CLASSES))
+            except ValueError as e:
+                return str(e)
+            return None
+
+        why = problem(self.model)
+        if why is None:
+            return
+        fits = [f"{m} ({feature_channels(m, NUM_CLASSES)} channels)" for m in MODELS if problem(m) is None]
+        hint = (f". For the homework's mistake (219 groups) at another width, use loss "
+                f"'mc_homework_scaled'" if self.loss == "mc_homework" else "")
+        raise ConfigError(f"loss {self.loss!r} cannot train model {self.model!r}: {why}. Models whose "
+                          f"feature map it fits: {', '.join(fits) or 'none'}{hint}")
 
     def loss_kwargs(self) -> dict:
         if self.loss == "focal":
@@ -144,6 +169,16 @@ PRESETS: dict[str, dict] = {
     # Its committed results were made with the per-image loader path, pinned so that they reproduce.
     "cpu-reference": dict(model="small_cnn", pretrained=False, epochs=7, batch_size=64, lr=2e-3, seed=0,
                           augment_on="loader"),
+}
+
+
+# Quick mode trains small_cnn (300 feature channels). A loss that cannot run there is replaced by a
+# stand-in that makes the same choice at small_cnn's width, and the run says so:
+# {loss: (stand-in, what the stand-in is)}.
+QUICK_STAND_IN = {
+    "mc_homework": ("mc_homework_scaled",
+                    "the homework's MC mistake (channels in 219 groups, not 100) at small_cnn's 300 "
+                    "channels"),
 }
 
 

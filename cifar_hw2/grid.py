@@ -9,7 +9,10 @@
 Each row executes notebooks/04_train.ipynb with papermill (in its own process) and leaves
 runs/<key>/04_train.ipynb and the run folder runs/<key>/. A finished row is skipped; an interrupted
 one resumes from its last.pt; a failed row is reported and the others go on; the exit status is 1
-if any row failed. With CIFAR_HW2_QUICK=1 every row runs the `quick` preset (small CNN, CPU).
+if any row failed. With CIFAR_HW2_QUICK=1 every row runs the `quick` preset (small CNN, CPU): a
+quick stand-in for its row, and a loss that cannot run on the small CNN is replaced by its stand-in
+(config.QUICK_STAND_IN). Each row records the Table 1 row it stands for in runs/<key>/grid.json,
+where the report finds it.
 """
 from __future__ import annotations
 
@@ -23,12 +26,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import quick_mode
-from .reference import HOMEWORK_LOSS, REPORT_TABLE1
+from .checkpoint import atomic_write_text
+from .config import QUICK_STAND_IN, quick_mode
+from .reference import HOMEWORK_LOSS, MODEL_LABEL, REPORT_TABLE1, TABLE1_BY_KEY, find_table1_row
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_train.ipynb"
 SHORT = {"efficientnet_b4": "b4", "swin_b": "swin", "small_cnn": "cnn"}
 PRESET = {"efficientnet_b4": "paper-b4", "swin_b": "paper-swin"}
+ROW_FILE = "grid.json"   # in each row's folder: the grid row and the Table 1 row it stands for
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,26 @@ class GridRow:
     loss: str                          # registry name
     gamma: float | None = None
     source: str = "table1"             # table1: as the homework ran it; extra: rows it could not run
-    report_label: str | None = None    # CE | MC | FL | FLSD53
-    report_accuracy: float | None = None
+    report_label: str | None = None    # CE | MC | FL | FLSD53 (table1 rows)
+    # ReportRow.key of the Table 1 row whose accuracy the report shows beside this row: a table1
+    # row's own; for an extra row, the row with its model, batch and label (None: there is none).
+    table1: str | None = None
+
+    def loss_run(self, quick: bool) -> str:
+        """The loss this row trains: in quick mode a loss that cannot run on small_cnn is replaced."""
+        return QUICK_STAND_IN[self.loss][0] if quick and self.loss in QUICK_STAND_IN else self.loss
+
+    def stands_for(self, quick: bool) -> str:
+        """What the row stands for, in words: its Table 1 row (and, in quick mode, that it is a stand-in)."""
+        ref = TABLE1_BY_KEY.get(self.table1) if self.table1 else None
+        what = (f"Table 1 {MODEL_LABEL[ref.model]} · {ref.loss} · bs {ref.batch_size}, "
+                f"{100 * ref.accuracy:.2f} %") if ref else "no Table 1 row"
+        if not quick:
+            return what
+        note = f"quick stand-in (small CNN) for {what}" if ref else f"quick stand-in; {what}"
+        if self.loss in QUICK_STAND_IN:
+            note += f"; loss {self.loss_run(True)}: {QUICK_STAND_IN[self.loss][1]}"
+        return note
 
     def parameters(self, out: Path, data: str | None) -> dict:
         """papermill parameters of notebook 04."""
@@ -71,13 +94,14 @@ def grid_rows() -> list[GridRow]:
     for r in REPORT_TABLE1:
         loss, extra = HOMEWORK_LOSS[r.loss]
         rows.append(GridRow(f"{SHORT[r.model]}-bs{r.batch_size}-{r.loss.lower()}-homework", r.model, r.batch_size,
-                            r.epochs, r.lr, loss, extra.get("gamma"), "table1", r.loss, r.accuracy))
+                            r.epochs, r.lr, loss, extra.get("gamma"), "table1", r.loss, r.key))
     # What the homework meant but did not run: the papers' definitions, and MC on Swin-B.
     for model, lr in (("efficientnet_b4", 1e-3), ("swin_b", 3e-5)):
         s = SHORT[model]
-        rows += [GridRow(f"{s}-bs64-focal-gamma2", model, 64, 200, lr, "focal", 2.0, "extra"),
-                 GridRow(f"{s}-bs64-flsd53", model, 64, 200, lr, "flsd53", None, "extra"),
-                 GridRow(f"{s}-bs64-mc", model, 64, 200, lr, "mc", None, "extra")]
+        for key, loss, gamma in ((f"{s}-bs64-focal-gamma2", "focal", 2.0), (f"{s}-bs64-flsd53", "flsd53", None),
+                                 (f"{s}-bs64-mc", "mc", None)):
+            ref = find_table1_row(model, loss, 64)
+            rows.append(GridRow(key, model, 64, 200, lr, loss, gamma, "extra", None, ref.key if ref else None))
     return rows
 
 
@@ -117,7 +141,17 @@ class Outcome:
     top1: float | None = None
 
 
+def record_row(row: GridRow, folder: Path, quick: bool) -> None:
+    """Write folder/grid.json. The report reads the Table 1 key from it: a quick run trains
+    small_cnn, so its config.json alone matches no Table 1 row."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / ROW_FILE, json.dumps(
+        {"row": row.key, "table1": row.table1, "quick": quick, "loss": row.loss_run(quick),
+         "stands_for": row.stands_for(quick)}, indent=2, ensure_ascii=False) + "\n")
+
+
 def run_row(row: GridRow, runs: Path, data: str | None, env: dict, nproc: int = 1) -> Outcome:
+    """Run one row: notebook 04 through papermill in its own process (torchrun when nproc > 1)."""
     folder = runs / row.key
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -140,18 +174,22 @@ def run_row(row: GridRow, runs: Path, data: str | None, env: dict, nproc: int = 
 
 
 def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gpus: list[str] = (),
-             nproc: int = 1, dry_run: bool = False, echo=print) -> list[Outcome]:
+             nproc: int = 1, dry_run: bool = False, echo=print, runner=run_row) -> list[Outcome]:
+    """Run the selected rows. `runner(row, runs, data, env, nproc) -> Outcome` runs one row
+    (run_row; tests pass a trimmed in-process one)."""
     runs = Path(runs)
     rows = select(grid_rows(), list(only))
-    mode = "quick mode (CIFAR_HW2_QUICK=1): every row runs the quick preset on the CPU" if quick_mode() \
-        else "full configuration"
+    quick = quick_mode()
+    mode = "quick mode (CIFAR_HW2_QUICK=1): every row runs the quick preset on the CPU, a stand-in " \
+           "for its Table 1 row" if quick else "full configuration"
     echo(f"grid: {len(rows)} rows → {runs}  ({mode})")
     todo, outcomes = [], []
     for i, row in enumerate(rows, 1):
         state = row_state(runs / row.key)
         what = {"done": "skip (complete)", "resume": "resume from last.pt", "new": "run"}[state]
         if dry_run or state == "done":
-            echo(f"[{i}/{len(rows)}] {row.key:<26} {row.loss:<16} bs {row.batch_size:<3} → {what}")
+            size = "" if quick else f" bs {row.batch_size:<3}"
+            echo(f"[{i}/{len(rows)}] {row.key:<26} {row.loss_run(quick):<18}{size} → {what}  ({row.stands_for(quick)})")
             if state == "done":
                 outcomes.append(Outcome(row, "skipped", message="complete"))
             continue
@@ -175,7 +213,11 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
                 return
             with lock:
                 echo(f"[{i}/{len(rows)}] {row.key:<26} {what}" + (f" on GPU {gpu}" if gpu is not None else "") + " ...")
-            outcome = run_row(row, runs, data, env, nproc)
+            record_row(row, runs / row.key, quick)
+            try:
+                outcome = runner(row, runs, data, env, nproc)
+            except Exception as e:   # a row's failure must not stop the others
+                outcome = Outcome(row, "failed", message=f"{type(e).__name__}: {e}")
             with lock:
                 outcomes.append(outcome)
                 if outcome.status == "done":

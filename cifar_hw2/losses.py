@@ -12,6 +12,8 @@ The homework's code ran different things under the same names (../shared/referen
 homework_code_facts.md). Two of them are here by name so that notebooks and the grid can show the
 difference on the same tensors: "flsd53_homework" (γ = 0 above p_t = 0.5) and "mc_homework"
 (219 channel groups, μ = 0.001). Its "FL" was `build_loss("focal", gamma=0)`, i.e. cross-entropy.
+"mc_homework" is sized for B4's 1792 channels; "mc_homework_scaled" makes the same mistake at any
+width (C channels in 219 groups), the stand-in that quick mode trains on small_cnn.
 """
 from __future__ import annotations
 
@@ -139,7 +141,9 @@ class SampleDependentFocalLoss(nn.Module):
 MC_OFFICIAL = dict(mu=1.5, lambda_=20 / 1.5, drop_rate=1 / 3)
 # What the homework ran: μ = 0.001, λ = 10, p = 0.4, which makes the MC term ~0.02 against CE ~4.6.
 MC_HOMEWORK = dict(mu=0.001, lambda_=10.0, drop_rate=0.4)
-# ...and its channel groups, sized for a 219-class task: 179 groups of 8 + 40 of 9 = 1792 channels.
+# ...and its channel groups, sized for a 219-class task: 179 groups of 8 + 40 of 9 = 1792 channels,
+# i.e. channel_split(1792, 219): the right rule with the wrong number of classes.
+HOMEWORK_GROUPS = 219
 HOMEWORK_GROUP_SIZES = (8,) * 179 + (9,) * 40
 
 
@@ -284,6 +288,24 @@ class MutualChannelLoss(nn.Module):
         return f"num_classes={self.num_classes}, mu={self.mu}, lambda_={self.lambda_}, drop_rate={self.drop_rate}"
 
 
+class HomeworkMCAtWidth(MutualChannelLoss):
+    """The homework's MC mistake at any feature-map width: C channels split into 219 groups
+    (channel_split(C, 219)) instead of 100, with its μ = 0.001, λ = 10, p = 0.4.
+
+    As in the homework, L_dis is then a 219-way cross-entropy whose targets are the first 100
+    groups; the other 119 groups only ever act as negatives, and D averages over all 219. At B4's
+    1792 channels this is "mc_homework" exactly (179 × 8 + 40 × 9); on small_cnn's 300 channels it
+    is 138 × 1 + 81 × 2, where a group of one channel keeps all of it (⌊0.4⌋ = 0 dropped) and has
+    h / ξ = 1. Quick mode trains it in place of "mc_homework", whose fixed groups need 1792 channels.
+    """
+
+    def sizes_for(self, channels: int) -> list[int]:
+        if channels < HOMEWORK_GROUPS:
+            raise ValueError(f"the homework's MC split needs at least {HOMEWORK_GROUPS} channels (one per "
+                             f"group), but the feature map has {channels}")
+        return channel_split(channels, HOMEWORK_GROUPS)
+
+
 # ---------------------------------------------------------------------------------------------
 # The registry. Values build a loss from keyword arguments; unknown names list the valid ones.
 
@@ -298,8 +320,9 @@ LOSSES = {
                                                                          gamma_above=0.0),
     "mc_homework": lambda num_classes=100: MutualChannelLoss(num_classes, **MC_HOMEWORK,
                                                              group_sizes=HOMEWORK_GROUP_SIZES),
+    "mc_homework_scaled": lambda num_classes=100: HomeworkMCAtWidth(num_classes, **MC_HOMEWORK),
 }
-NEEDS_FEATURES = {"mc", "mc_homework"}
+NEEDS_FEATURES = {"mc", "mc_homework", "mc_homework_scaled"}
 
 
 def build_loss(name: str, **kwargs) -> nn.Module:

@@ -37,17 +37,29 @@ class ModelSpec:
     input_size: int             # the side the backbone sees
     hub_tag: str | None         # timm pretrained tag (weights on the Hugging Face hub)
     timm_kwargs: dict
+    feature_channels: int | None = None   # C of the feature map; None: 3 per class (small_cnn)
 
 
 MODELS = {
     # drop_rate 0.4 before the head and stochastic depth 0.2: what torchvision's B4 (the homework's)
     # uses.
     "efficientnet_b4": ModelSpec("efficientnet_b4", 224, "ra2_in1k",
-                                 dict(drop_rate=0.4, drop_path_rate=0.2)),
+                                 dict(drop_rate=0.4, drop_path_rate=0.2), feature_channels=1792),
     # drop_path 0.2 as in the homework; the new head starts at zero (see _zero_head).
-    "swin_b": ModelSpec("swin_base_patch4_window12_384", 384, "ms_in22k", dict(drop_path_rate=0.2)),
+    "swin_b": ModelSpec("swin_base_patch4_window12_384", 384, "ms_in22k", dict(drop_path_rate=0.2),
+                        feature_channels=1024),
     "small_cnn": ModelSpec(None, 32, None, {}),
 }
+
+
+def feature_channels(name: str, num_classes: int = 100) -> int:
+    """C of the feature map that `model(x, return_features=True)` returns, without building the
+    model: config validation checks the MC loss's channel groups against it before any training."""
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    spec = MODELS[name]
+    return spec.feature_channels if spec.feature_channels is not None \
+        else SmallCNN.CHANNELS_PER_CLASS * num_classes
 
 
 class SmallCNN(nn.Module):
@@ -57,7 +69,9 @@ class SmallCNN(nn.Module):
     About 0.22 M parameters and 48 MFLOPs per image; ~700 images/s per training step on 2 CPU cores.
     """
 
-    def __init__(self, num_classes: int = 100, widths=(24, 48, 96), channels_per_class: int = 3):
+    CHANNELS_PER_CLASS = 3
+
+    def __init__(self, num_classes: int = 100, widths=(24, 48, 96), channels_per_class: int = CHANNELS_PER_CLASS):
         super().__init__()
 
         def conv(cin, cout, k=3):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import QUICK_ENV, ConfigError, TrainConfig, make_config, quick_mode
+from .config import QUICK_ENV, QUICK_STAND_IN, ConfigError, TrainConfig, make_config, quick_mode
 from .trainer import pick_device
 
 # The one place the repository's address is written (badges and the Colab install use it; a
@@ -72,7 +72,8 @@ def train_config_from_parameters(preset: str, out: str, resume: bool = True, **p
 
     Parameters left at None take the preset's value. In quick mode ($CIFAR_HW2_QUICK=1) the run
     becomes the `quick` preset (small_cnn on a subset, CPU) with the same loss and loss settings;
-    this is printed, never silent. A quick run resumes like any other, but one made with other
+    this is printed, never silent. A loss that cannot run on small_cnn is replaced by its stand-in
+    (config.QUICK_STAND_IN), also printed. A quick run resumes like any other, but one made with other
     settings is replaced (quick runs are cheap), and that is printed too.
     """
     overrides = {k: v for k, v in params.items() if v is not None}
@@ -83,6 +84,10 @@ def train_config_from_parameters(preset: str, out: str, resume: bool = True, **p
         print(f"{QUICK_ENV}=1 → quick mode: preset 'quick' instead of {preset!r}"
               + (f"; ignoring {', '.join(dropped)}" if dropped else "")
               + f". Unset {QUICK_ENV} (or set it to 0) for the real run.")
+        if kept.get("loss") in QUICK_STAND_IN:
+            stand_in, what = QUICK_STAND_IN[kept["loss"]]
+            print(f"quick stand-in: loss {stand_in!r} instead of {kept['loss']!r}: {what}.")
+            kept["loss"] = stand_in
         config = make_config("quick", **kept, out=out, device="cpu", resume=resume)
         if _holds_other_quick_run(config):
             print(f"{out} holds a quick run with other settings: replacing it.")

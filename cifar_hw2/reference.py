@@ -1,11 +1,11 @@
-"""The homework report's Table 1 and the papers' reference numbers, as data.
+"""The homework report's Table 1 as data, and which of our losses answers to which of its labels.
 
 Source: ../shared/reference/ (the report's text and what its code really ran). Accuracies and ECE
 are fractions, like everything the library returns.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -20,10 +20,8 @@ class ReportRow:
 
     @property
     def key(self) -> str:
+        """The row's identity: a grid row records it, and the report finds the row by it."""
         return f"{self.model}-{self.loss.lower()}-bs{self.batch_size}"
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "key": self.key}
 
 
 REPORT_TABLE1 = (
@@ -48,13 +46,20 @@ HOMEWORK_LOSS = {
     "FLSD53": ("flsd53_homework", {}),
 }
 
-# Mukhoti et al. 2020, CIFAR-100, ECE (15 bins) before / after temperature scaling, and T.
-PAPER_ECE = {
-    ("ResNet-50", "CE"): (0.1752, 0.0342, 2.1),
-    ("ResNet-50", "FLSD-53"): (0.0450, 0.0200, 1.1),
-    ("WRN-26-10", "CE"): (0.1533, 0.0288, None),
-    ("WRN-26-10", "FLSD-53"): (0.0303, 0.0164, None),
-}
+MODEL_LABEL = {"efficientnet_b4": "EfficientNet-B4", "swin_b": "Swin-B", "small_cnn": "small CNN"}
 
-# Fine-tuning results on CIFAR-100 for context (top-1).
-FINE_TUNING_CEILINGS = {"ViT-L/16 (ImageNet-21k)": 0.9325, "BiT-L": 0.9351, "EfficientNet-B7": 0.917}
+# Each of our losses answers to one label of the report; the run's own label says which variant ran.
+REPORT_LABEL = {"ce": "CE", "focal": "FL", "flsd53": "FLSD53", "flsd53_homework": "FLSD53",
+                "mc": "MC", "mc_homework": "MC", "mc_homework_scaled": "MC"}
+
+
+TABLE1_BY_KEY = {row.key: row for row in REPORT_TABLE1}
+
+
+def find_table1_row(model: str, loss: str, batch_size: int) -> ReportRow | None:
+    """The Table 1 row with this model, batch size and our loss's label, if the report has one."""
+    label = REPORT_LABEL.get(loss)
+    for row in REPORT_TABLE1:
+        if (row.model, row.loss, row.batch_size) == (model, label, batch_size):
+            return row
+    return None

@@ -16,12 +16,7 @@ from pathlib import Path
 
 from .checkpoint import atomic_write_text
 from .metrics import Reliability
-from .reference import REPORT_TABLE1
-
-# Each of our losses answers to one label of the report; the table says which variant ran.
-REPORT_LABEL = {"ce": "CE", "focal": "FL", "flsd53": "FLSD53", "flsd53_homework": "FLSD53",
-                "mc": "MC", "mc_homework": "MC"}
-MODEL_LABEL = {"efficientnet_b4": "EfficientNet-B4", "swin_b": "Swin-B", "small_cnn": "small CNN"}
+from .reference import MODEL_LABEL, REPORT_TABLE1, TABLE1_BY_KEY, ReportRow, find_table1_row
 
 
 @dataclass
@@ -30,6 +25,7 @@ class Run:
     config: dict       # the TrainConfig fields
     history: list[dict]
     metrics: dict
+    grid: dict | None = None   # grid.json, when the grid made this folder: the Table 1 row it stands for
 
     @property
     def name(self) -> str:
@@ -42,7 +38,8 @@ class Run:
             g = self.config.get("gamma", 2.0)
             return f"FL γ={g:g}" + (" (= CE, homework 'FL')" if g == 0 else "")
         return {"ce": "CE", "flsd53": "FLSD-53", "flsd53_homework": "FLSD-53 (homework rule)",
-                "mc": "MC", "mc_homework": "MC (homework, 219 groups)"}.get(loss, loss)
+                "mc": "MC", "mc_homework": "MC (homework, 219 groups)",
+                "mc_homework_scaled": "MC (homework's 219 groups, at this width)"}.get(loss, loss)
 
     @property
     def model_label(self) -> str:
@@ -63,7 +60,13 @@ def load_run(folder: str | Path) -> Run:
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{folder} is not a complete run folder (config.json, history.csv, "
                          f"metrics.json): {type(e).__name__}: {e}") from None
-    return Run(folder, config, history, metrics)
+    grid = None
+    if (folder / "grid.json").exists():   # written by the grid (grid.ROW_FILE)
+        try:
+            grid = json.loads((folder / "grid.json").read_text())
+        except ValueError:
+            grid = None
+    return Run(folder, config, history, metrics, grid)
 
 
 def find_runs(root: str | Path) -> list[Run]:
@@ -80,12 +83,24 @@ def find_runs(root: str | Path) -> list[Run]:
     return runs
 
 
-def report_row_for(run: Run):
-    label = REPORT_LABEL.get(run.config["loss"])
-    for row in REPORT_TABLE1:
-        if row.model == run.config["model"] and row.loss == label and row.batch_size == run.config["batch_size"]:
-            return row
-    return None
+def report_row_for(run: Run) -> ReportRow | None:
+    """The Table 1 row a run is compared with: the one its grid row names (grid.json), else the
+    one with the run's model, batch size and loss label."""
+    if run.grid is not None and "table1" in run.grid:
+        return TABLE1_BY_KEY.get(run.grid["table1"]) if run.grid["table1"] else None
+    return find_table1_row(run.config["model"], run.config["loss"], run.config["batch_size"])
+
+
+def is_stand_in(run: Run, ref: ReportRow | None) -> bool:
+    """A run that trained another model than its Table 1 row (a quick grid row on small_cnn)."""
+    return ref is not None and ref.model != run.config["model"]
+
+
+def table1_label(run: Run, ref: ReportRow | None) -> str | None:
+    if ref is None:
+        return None
+    label = f"{MODEL_LABEL[ref.model]} · {ref.loss} · bs {ref.batch_size}"
+    return f"{label} (quick stand-in)" if is_stand_in(run, ref) else label
 
 
 def comparison_table(runs: list[Run]) -> list[dict]:
@@ -97,9 +112,10 @@ def comparison_table(runs: list[Run]) -> list[dict]:
         out.append({
             "run": run.name, "model": run.config["model"], "loss": run.loss_label,
             "batch_size": run.config["batch_size"], "epochs": run.metrics["epochs_done"],
-            "report_top1": ref.accuracy if ref else None,
+            "table1_row": table1_label(run, ref), "report_top1": ref.accuracy if ref else None,
             "best_top1": best["top1"], "final_top1": final["top1"],
-            "diff_vs_report": (best["top1"] - ref.accuracy) if ref else None,
+            # A small model's few epochs against the report's 200-epoch B4/Swin-B: no difference to show.
+            "diff_vs_report": (best["top1"] - ref.accuracy) if ref and not is_stand_in(run, ref) else None,
             "best_epoch": best["epoch"], "top5": best["top5"], "nll": best["nll"], "ece": best["ece"],
             "temperature": best["temperature"], "ece_ts": best["ece_ts"],
             "temperature_ece": best.get("temperature_ece"), "ece_ts_ece": best.get("ece_ts_ece"),
@@ -109,9 +125,10 @@ def comparison_table(runs: list[Run]) -> list[dict]:
 
 
 # The comparison split in two, so each table fits a notebook's width.
-ACCURACY_COLUMNS = ("run", "model", "loss", "batch_size", "seed", "epochs", "report_top1", "best_top1",
-                    "final_top1", "diff_vs_report", "best_epoch", "top5", "hours")
-CALIBRATION_COLUMNS = ("run", "loss", "nll", "ece", "temperature", "ece_ts", "temperature_ece", "ece_ts_ece")
+ACCURACY_COLUMNS = ("run", "model", "loss", "batch_size", "seed", "table1_row", "report_top1", "best_top1",
+                    "final_top1", "diff_vs_report", "best_epoch", "top5")
+CALIBRATION_COLUMNS = ("run", "epochs", "hours", "nll", "ece", "temperature", "ece_ts", "temperature_ece",
+                       "ece_ts_ece")
 
 
 def accuracy_table(runs: list[Run]) -> list[dict]:
@@ -205,6 +222,7 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
         raise ValueError(f"no run folders (with metrics.json) under {root}; train some first, "
                          f"e.g. python -m cifar_hw2 grid --runs {root}")
     rows = comparison_table(runs)
+    stand_ins = sum(is_stand_in(r, report_row_for(r)) for r in runs)
     paths = {"csv": root / "report.csv", "md": root / "report.md"}
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
@@ -226,8 +244,13 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
           "Accuracy in %. `best_top1` is the test accuracy at the epoch with the best "
           "validation accuracy; `final_top1` at the last epoch; `report_top1` is the homework's "
           "Table 1 (its epoch was chosen on the test set).\n",
+          *([f"{stand_ins} of these runs are **quick stand-ins** (`table1_row` ends in \"quick stand-in\"): "
+             "they trained the small CNN for a few epochs on a subset (CIFAR_HW2_QUICK=1) in place "
+             "of the Table 1 row named. `report_top1` beside them is that row's number from the "
+             "report, shown to say which row they stand for; it is not comparable, so `diff_vs_report` "
+             "is left empty.\n"] if stand_ins else []),
           markdown_table(accuracy_table(runs)),
-          "\n## Calibration\n", TEMPERATURE_NOTE + "\n", markdown_table(calibration_table(runs)),
+          "\n## Calibration (and cost)\n", TEMPERATURE_NOTE + "\n", markdown_table(calibration_table(runs)),
           *seed_sections(runs),
           "\n![Figure 7](fig7_accuracy_by_loss.png)\n\n![Figure 8](fig8_accuracy_by_model.png)\n",
           "\n## Reliability (test, best epoch)\n\n![before](reliability.png)\n\n![after](reliability_after_ts.png)\n"]

@@ -26,6 +26,9 @@ def cli(*args, env=None):
     (["--lr", "0"], "lr must be > 0"),
     (["--optimizer", "adam"], "unknown optimizer 'adam'; valid choices: adamw, ranger, sgd"),
     (["--noise-p", "2"], "noise_p must be in [0, 1]"),
+    (["--loss", "mc_homework"], "loss 'mc_homework' cannot train model 'small_cnn': group_sizes cover 1792 "
+                                "channels, but the feature map has 300. Models whose feature map it fits: "
+                                "efficientnet_b4 (1792 channels)"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
     run = cli("train", "--preset", "quick", "--out", str(tmp_path / "x"), *args) if args[0] != "--preset" \

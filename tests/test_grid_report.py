@@ -1,13 +1,16 @@
 import csv
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from cifar_hw2.grid import grid_rows, select
+from cifar_hw2.grid import Outcome, grid_rows, run_grid, select
 from cifar_hw2.reference import REPORT_TABLE1
 from cifar_hw2.report import comparison_table, find_runs, write_report
 from conftest import needs_real_data
@@ -18,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_grid_holds_table1_and_the_rows_the_homework_could_not_run():
     rows = grid_rows()
     table1 = [r for r in rows if r.source == "table1"]
-    assert len(table1) == len(REPORT_TABLE1) == 10
-    assert {r.report_accuracy for r in table1} == {r.accuracy for r in REPORT_TABLE1}
+    # one grid row per Table 1 row, each naming its row and training its model and batch size
+    assert sorted(r.table1 for r in table1) == sorted(t.key for t in REPORT_TABLE1)
+    by_key = {t.key: t for t in REPORT_TABLE1}
+    assert all((r.model, r.batch_size, r.report_label) == (by_key[r.table1].model, by_key[r.table1].batch_size,
+                                                           by_key[r.table1].loss) for r in table1)
     fl = [r for r in table1 if r.report_label == "FL"]
     assert all(r.loss == "focal" and r.gamma == 0.0 for r in fl)          # its "FL" was CE
     extra = {(r.model, r.loss, r.gamma) for r in rows if r.source == "extra"}
@@ -78,21 +84,71 @@ def test_two_row_quick_grid_then_report(tmp_path):
     metrics = json.loads((runs / "b4-bs64-flsd53" / "metrics.json").read_text())
     assert float(rows[0]["best_top1"]) == pytest.approx(metrics["best"]["top1"])
     assert float(rows[0]["ece_ts"]) == pytest.approx(metrics["best"]["ece_ts"])
-    assert "FLSD-53" in (runs / "report.md").read_text()
+    md = (runs / "report.md").read_text()
+    assert "FLSD-53" in md
+    # the paper's numbers beside the quick stand-ins (B4 and Swin-B, FLSD-53, batch 64)
+    assert "| EfficientNet-B4 · FLSD53 · bs 64 (quick stand-in) | 89.52 |" in md
+    assert "| Swin-B · FLSD53 · bs 64 (quick stand-in) | 93.60 |" in md
 
 
-def test_report_matches_table1_rows(tiny_data, tmp_path):
+def test_report_finds_the_table1_row_by_grid_key_or_by_config(tiny_data, tmp_path):
     from cifar_hw2.config import make_config
     from cifar_hw2.trainer import fit
     fit(make_config("quick", data=str(tiny_data), out=str(tmp_path / "r" / "one"), train_per_class=10,
                     val_per_class=2, test_per_class=None, epochs=1, workers=0, progress="off", loss="ce"))
-    runs = find_runs(tmp_path / "r")
-    row = comparison_table(runs)[0]
-    assert row["report_top1"] is None          # no Table 1 row trains a small CNN
-    runs[0].config.update(model="efficientnet_b4", batch_size=64)
-    assert comparison_table(runs)[0]["report_top1"] == 0.8934
-    paths = write_report(tmp_path / "r")
-    assert paths["md"].read_text().count("| one |") == 1
+    # "b4": what a full B4 run records (its config matches Table 1); "standin": a quick grid row's
+    # folder, whose grid.json names the row it stands for.
+    for name in ("b4", "standin"):
+        shutil.copytree(tmp_path / "r" / "one", tmp_path / "r" / name)
+    record = json.loads((tmp_path / "r" / "b4" / "config.json").read_text())
+    record["config"].update(model="efficientnet_b4", batch_size=64)
+    (tmp_path / "r" / "b4" / "config.json").write_text(json.dumps(record))
+    (tmp_path / "r" / "standin" / "grid.json").write_text(json.dumps({"table1": "efficientnet_b4-flsd53-bs64"}))
+    rows = {r["run"]: r for r in comparison_table(find_runs(tmp_path / "r"))}
+    assert rows["one"]["report_top1"] is None and rows["one"]["table1_row"] is None   # no Table 1 row trains a small CNN
+    assert rows["b4"]["report_top1"] == 0.8934 and rows["b4"]["table1_row"] == "EfficientNet-B4 · CE · bs 64"
+    assert rows["b4"]["diff_vs_report"] == pytest.approx(rows["b4"]["best_top1"] - 0.8934)
+    assert rows["standin"]["report_top1"] == 0.8952 and rows["standin"]["diff_vs_report"] is None
+    assert rows["standin"]["table1_row"] == "EfficientNet-B4 · FLSD53 · bs 64 (quick stand-in)"
+    md = write_report(tmp_path / "r")["md"].read_text()
+    assert md.count("| one |") == 2 and "1 of these runs are **quick stand-ins**" in md   # accuracy, calibration
+    assert "| EfficientNet-B4 · FLSD53 · bs 64 (quick stand-in) | 89.52 |" in md
+
+
+def trimmed_row(row, runs, data, env, nproc=1):
+    """What notebook 04 does with a grid row's parameters (train_config_from_parameters, then fit),
+    in this process and trimmed to one epoch on 2 images per class: every row's real config in
+    seconds, where papermill would take minutes."""
+    from cifar_hw2.notebook import train_config_from_parameters
+    from cifar_hw2.trainer import fit
+    config = train_config_from_parameters(**row.parameters(runs / row.key, data))
+    config = dataclasses.replace(config, epochs=1, train_per_class=2, val_per_class=1, test_per_class=1,
+                                 progress="off").validate()
+    start = time.perf_counter()
+    fit(config)
+    top1 = json.loads((runs / row.key / "metrics.json").read_text())["best"]["top1"]
+    return Outcome(row, "done", time.perf_counter() - start, top1=top1)
+
+
+def test_every_grid_row_runs_in_quick_mode_and_the_report_shows_its_table1_row(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "1")
+    runs, lines = tmp_path / "runs", []
+    outcomes = run_grid(runs, data=str(tiny_data), runner=trimmed_row, echo=lines.append)
+    assert [o.status for o in outcomes] == ["done"] * 16, "\n".join(lines)
+    # The homework's MC rows train its 219-group mistake at small_cnn's width, and say so.
+    for key in ("b4-bs32-mc-homework", "b4-bs64-mc-homework"):
+        config = json.loads((runs / key / "config.json").read_text())["config"]
+        assert (config["model"], config["loss"]) == ("small_cnn", "mc_homework_scaled")
+        assert "219 groups" in json.loads((runs / key / "grid.json").read_text())["stands_for"]
+
+    rows = {r["run"]: r for r in comparison_table(find_runs(runs))}
+    expected = {"b4-bs32-ce-homework": 0.8857, "b4-bs64-mc-homework": 0.8873, "b4-bs32-fl-homework": 0.8824,
+                "b4-bs64-flsd53-homework": 0.8952, "swin-bs64-flsd53-homework": 0.9360,
+                "b4-bs64-flsd53": 0.8952, "swin-bs64-focal-gamma2": 0.9356, "swin-bs64-mc": None}
+    assert {k: rows[k]["report_top1"] for k in expected} == expected
+    assert all(r["table1_row"].endswith("(quick stand-in)") and r["diff_vs_report"] is None
+               for k, r in rows.items() if k != "swin-bs64-mc")
+    assert rows["b4-bs32-mc-homework"]["loss"] == "MC (homework's 219 groups, at this width)"
 
 
 @needs_real_data

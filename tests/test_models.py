@@ -3,13 +3,16 @@ import timm
 import torch
 
 from cifar_hw2.losses import build_loss
-from cifar_hw2.models import ModelError, build_model, count_parameters
+from cifar_hw2.models import ModelError, build_model, count_parameters, feature_channels
 
 
 def test_small_cnn_logits_and_features_feed_the_mc_loss():
     model = build_model("small_cnn")
     logits, feats = model(torch.randn(2, 3, 32, 32), return_features=True)
     assert logits.shape == (2, 100) and feats.shape == (2, 300, 8, 8)
+    assert feature_channels("small_cnn") == 300                # what config validation checks MC against
+    _, feats10 = build_model("small_cnn", 10)(torch.randn(1, 3, 32, 32), return_features=True)
+    assert feats10.shape[1] == feature_channels("small_cnn", 10) == 30
     assert 200_000 < count_parameters(model) < 250_000
     build_loss("mc")(logits, torch.tensor([0, 1]), feats).backward()
 
@@ -22,6 +25,7 @@ def test_efficientnet_b4_upsamples_to_224_and_returns_1792_channels():
         logits, feats = model(torch.randn(1, 3, 32, 32), return_features=True)
     assert seen["shape"] == (1, 3, 224, 224)
     assert logits.shape == (1, 100) and feats.shape == (1, 1792, 7, 7)
+    assert feature_channels("efficientnet_b4") == 1792       # what config validation checks MC against
     assert 17_000_000 < count_parameters(model) < 18_000_000
 
 
@@ -39,6 +43,7 @@ def test_swin_b_features_are_nchw_and_head_starts_at_zero():
     with torch.no_grad():
         logits, feats = model(torch.randn(1, 3, 32, 32), return_features=True)
     assert logits.shape == (1, 100) and feats.shape == (1, 1024, 12, 12)
+    assert feature_channels("swin_b") == 1024
     assert torch.allclose(logits, torch.zeros_like(logits))   # zero head: uniform start
     parts = build_loss("mc").parts(logits, torch.tensor([5]), feats)
     assert torch.isfinite(parts["total"])

@@ -28,3 +28,12 @@ def test_torch_is_never_pinned_to_an_exact_version():
     for dep in deps:
         if dep.startswith(("torch", "torchvision")):
             assert "==" not in dep, dep
+
+
+def test_package_docstring_names_every_module():
+    import cifar_hw2
+    modules = {p.stem for p in (ROOT / "cifar_hw2").glob("*.py")} - {"__init__", "__main__"}
+    # list items "- a, b: what; c: what": the names before each colon
+    named = {name.strip() for group in re.findall(r"(?:^- |; )([\w, ]+):", cifar_hw2.__doc__, re.M)
+             for name in group.split(",")}
+    assert named == modules

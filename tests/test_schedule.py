@@ -14,19 +14,25 @@ def test_exponential_schedule_is_continuous_and_meets_step_every_third_epoch():
         assert lr_factor("exponential", e) == pytest.approx(lr_factor("step", e))
 
 
-def test_scheduler_drives_the_optimizer_and_round_trips():
-    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    sched = build_scheduler("step", opt)
-    lrs = []
-    for _ in range(7):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step(); sched.step()
-    assert lrs == pytest.approx([1e-3] * 3 + [8e-4] * 3 + [6.4e-4])
-    opt2 = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    sched2 = build_scheduler("step", opt2)
+def test_scheduler_drives_the_optimizer_and_resumes_from_its_state():
+    def fresh():
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        return opt, build_scheduler("step", opt)
+
+    def lrs(opt, sched, epochs):
+        out = []
+        for _ in range(epochs):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step(); sched.step()
+        return out
+
+    opt, sched = fresh()
+    assert lrs(opt, sched, 4) == pytest.approx([1e-3] * 3 + [8e-4])
+    # What a resume does: new optimizer and scheduler, states loaded from the checkpoint, then on.
+    opt2, sched2 = fresh()
+    opt2.load_state_dict(opt.state_dict())
     sched2.load_state_dict(sched.state_dict())
-    opt2.param_groups[0]["lr"] = sched2.get_last_lr()[0]
-    assert opt2.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
+    assert lrs(opt2, sched2, 6) == pytest.approx([8e-4] * 2 + [6.4e-4] * 3 + [5.12e-4])
 
 
 def test_unknown_schedule():
