@@ -73,6 +73,6 @@ def choose_precision(requested: str, device: torch.device) -> Precision:
         note = "" if native or requested != "bf16" else f"; {cc} < 8.0 emulates bf16, expect it to be slow"
         return Precision(requested, f"asked for{note}", kind)
     if requested == "auto":
-        return Precision("fp32", f"auto: fp32 on {kind} (autocast pays on CUDA only)", kind)
+        return Precision("fp32", f"auto: fp32 on {kind}; autocast pays on CUDA only", kind)
     note = "" if requested == "fp32" else f"; half precision on {kind} is slow, meant for testing the path"
     return Precision(requested, f"asked for{note}", kind)

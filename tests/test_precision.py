@@ -36,7 +36,7 @@ def test_explicit_bf16_on_an_old_gpu_is_honoured_with_a_warning_in_the_reason(mo
 def test_auto_is_fp32_on_cpu_and_mps_and_half_precision_on_mps_is_refused():
     for kind in ("cpu", "mps"):
         p = choose_precision("auto", torch.device(kind))
-        assert p.name == "fp32" and p.make_scaler() is None and p.reason == f"auto: fp32 on {kind} (autocast pays on CUDA only)"
+        assert p.name == "fp32" and p.make_scaler() is None and p.reason == f"auto: fp32 on {kind}; autocast pays on CUDA only"
     with pytest.raises(ValueError, match="precision fp16 is not supported on mps"):
         choose_precision("fp16", torch.device("mps"))
     with pytest.raises(ValueError, match="unknown precision 'fp8'; valid choices: auto, bf16, fp16, fp32"):
@@ -83,16 +83,18 @@ def test_fp16_step_on_the_cpu_trains_and_skips_a_step_whose_gradients_overflow(t
 
 
 def test_fp16_run_checkpoints_the_scaler_and_resumes_exactly(tiny_data, tmp_path):
-    fit(tiny(tiny_data, tmp_path / "full", epochs=2, precision="fp16"))
-    fit(tiny(tiny_data, tmp_path / "part", epochs=1, precision="fp16"))
+    # fp16 on the CPU is slow: 400 training images, 200 test images
+    small = dict(precision="fp16", train_per_class=4, test_per_class=2)
+    fit(tiny(tiny_data, tmp_path / "full", epochs=2, **small))
+    fit(tiny(tiny_data, tmp_path / "part", epochs=1, **small))
     state = load_checkpoint(tmp_path / "part" / "last.pt")
     assert set(state["scaler"]) >= {"scale", "_growth_tracker"} and state["skipped_steps"] == 0
-    assert state["scaler"]["_growth_tracker"] == 20     # one clean step per batch: 1000 / 50
-    fit(tiny(tiny_data, tmp_path / "part", epochs=2, precision="fp16", resume=True))
+    assert state["scaler"]["_growth_tracker"] == 8      # one clean step per batch: 400 / 50
+    fit(tiny(tiny_data, tmp_path / "part", epochs=2, resume=True, **small))
     assert read_history(tmp_path / "full") == read_history(tmp_path / "part")
     assert load_checkpoint(tmp_path / "part" / "last.pt")["scaler"] == load_checkpoint(tmp_path / "full" / "last.pt")["scaler"]
     config = json.loads((tmp_path / "full" / "config.json").read_text())
     assert config["precision"]["used"] == "fp16" and config["precision"]["reason"].startswith("asked for")
     # fp16 is another computation than fp32: a resume may not switch precision
     with pytest.raises(Exception, match="precision: 'fp16' in the checkpoint, 'fp32' now"):
-        fit(tiny(tiny_data, tmp_path / "part", epochs=3, precision="fp32", resume=True))
+        fit(tiny(tiny_data, tmp_path / "part", epochs=3, resume=True, **{**small, "precision": "fp32"}))
