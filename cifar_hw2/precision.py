@@ -11,7 +11,8 @@
 
 Autocast keeps reductions, softmax and losses in fp32 (torch.amp autocast op lists); the model's
 weights and the optimizer stay fp32 in every mode. fp16 and bf16 also run on the CPU (autocast
-"cpu"), slowly: they are there to test the paths, not to train. MPS trains in fp32 only.
+"cpu"), many times slower than fp32 there (fp16 most): they are there to test the paths (the
+scaler, its skipped steps, its checkpoint), not to train. MPS trains in fp32 only.
 """
 from __future__ import annotations
 
