@@ -25,6 +25,7 @@
 # Knobs (environment): MODELS="efficientnet_b4 swin_b"  TRAIN="efficientnet_b4:ce swin_b:mc"
 #   DET_MODEL=efficientnet_b4  DEVICE=cuda  PRECISION=auto  BATCHES="32 64"  MODES="eager graphed"
 #   STEPS=16  REPEATS=2  LIMIT=150 (s per step)  BUDGET=470 (s for the whole script)  PYTHON=python3
+#   TRAIN_PER_CLASS=20 (images per class in step 2)  DET_PER_CLASS=40 (in step 3)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,8 @@ REPEATS="${REPEATS:-2}"
 LIMIT="${LIMIT:-150}"
 BUDGET="${BUDGET:-470}"
 PYTHON="${PYTHON:-python3}"
+TRAIN_PER_CLASS="${TRAIN_PER_CLASS:-20}"
+DET_PER_CLASS="${DET_PER_CLASS:-40}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 mkdir -p "$OUT"
 START=$SECONDS
@@ -92,13 +95,13 @@ small=(--preset quick --no-pretrained --device "$DEVICE" --precision "$PRECISION
 for pair in $TRAIN; do
     model=${pair%%:*}; loss=${pair##*:}
     run "train_${model}_${loss}" "$PYTHON" -m cifar_hw2 train "${small[@]}" --model "$model" --loss "$loss" \
-        --train-per-class 20 --out "$RUNS/${model}_${loss}" \
+        --train-per-class "$TRAIN_PER_CLASS" --out "$RUNS/${model}_${loss}" \
     && run "evaluate_${model}_${loss}" "$PYTHON" -m cifar_hw2 evaluate --checkpoint "$RUNS/${model}_${loss}/best.pt" \
         --device "$DEVICE"
 done
 
 # 3. --deterministic: killed inside epoch 2 and resumed = uninterrupted
-det=("$PYTHON" -m cifar_hw2 train "${small[@]}" --model "$DET_MODEL" --loss ce --train-per-class 40 --deterministic)
+det=("$PYTHON" -m cifar_hw2 train "${small[@]}" --model "$DET_MODEL" --loss ce --train-per-class "$DET_PER_CLASS" --deterministic)
 run det_full "${det[@]}" --out "$RUNS/det_full"
 kill_inside_epoch_2() {
     "${det[@]}" --out "$RUNS/det_killed" &
