@@ -1,38 +1,81 @@
 #!/usr/bin/env bash
-# The GPU measurement of the "feed the GPU" issue, as one short script for a lent GPU machine:
-# EfficientNet-B4 at 224 and Swin-B at 384, bf16, batch 64, without and with torch.compile.
+# The prepared GPU check of issue 9 ("GPU-grade training"): one script for a lent GPU machine,
+# sized to end within 8 minutes on one H200, compiling included (BUDGET caps the whole script;
+# a step that would start after it is reported as skipped, a step that runs past LIMIT is killed).
 #
-#   bash benchmarks/gpu_bench.sh                # writes benchmarks/gpu/*.jsonl and *.log
-#   OUT=/some/dir bash benchmarks/gpu_bench.sh  # (the device tool sets OUT; results land there)
+#   bash benchmarks/gpu_bench.sh                # → $OUT (benchmarks/gpu by default): logs, JSON, summary.txt
 #
-# Data: the real CIFAR-100 is too large to carry to a machine without internet (161 MB), so this
-# writes a synthetic archive in the official layout (random class-coloured 32x32 images, as the
-# tests use). Throughput does not depend on what the pixels show. With the real data, pass
-# DATA=/path/holding/cifar-100-python instead.
+# Dry run on a CPU (small_cnn everywhere; it checks the script, it measures nothing about GPUs):
+#   MODELS=small_cnn TRAIN="small_cnn:ce small_cnn:mc" DET_MODEL=small_cnn DEVICE=cpu bash benchmarks/gpu_bench.sh
 #
-# Environment knobs (defaults are the issue's measurement):
-#   MODELS="efficientnet_b4 swin_b"  DEVICE=cuda  PRECISION=bf16  BATCH=64  STEPS=24  REPEATS=3
-#   COMPILE="no yes"  LIMIT=170 (seconds per bench run; a run that times out is reported as such)
-#   PYTHON=python3 (the interpreter that has torch, torchvision and timm)
+# What it does, in order:
+#   1. writes a synthetic archive in the official layout (500 train / 100 test images per class,
+#      class-coloured noise, as the tests use) unless DATA points at a folder holding
+#      cifar-100-python/: the real data cannot be carried to a machine without internet, and
+#      throughput does not depend on what the pixels show
+#   2. trains each TRAIN pair (model:loss; B4 with CE and Swin-B with MC) for 2 short epochs on a
+#      subset, from scratch, then evaluates its best.pt on the test split
+#   3. runs DET_MODEL with --deterministic three times: 2 epochs uninterrupted; 2 epochs killed with
+#      SIGKILL inside epoch 2; that one resumed. history.csv (less the wall-clock columns) and
+#      metrics.json must be identical
+#   4. benches each of MODELS at BATCHES, eager and graphed (--compile --compile-mode
+#      reduce-overhead: torch.compile with CUDA graphs)
+#   5. prints one summary table (also $OUT/summary.txt)
+#
+# Knobs (environment): MODELS="efficientnet_b4 swin_b"  TRAIN="efficientnet_b4:ce swin_b:mc"
+#   DET_MODEL=efficientnet_b4  DEVICE=cuda  PRECISION=auto  BATCHES="32 64"  MODES="eager graphed"
+#   STEPS=16  REPEATS=2  LIMIT=150 (s per step)  BUDGET=470 (s for the whole script)  PYTHON=python3
+#   TRAIN_PER_CLASS=20 (images per class in step 2)  DET_PER_CLASS=40 (in step 3)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 OUT="${OUT:-benchmarks/gpu}"
 MODELS="${MODELS:-efficientnet_b4 swin_b}"
+TRAIN="${TRAIN:-efficientnet_b4:ce swin_b:mc}"
+DET_MODEL="${DET_MODEL:-efficientnet_b4}"
 DEVICE="${DEVICE:-cuda}"
-PRECISION="${PRECISION:-bf16}"
-BATCH="${BATCH:-64}"
-STEPS="${STEPS:-24}"
-REPEATS="${REPEATS:-3}"
-COMPILE="${COMPILE:-no yes}"
-LIMIT="${LIMIT:-170}"
+PRECISION="${PRECISION:-auto}"
+BATCHES="${BATCHES:-32 64}"
+MODES="${MODES:-eager graphed}"
+STEPS="${STEPS:-16}"
+REPEATS="${REPEATS:-2}"
+LIMIT="${LIMIT:-150}"
+BUDGET="${BUDGET:-470}"
 PYTHON="${PYTHON:-python3}"
+TRAIN_PER_CLASS="${TRAIN_PER_CLASS:-20}"
+DET_PER_CLASS="${DET_PER_CLASS:-40}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 mkdir -p "$OUT"
+START=$SECONDS
+: > "$OUT/steps.tsv"    # one line per step: name, status, seconds
+
+# run NAME CMD...: the step under min(LIMIT, what is left of BUDGET), logged to $OUT/NAME.log
+run() {
+    local name=$1; shift
+    local left=$((BUDGET - (SECONDS - START)))
+    local limit=$(( left < LIMIT ? left : LIMIT ))
+    if [ "$limit" -le 5 ]; then
+        printf '%s\tskipped (budget spent)\t0\n' "$name" >> "$OUT/steps.tsv"; echo "== $name: skipped, budget spent"
+        return 1
+    fi
+    echo "== $name (limit ${limit}s)"
+    local t0=$SECONDS
+    if declare -F "$1" > /dev/null; then
+        "$@" > "$OUT/$name.log" 2>&1              # a function of this script: it keeps its own limit
+    else
+        timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    fi
+    local rc=$?
+    local status=ok
+    [ $rc -ne 0 ] && status="failed (exit $rc)"
+    [ $rc -eq 124 ] && status="timed out after ${limit}s"
+    printf '%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - t0))" >> "$OUT/steps.tsv"
+    tail -n 3 "$OUT/$name.log"
+    return $rc
+}
 
 if [ -z "${DATA:-}" ]; then
     DATA="$(mktemp -d)/synthetic"
-    # 500 train (10 go to validation) and 100 test images per class: the real split's sizes.
     "$PYTHON" -c "import sys; from pathlib import Path; sys.path.insert(0, 'tests'); \
 from conftest import write_archive; write_archive(Path('$DATA'), train_per_class=500, test_per_class=100)" \
         || { echo "could not write the synthetic archive" >&2; exit 1; }
@@ -43,19 +86,89 @@ torchvision.__version__, '| timm', timm.__version__, '|', torch.cuda.get_device_
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 } | tee "$OUT/machine.txt"
 
-status=0
+RUNS="$OUT/runs"
+rm -rf "$RUNS"
+small=(--preset quick --no-pretrained --device "$DEVICE" --precision "$PRECISION" --data "$DATA" --batch-size 64
+       --val-per-class 2 --test-per-class 10 --epochs 2 --progress epoch)
+
+# 2. train and evaluate
+for pair in $TRAIN; do
+    model=${pair%%:*}; loss=${pair##*:}
+    run "train_${model}_${loss}" "$PYTHON" -m cifar_hw2 train "${small[@]}" --model "$model" --loss "$loss" \
+        --train-per-class "$TRAIN_PER_CLASS" --out "$RUNS/${model}_${loss}" \
+    && run "evaluate_${model}_${loss}" "$PYTHON" -m cifar_hw2 evaluate --checkpoint "$RUNS/${model}_${loss}/best.pt" \
+        --device "$DEVICE"
+done
+
+# 3. --deterministic: killed inside epoch 2 and resumed = uninterrupted
+det=("$PYTHON" -m cifar_hw2 train "${small[@]}" --model "$DET_MODEL" --loss ce --train-per-class "$DET_PER_CLASS" --deterministic)
+run det_full "${det[@]}" --out "$RUNS/det_full"
+kill_inside_epoch_2() {
+    "${det[@]}" --out "$RUNS/det_killed" &
+    local pid=$! t0=$SECONDS
+    until [ -f "$RUNS/det_killed/history.csv" ] && [ "$(wc -l < "$RUNS/det_killed/history.csv")" -ge 2 ]; do
+        kill -0 $pid 2>/dev/null || { echo "the run ended before epoch 1 was written"; return 1; }
+        [ $((SECONDS - t0)) -gt "$LIMIT" ] && { kill -9 $pid; return 1; }
+        sleep 0.2
+    done
+    sleep "${KILL_AFTER:-1}"                       # inside epoch 2 (it takes several seconds)
+    kill -9 $pid 2>/dev/null && echo "killed after $(($(wc -l < "$RUNS/det_killed/history.csv") - 1)) epoch(s)"
+    wait $pid 2>/dev/null
+    return 0
+}
+run det_killed kill_inside_epoch_2
+run det_resumed "${det[@]}" --out "$RUNS/det_killed" --resume
+run det_compare "$PYTHON" - "$RUNS/det_full" "$RUNS/det_killed" <<'EOF'
+import csv, sys
+from pathlib import Path
+def rows(run):
+    with open(Path(run) / "history.csv") as f:
+        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in csv.DictReader(f)]
+a, b = sys.argv[1:3]
+same = rows(a) == rows(b) and (Path(a) / "metrics.json").read_text() == (Path(b) / "metrics.json").read_text()
+print("identical" if same else "DIFFERENT")
+sys.exit(0 if same else 1)
+EOF
+
+# 4. bench: eager and graphed, every batch size in one table per model
 for model in $MODELS; do
-    for compile in $COMPILE; do
-        name="${model}_${PRECISION}_b${BATCH}$([ "$compile" = yes ] && echo _compile)"
-        flag=$([ "$compile" = yes ] && echo --compile)
-        echo "== $name"
-        timeout "$LIMIT" "$PYTHON" -m cifar_hw2 bench --model "$model" --batch-size "$BATCH" --device "$DEVICE" \
-            --precision "$PRECISION" --steps "$STEPS" --repeats "$REPEATS" --data "$DATA" $flag \
-            --json "$OUT/$name.jsonl" > "$OUT/$name.log" 2>&1
-        rc=$?
-        tail -n 14 "$OUT/$name.log"
-        [ $rc -eq 124 ] && echo "$name: stopped after $LIMIT s (timeout)"
-        [ $rc -ne 0 ] && status=1
+    for mode in $MODES; do
+        flags=(); [ "$mode" = graphed ] && flags=(--compile --compile-mode reduce-overhead)
+        run "bench_${model}_${mode}" "$PYTHON" -m cifar_hw2 bench --model "$model" --batch-size $BATCHES \
+            --device "$DEVICE" --precision "$PRECISION" --steps "$STEPS" --repeats "$REPEATS" --data "$DATA" \
+            "${flags[@]}" --out "$RUNS/.bench" --json "$OUT/bench_${model}_${mode}.jsonl"
     done
 done
-exit $status
+
+# 5. summary
+"$PYTHON" - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+print("step                                 status                     seconds")
+for line in (out / "steps.tsv").read_text().splitlines():
+    name, status, seconds = line.split("\t")
+    extra = ""
+    if name.startswith("evaluate_") and status == "ok":
+        text = (out / f"{name}.log").read_text()
+        extra = f"  test top1 {json.loads(text[text.index('{'):])['top1']:.3f}"
+    print(f"{name:<36} {status:<26} {seconds:>7}{extra}")
+cols = [("train_step_synthetic", "synthetic", "{:.0f}"), ("end_to_end", "e2e img/s", "{:.0f}"),
+        ("end_to_end_over_synthetic", "e2e/syn", "{:.3f}"), ("trainer_over_bare_loop", "trainer/bare", "{:.3f}"),
+        ("warmup", "warm-up s", "{:.1f}"), ("peak_gpu_memory", "peak GiB", "{:.1f}"),
+        ("achieved_tflops", "TFLOP/s", "{:.1f}"), ("hours_per_row", "h/row", "{:.2f}")]
+print()
+print(f"{'model':<16} {'mode':<8} {'prec':<5} {'batch':>5} " + " ".join(f"{c[1]:>12}" for c in cols))
+for path in sorted(out.glob("bench_*.jsonl")):
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    mode = path.stem.rsplit("_", 1)[1]
+    for size in dict.fromkeys(r["batch_size"] for r in records):
+        v = {r["measurement"]: r for r in records if r["batch_size"] == size}
+        if "end_to_end" not in v:
+            continue
+        cells = [fmt.format(v[k]["value"]) if k in v else "-" for k, _, fmt in cols]
+        m = v["end_to_end"]
+        print(f"{m['model']:<16} {mode:<8} {m['precision']:<5} {size:>5} " + " ".join(f"{c:>12}" for c in cells))
+EOF
+echo "total: $((SECONDS - START)) s"
+! grep -qv $'\tok\t' "$OUT/steps.tsv"

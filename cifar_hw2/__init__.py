@@ -10,7 +10,9 @@ A small package that the notebooks import. Each module holds one concern:
 - optim, schedule: optimizers and learning-rate schedules by name
 - metrics: accuracy, NLL, ECE, reliability, temperature scaling
 - config: every setting of a run and the presets; checkpoint: crash-safe files and checkpoints
-- trainer: fit(), exact resume, DDP; evaluate: a saved checkpoint's metrics
+- trainer: fit(), Trainer.step, the epoch loop with evaluation; evaluate: a saved checkpoint's metrics
+- processes: devices, torchrun process groups, DDP and SyncBatchNorm; runfolder: config, history, metrics, checkpoints
+- precision: bf16 / fp16 (with GradScaler) / fp32 by device; backends: cudnn, TF32, determinism, compile caches
 - reference: the report's Table 1 as data; grid: the experiment grid; report: runs against Table 1
 - spread: runs that differ only by seed, mean ± sd, and differences against that spread
 - plots, widgets, notebook: figures, interactive explorers and helpers for the notebooks

@@ -1,15 +1,23 @@
-"""`python -m cifar_hw2 bench`: is the data path ever the bottleneck, and what does the trainer cost?
+"""`python -m cifar_hw2 bench`: is the data path ever the bottleneck, what does the trainer cost,
+and what should a user expect from a full run?
 
-Five measurements for one model, batch size, device and precision; each prints one JSON record,
-and a table follows:
+For one model, device and precision, and one or more batch sizes; each measurement prints one JSON
+record, and one table follows:
 
   1. augmentation throughput on one core: our train pipeline at 32 px (batched with per-sample
      parameters, as the device path runs it, and per image, as loader workers run it) against the
-     same ops on PIL images at 224 (the obvious alternative), as ratios
-  2. train-step images/s on synthetic data already on the device
+     same ops on PIL images at 224 (the obvious alternative), as ratios (once, not per batch size)
+  2. train-step images/s on synthetic data already on the device (`Trainer.step` on one batch)
   3. end-to-end images/s: the trainer's own epoch loop with the real loader and augmentation
   4. the ratio 3 / 2 (1.0: data is never the bottleneck)
-  5. the trainer's epoch loop against a bare PyTorch loop on the same model, data and loader
+  5. the trainer's epoch loop against a bare loop of `Trainer.step` over the same loader (what
+     the loop adds: metrics on the device, finiteness checks, progress)
+  6. what to expect: the warm-up round's seconds (torch.compile's compile time when compiling),
+     peak GPU memory (CUDA only), GFLOP per training image (torch.utils.flop_counter on one
+     forward pass, x3 for forward + backward: the usual estimate; it counts matmuls, convolutions
+     and attention, not elementwise ops), the TFLOP/s that achieves at the end-to-end rate, and
+     the hours one row of a preset (its epochs x its training images, e.g. 200 x 45,000 for
+     paper-b4) would spend in training steps at that rate (evaluation not included)
 
 Timings exclude a warm-up window of each kind. The windows of measurements 2, 3 and 5 alternate
 for `--repeats` rounds; rates are medians over rounds, and ratios medians of the rounds' ratios
@@ -27,11 +35,18 @@ from contextlib import contextmanager
 import torch
 
 from .augment import BatchNormalizeNoise, IMAGENET_MEAN, IMAGENET_STD, uint8_train_transform
+from .backends import backend_settings
 from .batch_augment import BatchAugment
-from .config import make_config
+from .config import PRESETS, TrainConfig, make_config
 from .data import load_cifar100
 from .loader import AUGMENT_CHUNK_IMAGES
-from .trainer import Processes, Trainer, prepare_out
+from .processes import Processes
+from .runfolder import prepare_out
+from .trainer import Trainer
+
+# The preset whose row `hours_per_row` estimates, per model: the report's runs, and for small_cnn
+# the CPU reference.
+ROW_PRESETS = {"efficientnet_b4": "paper-b4", "swin_b": "paper-swin", "small_cnn": "cpu-reference"}
 
 
 @contextmanager
@@ -81,20 +96,6 @@ def _sync(device: torch.device):
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
-def plain_step(trainer: Trainer, x: torch.Tensor, labels: torch.Tensor) -> None:
-    """Forward, loss, backward, optimizer step: nothing else (the bare-loop baseline's step)."""
-    model, loss_fn = trainer.train_model, trainer.loss_fn
-    with trainer.autocast():
-        if trainer.needs_features:
-            logits, feats = model(x, return_features=True)
-            loss = loss_fn(logits, labels, feats)
-        else:
-            loss = loss_fn(model(x), labels)
-    trainer.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    trainer.optimizer.step()
-
-
 # Each *_window(trainer, steps) returns a function that runs one timed window of `steps` train
 # steps. run_bench interleaves the three kinds of window, so that a machine whose speed drifts
 # (shared cores, clocks) shifts all three alike, and reports medians and medians of per-round ratios.
@@ -108,7 +109,7 @@ def synthetic_window(trainer: Trainer, steps: int):
     def window():
         trainer.train_model.train()
         for _ in range(steps):
-            plain_step(trainer, trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
+            trainer.step(trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
 
     return window
 
@@ -126,8 +127,8 @@ def trainer_window(trainer: Trainer, steps: int):
 
 
 def bare_window(trainer: Trainer, steps: int):
-    """A plain PyTorch loop on the same loader, augmentation, model and optimizer: no metrics,
-    no progress, no checks. What the trainer is compared with."""
+    """A bare loop of `Trainer.step` over the same loader and augmentation: no metrics, no
+    progress, no checks. What the trainer's epoch loop is compared with."""
     dev, epochs = trainer.device, itertools.count(1001)
 
     def window():
@@ -137,16 +138,19 @@ def bare_window(trainer: Trainer, steps: int):
             if i == steps:
                 break
             images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
-            plain_step(trainer, trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
+            trainer.step(trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
 
     return window
 
 
-def interleaved_rates(windows: dict, images_per_window: int, repeats: int, sync) -> dict[str, list[float]]:
-    """Images/s of each window, `repeats` rounds of one window of each kind, after one warm-up round."""
+def interleaved_rates(windows: dict, images_per_window: int, repeats: int, sync) -> tuple[dict[str, list[float]], float]:
+    """Images/s of each window, `repeats` rounds of one window of each kind, after one warm-up
+    round; and the warm-up round's seconds."""
+    start = time.perf_counter()
     for window in windows.values():
         window()
     sync()
+    warmup = time.perf_counter() - start
     rates = {name: [] for name in windows}
     for _ in range(repeats):
         for name, window in windows.items():
@@ -154,36 +158,73 @@ def interleaved_rates(windows: dict, images_per_window: int, repeats: int, sync)
             window()
             sync()
             rates[name].append(images_per_window / (time.perf_counter() - start))
-    return rates
+    return rates, warmup
 
 
-def run_bench(model: str = "small_cnn", batch_size: int = 64, device: str = "auto", precision: str = "auto",
-              loss: str = "ce", steps: int = 32, repeats: int = 3, data: str | None = None,
+def gflop_per_image(trainer: Trainer) -> float:
+    """Training GFLOP per image: one forward pass of one image counted by torch's flop counter,
+    x3 (the backward pass costs about twice the forward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model, dev = trainer.model, trainer.device
+    x = trainer.augment(torch.zeros(1, 3, 32, 32, dtype=torch.uint8, device=dev), train=False)
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x.contiguous(memory_format=trainer.memory_format))
+    model.train(was_training)
+    return 3 * counter.get_total_flops() / 1e9
+
+
+def row_images(preset: str) -> tuple[int, int]:
+    """(epochs, training images per epoch) of one run of `preset`."""
+    cfg = TrainConfig(**PRESETS[preset])
+    per_class = cfg.train_per_class if cfg.train_per_class is not None else 500 - cfg.val_per_class
+    return cfg.epochs, per_class * 100
+
+
+def run_bench(model: str = "small_cnn", batch_size: int | list[int] = 64, device: str = "auto",
+              precision: str = "auto", loss: str = "ce", steps: int = 32, repeats: int = 3, data: str | None = None,
               augment_on: str = "auto", compile: bool = False, workers: int | None = None,
-              out: str = "runs/.bench", echo=print) -> list[dict]:
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"unknown precision {precision!r}; valid: auto, fp32, bf16")
+              out: str = "runs/.bench", echo=print, compile_mode: str = "default", tf32: bool = False,
+              preset: str | None = None) -> list[dict]:
+    sizes = [batch_size] if isinstance(batch_size, int) else list(batch_size)
+    if not sizes or any(not isinstance(b, int) or b <= 0 for b in sizes):
+        raise ValueError(f"batch sizes must be positive integers, got {batch_size!r}")
     if steps <= 0 or repeats <= 0:
         raise ValueError("steps and repeats must be positive integers")
-    cfg = make_config("quick", model=model, pretrained=False, loss=loss, batch_size=batch_size, device=device,
-                      amp=precision != "fp32", compile=compile, augment_on=augment_on, workers=workers,
-                      train_per_class=None, test_per_class=None, data=data, out=out, overwrite=True,
-                      progress="off")
-    trainer = Trainer(cfg, Processes())
-    if precision == "bf16" and trainer.device.type != "cuda":
-        raise ValueError("bf16 autocast is used on CUDA only; on this device use --precision fp32")
+    preset = preset or ROW_PRESETS.get(model, "paper-b4")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    records = []
+    for i, size in enumerate(sizes):
+        cfg = make_config("quick", model=model, pretrained=False, loss=loss, batch_size=size, device=device,
+                          precision=precision, compile=compile, compile_mode=compile_mode, tf32=tf32,
+                          augment_on=augment_on, workers=workers, train_per_class=None, test_per_class=None,
+                          data=data, out=out, overwrite=True, progress="off")
+        trainer = Trainer(cfg, Processes())
+        with backend_settings(trainer.device, deterministic=False, tf32=tf32):
+            records += _bench_one(trainer, steps, repeats, preset, echo, augmentation=i == 0)
+        del trainer
+    echo(format_table(records))
+    return records
+
+
+def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, augmentation: bool) -> list[dict]:
+    cfg = trainer.cfg
     prepare_out(cfg, trainer.procs)
     trainer.setup(None)
     if steps > len(trainer.loader):
         raise ValueError(f"--steps {steps} is more than the {len(trainer.loader)} batches of one epoch at batch size "
-                         f"{batch_size}; use at most {len(trainer.loader)} steps")
+                         f"{cfg.batch_size}; use at most {len(trainer.loader)} steps")
     # The device path augments whole chunks of batches: time whole chunks (or the whole epoch), or
     # a window would pay for batches it never trains on.
     per_chunk = getattr(trainer.loader, "batches_per_chunk", 1)
     steps = min(-(-steps // per_chunk) * per_chunk, len(trainer.loader))
-    meta = {"model": model, "batch_size": batch_size, "device": str(trainer.device),
-            "precision": "bf16" if (trainer.device.type == "cuda" and cfg.amp) else "fp32",
-            "augment_on": trainer.augment_on, "compile": compile, "torch_threads": torch.get_num_threads(),
+    cuda = trainer.device.type == "cuda"
+    meta = {"model": cfg.model, "batch_size": cfg.batch_size, "device": str(trainer.device),
+            "precision": trainer.precision.name, "augment_on": trainer.augment_on,
+            "compile": cfg.compile_mode if cfg.compile else False, "torch_threads": torch.get_num_threads(),
             "loader_workers": getattr(trainer.loader, "num_workers", 0), "cpu_count": os.cpu_count(),
             "steps": steps}
     records = []
@@ -193,17 +234,20 @@ def run_bench(model: str = "small_cnn", batch_size: int = 64, device: str = "aut
         records.append(rec)
         echo(json.dumps(rec))
 
-    sample = load_cifar100("test", data).images[:AUGMENT_CHUNK_IMAGES]   # the test split is in random order
-    aug = augmentation_per_core(sample, repeats)
-    emit("augmentation_per_core", aug["ours_batched_32px"], "images/s",
-         path=f"ours, batched x{len(sample)} (device path), 32 px")
-    emit("augmentation_per_core", aug["ours_per_image_32px"], "images/s", path="ours, per image (loader path), 32 px")
-    emit("augmentation_per_core", aug["pil_224px"], "images/s", path="PIL, per image, 224 px")
-    emit("augmentation_ratio", aug["ours_batched_32px"] / aug["pil_224px"], "x", path="ours batched / PIL 224")
-    emit("augmentation_ratio", aug["ours_per_image_32px"] / aug["pil_224px"], "x", path="ours per image / PIL 224")
+    if augmentation:
+        sample = load_cifar100("test", cfg.data).images[:AUGMENT_CHUNK_IMAGES]   # the test split is in random order
+        aug = augmentation_per_core(sample, repeats)
+        emit("augmentation_per_core", aug["ours_batched_32px"], "images/s",
+             path=f"ours, batched x{len(sample)} (device path), 32 px")
+        emit("augmentation_per_core", aug["ours_per_image_32px"], "images/s", path="ours, per image (loader path), 32 px")
+        emit("augmentation_per_core", aug["pil_224px"], "images/s", path="PIL, per image, 224 px")
+        emit("augmentation_ratio", aug["ours_batched_32px"] / aug["pil_224px"], "x", path="ours batched / PIL 224")
+        emit("augmentation_ratio", aug["ours_per_image_32px"] / aug["pil_224px"], "x", path="ours per image / PIL 224")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(trainer.device)
     windows = {"synthetic": synthetic_window(trainer, steps), "end_to_end": trainer_window(trainer, steps),
                "bare": bare_window(trainer, steps)}
-    rates = interleaved_rates(windows, batch_size * steps, repeats, _sync(trainer.device))
+    rates, warmup = interleaved_rates(windows, cfg.batch_size * steps, repeats, _sync(trainer.device))
     median = {name: statistics.median(r) for name, r in rates.items()}
     ratio = lambda a, b: statistics.median(x / y for x, y in zip(rates[a], rates[b]))   # per round
     emit("train_step_synthetic", median["synthetic"], "images/s")
@@ -211,15 +255,40 @@ def run_bench(model: str = "small_cnn", batch_size: int = 64, device: str = "aut
     emit("end_to_end_over_synthetic", ratio("end_to_end", "synthetic"), "x")
     emit("bare_loop", median["bare"], "images/s")
     emit("trainer_over_bare_loop", ratio("end_to_end", "bare"), "x")
-    echo(format_table(records))
+    emit("warmup", warmup, "s", path="first round of the three windows" + (" (compiles)" if cfg.compile else ""))
+    if cuda:
+        emit("peak_gpu_memory", torch.cuda.max_memory_allocated(trainer.device) / 2**30, "GiB")
+    gflop = gflop_per_image(trainer)
+    emit("gflop_per_image", gflop, "GFLOP", path="forward x3")
+    emit("achieved_tflops", gflop * median["end_to_end"] / 1e3, "TFLOP/s", path="at the end-to-end rate")
+    epochs, images = row_images(preset)
+    emit("hours_per_row", epochs * images / median["end_to_end"] / 3600, "h",
+         path=f"{preset}: {epochs} epochs x {images} images", preset=preset)
     return records
 
 
+COLUMNS = [("train_step_synthetic", "synthetic img/s", "{:.0f}"), ("end_to_end", "end to end", "{:.0f}"),
+           ("end_to_end_over_synthetic", "e2e/syn", "{:.3f}"), ("trainer_over_bare_loop", "trainer/bare", "{:.3f}"),
+           ("warmup", "warm-up s", "{:.1f}"), ("peak_gpu_memory", "peak GiB", "{:.1f}"),
+           ("gflop_per_image", "GFLOP/img", "{:.2f}"), ("achieved_tflops", "TFLOP/s", "{:.2f}"),
+           ("hours_per_row", "h/row", "{:.2f}")]
+
+
 def format_table(records: list[dict]) -> str:
-    lines = [f"{'measurement':<28} {'path':<40} {'value':>10}  unit", "-" * 88]
+    """The augmentation rows, then one row per batch size."""
+    lines = [f"{'augmentation, one core':<40} {'images/s or x':>14}", "-" * 56]
     for r in records:
-        lines.append(f"{r['measurement']:<28} {r.get('path', ''):<40} {r['value']:>10.3f}  {r['unit']}")
-    m = records[0]
-    lines.append(f"({m['model']}, batch {m['batch_size']}, {m['device']}, {m['precision']}, augment on {m['augment_on']}, "
-                 f"{m['loader_workers']} loader workers, {m['torch_threads']} torch threads, {m['steps']} steps per window)")
+        if r["measurement"].startswith("augmentation"):
+            lines.append(f"{r['path']:<40} {r['value']:>14.3f}")
+    header = f"{'batch':>6} " + " ".join(f"{title:>15}" for _, title, _ in COLUMNS)
+    lines += ["", header, "-" * len(header)]
+    for size in dict.fromkeys(r["batch_size"] for r in records):
+        value = {r["measurement"]: r["value"] for r in records if r["batch_size"] == size}
+        cells = [(fmt.format(value[name]) if name in value else "-") for name, _, fmt in COLUMNS]
+        lines.append(f"{size:>6} " + " ".join(f"{c:>15}" for c in cells))
+    m = records[-1]
+    row = next(r for r in records if r["measurement"] == "hours_per_row")
+    lines.append(f"({m['model']}, {m['device']}, {m['precision']}, compile {m['compile'] or 'off'}, augment on "
+                 f"{m['augment_on']}, {m['loader_workers']} loader workers, {m['torch_threads']} torch threads, "
+                 f"{m['steps']} steps per window; h/row: {row['path']}, training steps only)")
     return "\n".join(lines)

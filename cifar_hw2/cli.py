@@ -15,7 +15,8 @@ import dataclasses
 import json
 import sys
 
-from .config import PRESETS, TrainConfig, field_help, make_config
+from .config import COMPILE_MODES, PRESETS, TrainConfig, field_help, make_config
+from .precision import PRECISIONS
 
 EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
 
@@ -105,13 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure augmentation, train-step, end-to-end and trainer-overhead throughput",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     bench.add_argument("--model", default="small_cnn", help="efficientnet_b4 | swin_b | small_cnn")
-    bench.add_argument("--batch-size", type=int, default=64)
+    bench.add_argument("--batch-size", type=int, nargs="+", default=[64],
+                       help="one or more batch sizes, measured one after another into one table")
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    bench.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                       help="auto: bf16 autocast on CUDA, fp32 elsewhere")
+    bench.add_argument("--precision", default="auto", choices=PRECISIONS,
+                       help="auto: bf16 on CUDA compute capability >= 8.0, fp16 + GradScaler on older CUDA, fp32 elsewhere")
     bench.add_argument("--loss", default="ce")
     bench.add_argument("--augment-on", default="auto", choices=("auto", "loader", "device"))
-    bench.add_argument("--compile", action="store_true", help="torch.compile the model")
+    bench.add_argument("--compile", action="store_true",
+                       help="torch.compile the model; the warm-up column shows what compiling cost")
+    bench.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+                       help="with --compile; reduce-overhead adds CUDA graphs (unmeasured on a GPU so far)")
+    bench.add_argument("--tf32", action="store_true", help="TF32 for fp32 matmuls on CUDA (unmeasured on a GPU so far)")
+    bench.add_argument("--preset", default=None, choices=tuple(PRESETS),
+                       help="the preset whose row the hours column estimates (default: paper-b4 for B4, "
+                            "paper-swin for Swin-B, cpu-reference for small_cnn)")
     bench.add_argument("--workers", type=int, default=None, help="loader processes, with --augment-on loader (default: usable cores)")
     bench.add_argument("--steps", type=int, default=32,
                        help="train steps per timed window (rounded up to whole augmentation chunks on the device path)")
@@ -157,7 +166,8 @@ def run_report(args) -> int:
 def run_bench(args) -> int:
     from .bench import run_bench as bench
     records = bench(args.model, args.batch_size, args.device, args.precision, args.loss, args.steps, args.repeats,
-                    args.data, args.augment_on, args.compile, args.workers)
+                    args.data, args.augment_on, args.compile, args.workers, compile_mode=args.compile_mode,
+                    tf32=args.tf32, preset=args.preset)
     if args.json:
         from .checkpoint import atomic_write_text
         atomic_write_text(args.json, "".join(json.dumps(r) + "\n" for r in records))

@@ -16,10 +16,13 @@ from .data import NUM_CLASSES
 from .losses import LOSSES, NEEDS_FEATURES, build_loss
 from .models import MODELS, feature_channels
 from .optim import OPTIMIZERS
+from .precision import PRECISIONS
 from .schedule import SCHEDULES
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PROGRESS = ("auto", "bar", "epoch", "off")
 AUGMENT_ON = ("auto", "loader", "device")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 QUICK_ENV = "CIFAR_HW2_QUICK"
 
 
@@ -66,9 +69,12 @@ class TrainConfig:
     device: str = "auto"              # auto: cuda → mps → cpu
     workers: int | None = None        # loader processes (augment_on=loader); None: usable cores (0 on a 1-core machine)
     eval_batch_size: int = 256
-    amp: bool = True                  # bf16 autocast, CUDA only
+    precision: str = "auto"           # auto: bf16 on CUDA compute capability >= 8.0, fp16 + GradScaler on older CUDA, fp32 on CPU/MPS | bf16 | fp16 | fp32
     channels_last: bool = True        # CUDA only
-    compile: bool = False             # torch.compile the model (CUDA)
+    compile: bool = False             # torch.compile the training model; compiling can take minutes (printed as the warm-up; cached under ~/.cache/cifar_hw2/inductor for the next run), so a short run may not pay it back
+    compile_mode: str = "default"     # with --compile: default | reduce-overhead (adds CUDA graphs; opt-in, unmeasured on a GPU) | max-autotune | max-autotune-no-cudagraphs
+    tf32: bool = False                # TF32 tensor cores for fp32 matmuls on CUDA (convolutions use TF32 by PyTorch's default); opt-in, unmeasured on a GPU
+    deterministic: bool = False       # deterministic kernels (cuDNN, cuBLAS, torch.use_deterministic_algorithms), cudnn.benchmark off: CUDA runs repeat bit for bit, possibly slower; the CPU is deterministic always
     progress: str = "auto"            # auto: bars in notebooks/terminals, a line per epoch in logs
     resume: bool = False              # continue from out/last.pt
     overwrite: bool = False           # replace a different run in out/
@@ -82,6 +88,8 @@ class TrainConfig:
         _choice("progress", self.progress, PROGRESS)
         _choice("upsample_mode", self.upsample_mode, ("nearest", "bilinear", "bicubic"))
         _choice("augment_on", self.augment_on, AUGMENT_ON)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("compile_mode", self.compile_mode, COMPILE_MODES)
         for name in ("epochs", "batch_size", "lr_period", "val_per_class", "eval_batch_size"):
             _positive_int(name, getattr(self, name))
         for name in ("train_per_class", "test_per_class"):
@@ -154,8 +162,20 @@ class TrainConfig:
 
 
 # Settings that do not change what a run computes: they may differ between a run and its resume.
+# (compile, tf32 and deterministic change kernels, so results agree up to rounding, not the experiment.)
 RUNTIME_FIELDS = {"epochs", "data", "out", "device", "workers", "eval_batch_size", "progress",
-                  "resume", "overwrite", "compile"}
+                  "resume", "overwrite", "compile", "compile_mode", "tf32", "deterministic"}
+
+
+def upgrade_saved(saved: dict) -> dict:
+    """A config saved by an older version, in today's fields: `amp` (bf16 autocast on CUDA, on by
+    default) became `precision`: amp=True is "auto" (fp32 on the CPU as before; on CUDA, amp meant
+    bf16 on every GPU, auto picks fp16 below compute capability 8.0), amp=False is "fp32"."""
+    saved = dict(saved)
+    if "amp" in saved:
+        amp = saved.pop("amp")
+        saved.setdefault("precision", "auto" if amp else "fp32")
+    return saved
 
 PRESETS: dict[str, dict] = {
     # The homework's runs (report Table 1). Batch 32 was its other column: pass batch_size=32.

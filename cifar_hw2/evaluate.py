@@ -12,12 +12,12 @@ import torch
 
 from .augment import BatchNormalizeNoise
 from .checkpoint import load_checkpoint, write_json
-from .config import TrainConfig
-from .data import load_cifar100, stratified_subset, train_val_split
-from .metrics import classification_metrics, expected_calibration_error, fit_temperature, fit_temperature_ece
-from .models import build_model
-from .trainer import pick_device
+from .config import TrainConfig, upgrade_saved
 from .loader import predict_logits
+from .metrics import classification_metrics
+from .models import build_model
+from .processes import pick_device
+from .trainer import make_splits, temperature_scaled
 
 SPLITS = ("test", "val")
 
@@ -32,24 +32,17 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data: str |
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     state = load_checkpoint(checkpoint)
-    cfg = TrainConfig(**state["config"])
+    cfg = TrainConfig(**upgrade_saved(state["config"]))
     dev = pick_device(device)
     model = build_model(cfg.model, state["num_classes"], pretrained=False, upsample_mode=cfg.upsample_mode)
     model.load_state_dict(state["model"])
     model.to(dev)
-    train_full = load_cifar100("train", data or cfg.data)
-    _, val = train_val_split(train_full, cfg.val_per_class, cfg.seed, cfg.train_per_class)
-    if split == "val":
-        target = val
-    else:
-        test_full = load_cifar100("test", data or cfg.data)
-        target = stratified_subset(test_full, cfg.test_per_class, cfg.seed) if cfg.test_per_class else test_full
+    _, val, test = make_splits(cfg, data, test=split == "test")
+    target = val if split == "val" else test
     val_logits = predict(model, val, dev, batch_size)
     logits = val_logits if split == "val" else predict(model, target, dev, batch_size)
-    t, t_ece = fit_temperature(val_logits, val.labels), fit_temperature_ece(val_logits, val.labels)
+    calib, _ = temperature_scaled(val_logits, val.labels, logits, target.labels)
     result = {"checkpoint": str(checkpoint), "epoch": state["epoch"], "split": split, "images": len(target),
-              **classification_metrics(logits, target.labels),
-              "temperature": t, "ece_ts": expected_calibration_error(logits / t, target.labels),
-              "temperature_ece": t_ece, "ece_ts_ece": expected_calibration_error(logits / t_ece, target.labels)}
+              **classification_metrics(logits, target.labels), **calib}
     write_json(Path(checkpoint).with_name(f"eval-{Path(checkpoint).stem}-{split}.json"), result)
     return result

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .config import QUICK_ENV, QUICK_STAND_IN, ConfigError, TrainConfig, make_config, quick_mode
-from .trainer import pick_device
+from .processes import pick_device
 
 # The one place the repository's address is written (badges and the Colab install use it; a
 # test checks that every notebook agrees).
@@ -99,7 +99,7 @@ def train_config_from_parameters(preset: str, out: str, resume: bool = True, **p
 
 def _holds_other_quick_run(config: TrainConfig) -> bool:
     from .checkpoint import CheckpointError, load_checkpoint
-    from .trainer import settings_changed
+    from .runfolder import settings_changed
     last = Path(config.out) / "last.pt"
     if not last.exists():
         return (Path(config.out) / "config.json").exists() and not config.resume

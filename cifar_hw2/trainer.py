@@ -1,57 +1,52 @@
-"""`fit(config) -> history`: train, evaluate every epoch, checkpoint, resume exactly.
+"""`fit(config) -> history`: the training loop with its evaluation, checkpoints and exact resume.
 
 One epoch = train on the train split, evaluate on the validation split (carved from train, used to
 pick best.pt) and on the test split (reported, as the homework did, but never used to choose),
-then one scheduler step. The run folder `config.out` holds
-
-    config.json    the resolved config, versions, git commit, data sizes
-    history.csv    one row per epoch: lr, train loss/acc, val_* and test_* top1/top5/nll/ece,
-                   the temperature fitted on val and test ECE after scaling, seconds, images/s
-    metrics.json   test metrics of the final epoch and of the best-by-validation epoch (fractions)
-    last.pt        everything needed to resume; best.pt  the weights of the best-by-val epoch
+then one scheduler step. What the run folder holds: runfolder.py. Processes and DDP:
+processes.py. Precision: precision.py; backend switches and the compile cache: backends.py.
 
 Exact resume: every epoch's randomness (batch order, augmentation, dropout, noise, MC masks) is
 derived from (seed, epoch), so re-running an epoch after a crash gives the same numbers; last.pt
-is written atomically after each epoch and also keeps the RNG states and the history.
+is written atomically after each epoch and also keeps the RNG states, the history and (fp16) the
+loss scaler's state.
 
 Under `torchrun`, each process trains on its shard with DistributedDataParallel; rank 0 alone
 writes files and progress.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import hashlib
-import math
-import os
-import platform
 import random
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
 from .augment import BatchNormalizeNoise
-from .checkpoint import (CheckpointError, load_checkpoint, save_checkpoint, write_csv, write_json)
-from .config import RUNTIME_FIELDS, ConfigError, TrainConfig
-from .data import NUM_CLASSES, load_cifar100, stratified_subset, train_val_split
+from .backends import backend_settings, use_inductor_cache
 from .batch_augment import BatchAugment
+from .checkpoint import save_checkpoint, write_json
+from .config import ConfigError, TrainConfig
+from .data import NUM_CLASSES, load_cifar100, stratified_subset, train_val_split
 from .loader import DeviceBatches, SeededBatchSampler, batch_seed, make_train_loader, predict_logits
 from .losses import NEEDS_FEATURES, build_loss
 from .metrics import (classification_metrics, expected_calibration_error, fit_temperature,
                       fit_temperature_ece, reliability)
 from .models import build_model
 from .optim import build_optimizer
+from .precision import choose_precision
+from .processes import (Processes, average_buffers, convert_sync_batchnorm, gather_interleaved, init_processes,
+                        pick_device, weights_digest, wrap_ddp)
+from .runfolder import (HISTORY_COLUMNS, config_record, prepare_out, rng_lists, rng_tuples, settings_changed,
+                        write_results)
 from .schedule import build_scheduler
 
-RUN_FILES = ("config.json", "history.csv", "metrics.json", "last.pt", "best.pt")
+# Re-exported: code written against the one-module trainer imports these from here.
+__all__ = ["Trainer", "fit", "NonFiniteLossError", "make_splits", "temperature_scaled", "HISTORY_COLUMNS",
+           "pick_device", "prepare_out", "settings_changed", "Processes"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -59,124 +54,32 @@ class NonFiniteLossError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------
-# Device and processes
+# Helpers shared with evaluate.py
 
-def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """cuda → mps → cpu for "auto"; an explicit name must be available."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device 'mps' was asked for but is not available; use --device cpu or auto")
-    return torch.device(name, local_rank) if name == "cuda" else torch.device(name)
+def make_splits(cfg: TrainConfig, data: str | None = None, test: bool = True):
+    """(train, val, test) of a run: validation carved from train (stratified, seeded), test whole
+    or a stratified subset. `data` overrides cfg.data; test=False skips loading it (None)."""
+    folder = data or cfg.data
+    train, val = train_val_split(load_cifar100("train", folder), cfg.val_per_class, cfg.seed, cfg.train_per_class)
+    if not test:
+        return train, val, None
+    test_full = load_cifar100("test", folder)
+    return train, val, (stratified_subset(test_full, cfg.test_per_class, cfg.seed) if cfg.test_per_class
+                        else test_full)
 
 
-@dataclass
-class Processes:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    started_here: bool = False
+def temperature_scaled(val_logits, val_labels, logits, labels) -> tuple[dict, torch.Tensor]:
+    """Both temperatures, fitted on validation (never on the split reported), the ECE of `logits`
+    after each, and the logits scaled by the NLL fit:
 
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self):
-        if self.world > 1:
-            dist.barrier()
-
-
-def init_processes(device_name: str) -> Processes:
-    """Join the torchrun process group if WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Processes()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    started = False
-    if not dist.is_initialized():
-        use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
-        if use_cuda:
-            torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        started = True
-    return Processes(rank, world, local, started)
-
-
-# --------------------------------------------------------------------------------------------
-# Run folder
-
-def _git_commit() -> str | None:
-    try:
-        here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        if out.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict:
-    import timm
-    import torchvision
-    return {"cifar_hw2": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "timm": timm.__version__}
-
-
-def _identity(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in RUNTIME_FIELDS}
-
-
-def settings_changed(saved: dict, cfg: TrainConfig) -> dict:
-    """{field: (saved, now)} for the settings that change what a run computes. A field the saved
-    config predates counts as its default."""
-    old, new = _identity({**TrainConfig().to_dict(), **saved}), _identity(cfg.to_dict())
-    return {k: (old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)}
-
-
-def _describe(cfg: dict) -> str:
-    return f"model={cfg.get('model')}, loss={cfg.get('loss')}, lr={cfg.get('lr')}, batch_size={cfg.get('batch_size')}"
-
-
-def prepare_out(cfg: TrainConfig, procs: Processes) -> dict | None:
-    """Check the out folder against this run; return the checkpoint state to resume from, if any."""
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out {out} exists and is not a folder")
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    if existing and not (cfg.resume or cfg.overwrite):
-        old = {}
-        if (out / "config.json").exists():
-            try:
-                old = json.loads((out / "config.json").read_text()).get("config", {})
-            except ValueError:
-                pass
-        raise ConfigError(f"out folder {out} already holds a run ({_describe(old) if old else ', '.join(existing)}); "
-                          f"pass --resume to continue it or --overwrite to replace it, or choose another --out")
-    if cfg.overwrite:
-        procs.barrier()
-        if procs.main:
-            for name in existing:
-                (out / name).unlink()
-        procs.barrier()
-        return None
-    if cfg.resume and (out / "last.pt").exists():
-        state = load_checkpoint(out / "last.pt", cfg.model, NUM_CLASSES)
-        changed = settings_changed(state["config"], cfg)
-        if changed:
-            what = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changed.items())
-            raise CheckpointError(f"cannot resume {out / 'last.pt'}: it was made with other settings ({what}). "
-                                  f"Resume with the same settings, or pass --overwrite to start over")
-        return state
-    return None
+        temperature, ece_ts          T minimising validation NLL (Guo et al. 2017)
+        temperature_ece, ece_ts_ece  T from the 0.1..10 grid by validation ECE, the protocol of
+                                     Mukhoti et al. 2020's code (their tables' "after TS")
+    """
+    t, t_ece = fit_temperature(val_logits, val_labels), fit_temperature_ece(val_logits, val_labels)
+    scaled = logits / t
+    return {"temperature": t, "ece_ts": expected_calibration_error(scaled, labels),
+            "temperature_ece": t_ece, "ece_ts_ece": expected_calibration_error(logits / t_ece, labels)}, scaled
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,31 +91,34 @@ class Trainer:
         self.out = Path(cfg.out)
         self.device = pick_device(cfg.device, procs.local_rank)
         cuda = self.device.type == "cuda"
-        # bf16 autocast and channels_last only where they pay (CUDA); the CPU path stays plain fp32.
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (cuda and cfg.amp) \
-            else contextlib.nullcontext
+        self.precision = choose_precision(cfg.precision, self.device)
+        self.autocast = self.precision.autocast     # a fresh context manager per call
+        # channels_last only where it pays (CUDA); the CPU path stays plain.
         self.memory_format = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
+        # reduce-overhead / max-autotune replay CUDA graphs: each step must say a new one begins.
+        self.graphed = cfg.compile and cuda and cfg.compile_mode in ("reduce-overhead", "max-autotune")
         if cfg.batch_size % procs.world:
             raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {procs.world} processes")
 
     # ---- setup
     def setup(self, state: dict | None) -> None:
         cfg, procs = self.cfg, self.procs
-        train_full = load_cifar100("train", cfg.data)
-        test_full = load_cifar100("test", cfg.data)
-        self.train_split, self.val_split = train_val_split(train_full, cfg.val_per_class, cfg.seed,
-                                                           cfg.train_per_class)
-        self.test_split = (stratified_subset(test_full, cfg.test_per_class, cfg.seed)
-                           if cfg.test_per_class else test_full)
+        self.train_split, self.val_split, self.test_split = make_splits(cfg)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
         self.model = build_model(cfg.model, NUM_CLASSES, pretrained=cfg.pretrained,
                                  upsample_mode=cfg.upsample_mode)
         self.model.to(self.device, memory_format=self.memory_format)
+        if procs.world > 1 and self.device.type == "cuda":
+            # BatchNorm statistics over the global batch, as on one GPU (needs NCCL; not on CPU).
+            self.model = convert_sync_batchnorm(self.model)
         self.loss_fn = build_loss(cfg.loss, num_classes=NUM_CLASSES, **cfg.loss_kwargs())
         self.needs_features = cfg.loss in NEEDS_FEATURES
         self.optimizer = build_optimizer(cfg.optimizer, self.model, cfg.lr, cfg.weight_decay,
                                          cfg.momentum, self.device.type)
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.lr_decay, cfg.lr_period)
+        self.scaler = self.precision.make_scaler()          # fp16 only
+        # Steps the scaler skipped (inf/NaN gradients in fp16), on the device: no sync per step.
+        self.skipped_steps = torch.zeros((), device=self.device, dtype=torch.long)
         # Normalisation (and, in training, noise) always runs on the device, per batch.
         self.augment = BatchNormalizeNoise(cfg.noise_p, cfg.noise_std).to(self.device)
         # auto: the batched device path wherever it is measured (benchmarks/RESULTS.md): on CUDA
@@ -240,19 +146,53 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.history, self.best, self.start_epoch = state["history"], state["best"], state["epoch"]
             self.calibration = state["calibration"]
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            self.skipped_steps.fill_(state.get("skipped_steps", 0))
             torch.set_rng_state(state["rng"]["torch"])
-            random.setstate(_tuples(state["rng"]["python"]))
+            random.setstate(rng_tuples(state["rng"]["python"]))
         self.train_model = self.model
+        self.compile_cache = None
         if cfg.compile:
-            self.train_model = torch.compile(self.train_model)
+            self.compile_cache = str(use_inductor_cache())
+            self.train_model = torch.compile(self.train_model, mode=cfg.compile_mode)
+        self.warmup_seconds: float | None = None   # the first compiled step, measured once
         if procs.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            if self.device.type == "cuda":
-                # BatchNorm statistics over the global batch, as on one GPU (needs NCCL; not on CPU).
-                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-                self.train_model = torch.compile(self.model) if cfg.compile else self.model
-            self.train_model = DDP(self.train_model, device_ids=ids)
+            self.train_model = wrap_ddp(self.train_model, self.device)
+
+    # ---- one step
+    def step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step on a batch on the device, already normalised ([B, 3, 32, 32]
+        in the model's memory format): forward under the run's autocast, loss, backward,
+        optimizer step. Returns the loss (scalar) and the logits [B, K], detached.
+
+        The epoch loop, `bench` and the CUDA-graph replay (compile_mode reduce-overhead) all run
+        this. The train loader drops the last partial batch, so every step sees one shape and a
+        graph captured for it is replayed every step; evaluation runs the eager model and handles
+        its short last batch there. In fp16 a step whose gradients overflow is skipped by the
+        scaler (the weights do not move) and counted in `skipped_steps`."""
+        if self.graphed:
+            torch.compiler.cudagraph_mark_step_begin()
+        with self.autocast():
+            if self.needs_features:
+                logits, feats = self.train_model(x, return_features=True)
+                loss = self.loss_fn(logits, labels, feats)
+            else:
+                logits = self.train_model(x)
+                loss = self.loss_fn(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)       # skipped if any gradient is inf/NaN
+            # update() lowers the scale exactly when this step was skipped. `_scale` is the
+            # scaler's device tensor; reading it keeps the count on the device (get_scale syncs).
+            before = self.scaler._scale.clone()
+            self.scaler.update()
+            self.skipped_steps += (self.scaler._scale < before).long()
+        return loss.detach(), logits.detach()
 
     # ---- one epoch of training
     def train_epoch(self, epoch: int, bar, max_steps: int | None = None) -> dict:
@@ -274,33 +214,26 @@ class Trainer:
             images = images.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)
             x = self.augment(images).contiguous(memory_format=self.memory_format)
-            with self.autocast():
-                if self.needs_features:
-                    logits, feats = self.train_model(x, return_features=True)
-                    loss = self.loss_fn(logits, labels, feats)
-                else:
-                    logits = self.train_model(x)
-                    loss = self.loss_fn(logits, labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.warmup_seconds is None and cfg.compile:
+                loss, logits = self._timed_first_step(x, labels)
+            else:
+                loss, logits = self.step(x, labels)
             # Metrics stay on the device; no .item() per step.
-            loss = loss.detach()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             loss_sum += loss.double() * labels.shape[0]
-            correct += (logits.detach().argmax(dim=1) == labels).sum()
+            correct += (logits.argmax(dim=1) == labels).sum()
             seen += labels.shape[0]
             if (step + 1) % refresh == 0 or step + 1 == total:
                 self._check_finite(first_bad, epoch)
                 if bar is not None:
                     bar.update(step + 1 - bar.n)
-                    # refresh=False: drawn at the bar's next rate-limited redraw (see fit).
+                    # refresh=False: drawn at the bar's next rate-limited redraw (see run).
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
                                     img_s=f"{seen * self.procs.world / (time.perf_counter() - start):.0f}",
                                     refresh=False)
         self._check_finite(first_bad, epoch)
         if self.procs.world > 1:
-            self._average_buffers()
+            average_buffers(self.model, self.procs.world)
         totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), device=dev, dtype=torch.float64)])
         if self.procs.world > 1:
             dist.all_reduce(totals)
@@ -308,14 +241,17 @@ class Trainer:
         return {"train_loss": (totals[0] / totals[2]).item(), "train_acc": (totals[1] / totals[2]).item(),
                 "images_per_s": totals[2].item() / seconds}
 
-    @torch.no_grad()
-    def _average_buffers(self) -> None:
-        """DDP keeps parameters equal, but each rank's BatchNorm running statistics come from its
-        own batches. Averaging them makes every rank evaluate and save the same model."""
-        for buf in self.model.buffers():
-            if buf.is_floating_point():
-                dist.all_reduce(buf)
-                buf /= self.procs.world
+    def _timed_first_step(self, x, labels):
+        """The first compiled step compiles (or loads from the cache): time it and say so."""
+        start = time.perf_counter()
+        out = self.step(x, labels)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.warmup_seconds = time.perf_counter() - start
+        if self.procs.main and _progress_mode(self.cfg.progress) != "off":
+            print(f"torch.compile ({self.cfg.compile_mode}) warm-up: {self.warmup_seconds:.1f} s for the first step "
+                  f"(cache: {self.compile_cache})", flush=True)
+        return out
 
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
         step = int(first_bad)
@@ -331,7 +267,7 @@ class Trainer:
         logits = predict_logits(self.model, split, self.device, self.cfg.eval_batch_size, self.augment,
                                 self.autocast, self.memory_format, self.procs.rank, self.procs.world)
         if self.procs.world > 1:
-            logits = _gather_interleaved(logits.to(self.device), len(split), self.procs.world).cpu()
+            logits = gather_interleaved(logits.to(self.device), len(split), self.procs.world).cpu()
         return logits, split.labels
 
     def evaluate(self) -> tuple[dict, dict]:
@@ -340,16 +276,11 @@ class Trainer:
         test_logits, test_y = self.predict(self.test_split)
         row = {f"val_{k}": v for k, v in classification_metrics(val_logits, val_y).items()}
         row.update({f"test_{k}": v for k, v in classification_metrics(test_logits, test_y).items()})
-        # Both fitted on validation, never on test: T minimising NLL (Guo et al. 2017), and T
-        # from a grid by ECE (Mukhoti et al. 2020's protocol, the one their tables use).
-        t = fit_temperature(val_logits, val_y)
-        row["temperature"] = t
-        row["test_ece_ts"] = expected_calibration_error(test_logits / t, test_y)
-        t_ece = fit_temperature_ece(val_logits, val_y)
-        row["temperature_ece"] = t_ece
-        row["test_ece_ts_ece"] = expected_calibration_error(test_logits / t_ece, test_y)
+        calib, scaled = temperature_scaled(val_logits, val_y, test_logits, test_y)
+        row["temperature"], row["test_ece_ts"] = calib["temperature"], calib["ece_ts"]
+        row["temperature_ece"], row["test_ece_ts_ece"] = calib["temperature_ece"], calib["ece_ts_ece"]
         bins = {"before": reliability(test_logits, test_y).to_dict(),
-                "after_ts": reliability(test_logits / t, test_y).to_dict()}
+                "after_ts": reliability(scaled, test_y).to_dict()}
         return row, bins
 
     # ---- the loop
@@ -363,6 +294,8 @@ class Trainer:
                 self._write_results()
         procs.barrier()
         show = _progress_mode(cfg.progress) if procs.main else "off"
+        if show != "off":
+            print(self.first_line(), flush=True)
         if self.start_epoch >= cfg.epochs and show != "off":
             print(f"{self.out}: all {cfg.epochs} epochs are done already.")
         elif self.start_epoch > 0 and show != "off":
@@ -371,12 +304,7 @@ class Trainer:
             self.sampler.set_epoch(epoch)
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
-            # mininterval=1 s: a notebook bar is an ipywidget and every redraw sends iopub
-            # messages. nbval reads iopub only after a cell ends and ZeroMQ drops what is
-            # queued beyond its 1000-message high-water mark -- including the kernel's "idle"
-            # message, which then fails the cell. At 1 redraw/s a 1-minute cell sends ~200.
-            bar = tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                       leave=False, dynamic_ncols=True, mininterval=1.0) if show == "bar" else None
+            bar = self._epoch_bar(epoch) if show == "bar" else None
             try:
                 row = {"epoch": epoch + 1, "lr": lr, **self.train_epoch(epoch, bar)}
             finally:
@@ -399,10 +327,28 @@ class Trainer:
                 save_checkpoint(self.out / "last.pt", self._state(epoch + 1))
                 self._write_results()
                 if show != "off":
-                    print(_epoch_line(row, cfg.epochs), flush=True)
+                    print(_epoch_line(row, cfg.epochs) + self._skipped_note(), flush=True)
             self.start_epoch_done = epoch + 1
             procs.barrier()
         return self.history
+
+    def _epoch_bar(self, epoch: int):
+        # mininterval=1 s: a notebook bar is an ipywidget and every redraw sends iopub
+        # messages. nbval reads iopub only after a cell ends and ZeroMQ drops what is
+        # queued beyond its 1000-message high-water mark -- including the kernel's "idle"
+        # message, which then fails the cell. At 1 redraw/s a 1-minute cell sends ~200.
+        return tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
+                    leave=False, dynamic_ncols=True, mininterval=1.0)
+
+    def first_line(self) -> str:
+        """What this run picked and why, printed first (config.json holds the same)."""
+        cfg = self.cfg
+        compiled = f"compile {cfg.compile_mode}" if cfg.compile else "eager"
+        return (f"{self.out}: {self.device}, precision {self.precision.name} ({self.precision.reason}), "
+                f"{compiled}, deterministic {'on' if cfg.deterministic else 'off'}, {self.procs.world} process(es)")
+
+    def _skipped_note(self) -> str:
+        return f"  {int(self.skipped_steps)} fp16 steps skipped so far" if self.scaler is not None else ""
 
     def _state(self, epochs_done: int, weights_only: bool = False) -> dict:
         state = {"model_name": self.cfg.model, "num_classes": NUM_CLASSES, "epoch": epochs_done,
@@ -410,48 +356,23 @@ class Trainer:
         if not weights_only:
             state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                          history=self.history, best=self.best, calibration=self.calibration,
-                         rng={"torch": torch.get_rng_state(), "python": _lists(random.getstate())})
+                         rng={"torch": torch.get_rng_state(), "python": rng_lists(random.getstate())})
+            if self.scaler is not None:
+                state.update(scaler=self.scaler.state_dict(), skipped_steps=int(self.skipped_steps))
         return state
 
     def _write_results(self) -> None:
-        write_csv(self.out / "history.csv", self.history)
-        write_json(self.out / "metrics.json",
-                   metrics_record(self.history, self.best, self.cfg.epochs, self.calibration))
+        write_results(self.out, self.history, self.best, self.cfg.epochs, self.calibration)
 
     def _config_record(self) -> dict:
-        return {"config": self.cfg.to_dict(), "versions": _versions(), "git_commit": _git_commit(),
-                "device": str(self.device), "world_size": self.procs.world, "augment_on": self.augment_on,
-                "data_sizes": {"train": len(self.train_split), "val": len(self.val_split),
-                               "test": len(self.test_split)},
-                "command": " ".join(sys.argv)}
+        return config_record(
+            self.cfg, device=str(self.device), world_size=self.procs.world, augment_on=self.augment_on,
+            precision=self.precision.to_dict(), backends=getattr(self, "backends", None),
+            compile_cache=self.compile_cache,
+            data_sizes={"train": len(self.train_split), "val": len(self.val_split), "test": len(self.test_split)})
 
     def weights_digest(self) -> str:
-        h = hashlib.sha256()
-        for name, t in self.model.state_dict().items():
-            h.update(name.encode())
-            h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()
-
-
-HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc",
-                   "val_top1", "val_top5", "val_nll", "val_ece",
-                   "test_top1", "test_top5", "test_nll", "test_ece",
-                   "temperature", "test_ece_ts", "temperature_ece", "test_ece_ts_ece",
-                   "seconds", "images_per_s"]
-
-
-def metrics_record(history: list[dict], best: dict | None, epochs: int, calibration: dict) -> dict:
-    """metrics.json: test metrics (fractions) at the final epoch and at the best-by-val epoch,
-    with the reliability-diagram bins of both (before and after temperature scaling)."""
-    def pick(row):
-        return {"epoch": row["epoch"], "top1": row["test_top1"], "top5": row["test_top5"],
-                "nll": row["test_nll"], "ece": row["test_ece"], "temperature": row["temperature"],
-                "ece_ts": row["test_ece_ts"], "temperature_ece": row.get("temperature_ece"),
-                "ece_ts_ece": row.get("test_ece_ts_ece"), "val_top1": row["val_top1"]}
-    final = pick(history[-1])
-    return {**{k: final[k] for k in ("top1", "top5", "nll", "ece")},
-            "final": final, "best": pick(best), "epochs_done": history[-1]["epoch"], "epochs": epochs,
-            "complete": history[-1]["epoch"] >= epochs, "reliability": calibration}
+        return weights_digest(self.model)
 
 
 def _epoch_line(row: dict, epochs: int) -> str:
@@ -467,29 +388,6 @@ def _progress_mode(mode: str) -> str:
     return "bar" if in_notebook or sys.stderr.isatty() else "epoch"
 
 
-def _gather_interleaved(local: torch.Tensor, n: int, world: int) -> torch.Tensor:
-    """Rank r holds samples r, r + world, ...; gather all and restore the original order."""
-    size = math.ceil(n / world)
-    padded = torch.zeros(size, *local.shape[1:], dtype=local.dtype, device=local.device)
-    padded[:len(local)] = local
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    out = torch.empty(n, *local.shape[1:], dtype=local.dtype, device=local.device)
-    for r in range(world):
-        count = len(range(r, n, world))
-        out[r::world] = parts[r][:count]
-    return out
-
-
-def _lists(x):
-    """Python's RNG state as nested lists: checkpoints hold no tuples-of-tuples surprises."""
-    return [_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
-
-
-def _tuples(x):
-    return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
-
-
 def fit(config: TrainConfig) -> list[dict]:
     """Train and evaluate per `config`; returns the history (one dict per epoch)."""
     cfg = config.validate()
@@ -497,8 +395,9 @@ def fit(config: TrainConfig) -> list[dict]:
     try:
         trainer = Trainer(cfg, procs)
         state = prepare_out(cfg, procs)
-        trainer.setup(state)
-        history = trainer.run()
+        with backend_settings(trainer.device, cfg.deterministic, cfg.tf32) as trainer.backends:
+            trainer.setup(state)
+            history = trainer.run()
         if procs.world > 1:
             digests = [None] * procs.world
             dist.all_gather_object(digests, trainer.weights_digest())

@@ -29,6 +29,8 @@ def cli(*args, env=None):
     (["--loss", "mc_homework"], "loss 'mc_homework' cannot train model 'small_cnn': group_sizes cover 1792 "
                                 "channels, but the feature map has 300. Models whose feature map it fits: "
                                 "efficientnet_b4 (1792 channels)"),
+    (["--precision", "fp8"], "unknown precision 'fp8'; valid choices: auto, bf16, fp16, fp32"),
+    (["--compile-mode", "fast"], "unknown compile_mode 'fast'; valid choices: default, reduce-overhead"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
     run = cli("train", "--preset", "quick", "--out", str(tmp_path / "x"), *args) if args[0] != "--preset" \
@@ -80,24 +82,60 @@ def test_help_documents_every_flag_with_its_default():
                  "--gamma", "--mc-mu", "--optimizer", "--schedule", "--overwrite"):
         assert flag in text
     assert "(default: 200)" in text and "(default: 'flsd53')" in text
+    # the GPU options, and what is not measured
+    for flag in ("--precision", "--deterministic", "--compile", "--compile-mode", "--tf32"):
+        assert flag in text
+    flat = " ".join(text.split())
+    assert "reduce-overhead (adds CUDA graphs; opt-in, unmeasured on a GPU)" in flat
+    assert "TF32 tensor cores for fp32 matmuls on CUDA" in flat and "unmeasured on a GPU" in flat
+    assert "a short run may not pay it back" in flat
 
 
-def test_bench_prints_every_measurement_and_a_table(tiny_data, tmp_path):
+def test_cpu_fp16_trains_and_says_what_it_picked(tiny_data, tmp_path):
+    # fp16 on the CPU is many times slower than fp32: 2 steps of 50 images, 100 val and 100 test images
+    run = cli("train", "--preset", "quick", "--data", str(tiny_data), "--train-per-class", "1", "--val-per-class", "1",
+              "--test-per-class", "1", "--epochs", "1", "--batch-size", "50", "--precision", "fp16",
+              "--progress", "epoch", "--out", str(tmp_path / "fp16"))
+    assert run.returncode == 0, run.stderr
+    first = run.stdout.splitlines()[0]
+    assert "cpu, precision fp16 (asked for; half precision on cpu is slow, meant for testing the path)" in first
+    assert "fp16 steps skipped so far" in run.stdout
+
+
+def test_bench_prints_every_measurement_and_one_table_for_several_batch_sizes(tiny_data, tmp_path):
     from cifar_hw2.bench import run_bench
     lines = []
-    records = run_bench("small_cnn", batch_size=16, device="cpu", steps=3, repeats=1, data=str(tiny_data),
+    records = run_bench("small_cnn", batch_size=[16, 20], device="cpu", steps=3, repeats=1, data=str(tiny_data),
                         out=str(tmp_path / "bench"), echo=lines.append)
     names = [r["measurement"] for r in records]
-    assert names == ["augmentation_per_core"] * 3 + ["augmentation_ratio"] * 2 + [
-        "train_step_synthetic", "end_to_end", "end_to_end_over_synthetic", "bare_loop", "trainer_over_bare_loop"]
+    per_batch = ["train_step_synthetic", "end_to_end", "end_to_end_over_synthetic", "bare_loop",
+                 "trainer_over_bare_loop", "warmup", "gflop_per_image", "achieved_tflops", "hours_per_row"]
+    # augmentation once; no peak GPU memory on the CPU
+    assert names == ["augmentation_per_core"] * 3 + ["augmentation_ratio"] * 2 + per_batch * 2
     assert all(r["value"] > 0 for r in records)
-    value = {(r["measurement"], r.get("path", "")): r["value"] for r in records}
-    assert value[("end_to_end_over_synthetic", "")] == pytest.approx(
-        value[("end_to_end", "")] / value[("train_step_synthetic", "")], rel=1e-2)
+    for size in (16, 20):
+        value = {(r["measurement"], r.get("path", "")): r["value"] for r in records if r["batch_size"] == size}
+        v = {k[0]: x for k, x in value.items()}
+        assert v["end_to_end_over_synthetic"] == pytest.approx(v["end_to_end"] / v["train_step_synthetic"], rel=1e-2)
+        # the CPU reference's row: 7 epochs of 45,000 images at the end-to-end rate
+        assert v["hours_per_row"] == pytest.approx(7 * 45_000 / v["end_to_end"] / 3600, rel=1e-2)
+        assert v["achieved_tflops"] == pytest.approx(v["gflop_per_image"] * v["end_to_end"] / 1e3, rel=1e-2)
+    gflop = next(r["value"] for r in records if r["measurement"] == "gflop_per_image")
+    assert gflop == pytest.approx(0.1426, rel=1e-2)   # small_cnn: 47.5 MFLOP forward at 32 px, x3
     assert records[0]["augment_on"] == "device" and records[0]["loader_workers"] == 0   # the CPU default
+    assert records[0]["precision"] == "fp32"
     # 3 steps rounded up to a whole chunk (512 images = 32 batches of 16), here the whole epoch (12)
     assert records[0]["steps"] == 12
-    assert [json.loads(line) for line in lines[:-1]] == records and "trainer_over_bare_loop" in lines[-1]
+    assert [json.loads(line) for line in lines[:-1]] == records
+    table = lines[-1].splitlines()
+    rows = [line.split() for line in table if line.split() and line.split()[0] in ("16", "20")]
+    assert [r[0] for r in rows] == ["16", "20"] and all(len(r) == 10 and r[6] == "-" for r in rows)
+    assert "h/row: cpu-reference: 7 epochs x 45000 images" in table[-1]
+
+
+def test_bench_cli_takes_several_batch_sizes_and_checks_them(tiny_data):
+    run = cli("bench", "--device", "cpu", "--batch-size", "16", "0", "--data", str(tiny_data))
+    assert run.returncode == 2 and "batch sizes must be positive integers" in run.stderr, run.stderr
 
 
 def test_bench_refuses_more_steps_than_an_epoch(tiny_data, tmp_path):

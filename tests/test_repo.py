@@ -37,3 +37,28 @@ def test_package_docstring_names_every_module():
     named = {name.strip() for group in re.findall(r"(?:^- |; )([\w, ]+):", cifar_hw2.__doc__, re.M)
              for name in group.split(",")}
     assert named == modules
+
+
+def test_the_package_import_graph_has_no_cycle():
+    """Every `from .x import` (also inside functions): modules form a DAG, so any one imports alone."""
+    import ast
+    graph = {}
+    for path in (ROOT / "cifar_hw2").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        graph[path.stem] = {n.module or "__init__" for n in ast.walk(tree)
+                            if isinstance(n, ast.ImportFrom) and n.level == 1}
+    done, active = set(), []
+
+    def visit(module):
+        assert module not in active, "import cycle: " + " -> ".join(active[active.index(module):] + [module])
+        if module in done:
+            return
+        active.append(module)
+        for dep in sorted(graph.get(module, ())):
+            visit(dep)
+        active.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+    assert {"processes", "runfolder", "trainer"} <= set(graph)   # the trainer's three jobs, one module each

@@ -1,0 +1,101 @@
+"""Process-wide switches of torch's backends for one run: cuDNN autotuning, TF32, determinism,
+and where torch.compile keeps its compiled artifacts.
+
+    cudnn.benchmark   on for CUDA runs (cuDNN times its convolution algorithms on the first
+                      batch of each shape and keeps the fastest; our train batches all have one
+                      shape), off with --deterministic, since the fastest algorithm may differ
+                      between runs
+    --tf32            fp32 matmuls on TF32 tensor cores (10-bit mantissa). PyTorch already lets
+                      cuDNN convolutions use TF32 by default; this adds matmuls. Opt-in: no GPU has
+                      measured what it pays here, and under bf16/fp16 autocast few matmuls are fp32
+    --deterministic   torch.use_deterministic_algorithms(True) (an op without a deterministic
+                      implementation raises instead of running), cudnn.deterministic, and
+                      CUBLAS_WORKSPACE_CONFIG=:4096:8, which cuBLAS needs for reproducible results
+                      (PyTorch "Reproducibility" notes; CUDA docs, cuBLAS "Results reproducibility")
+
+`backend_settings` applies them and restores the previous values when the run ends, so a run in
+a notebook or a test leaves the process as it found it. On the CPU only --deterministic does
+anything, and the CPU's results do not change with it: its kernels are deterministic already.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+
+CUBLAS_ENV, CUBLAS_DETERMINISTIC = "CUBLAS_WORKSPACE_CONFIG", ":4096:8"
+INDUCTOR_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+@contextlib.contextmanager
+def backend_settings(device: torch.device, deterministic: bool = False, tf32: bool = False):
+    """Yields a dict saying what was set (for config.json); restores everything on exit."""
+    cudnn = torch.backends.cudnn
+    saved = {"benchmark": cudnn.benchmark, "cudnn_deterministic": cudnn.deterministic,
+             "algorithms": torch.are_deterministic_algorithms_enabled(),
+             "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+             "cublas": os.environ.get(CUBLAS_ENV), "tf32": _get_tf32()}
+    cuda = device.type == "cuda"
+    try:
+        cudnn.benchmark = cuda and not deterministic
+        if deterministic:
+            cudnn.deterministic = True
+            torch.use_deterministic_algorithms(True)
+            # Read by cuBLAS when its handle is created: set before the first CUDA matmul.
+            os.environ.setdefault(CUBLAS_ENV, CUBLAS_DETERMINISTIC)
+        if cuda and tf32:
+            _set_tf32(True)
+        yield {"cudnn_benchmark": cudnn.benchmark, "deterministic": deterministic,
+               "cublas_workspace_config": os.environ.get(CUBLAS_ENV) if deterministic else None,
+               "tf32_matmul": cuda and tf32}
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved["benchmark"], saved["cudnn_deterministic"]
+        torch.use_deterministic_algorithms(saved["algorithms"], warn_only=saved["warn_only"])
+        if saved["cublas"] is None:
+            os.environ.pop(CUBLAS_ENV, None)
+        else:
+            os.environ[CUBLAS_ENV] = saved["cublas"]
+        _set_tf32(saved["tf32"])
+
+
+def _get_tf32() -> bool:
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):   # torch >= 2.9; mixing it with allow_tf32 is an error
+        return matmul.fp32_precision == "tf32"
+    return matmul.allow_tf32
+
+
+def _set_tf32(on: bool) -> None:
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        if _get_tf32() != on:
+            matmul.fp32_precision = "tf32" if on else "ieee"
+    else:
+        matmul.allow_tf32 = on
+
+
+def inductor_cache_dir() -> Path:
+    """Where torch.compile's caches live: $TORCHINDUCTOR_CACHE_DIR if the user set it, else
+    ~/.cache/cifar_hw2/inductor ($XDG_CACHE_HOME respected). Inductor's own default is under /tmp,
+    which a reboot or a fresh container empties."""
+    if os.environ.get(INDUCTOR_ENV):
+        return Path(os.environ[INDUCTOR_ENV])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "cifar_hw2" / "inductor"
+
+
+def use_inductor_cache() -> Path:
+    """Point inductor's on-disk caches at `inductor_cache_dir()` (call before torch.compile).
+
+    Inductor keeps there its FX graph cache (compiled kernels per graph) and its AOTAutograd cache
+    (the joint forward/backward graphs), both on by default since torch 2.5/2.6, and the Triton
+    kernels: a resumed run or the next grid row with the same model and shapes loads them instead
+    of compiling again. Dynamo's tracing still runs each time."""
+    folder = inductor_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ[INDUCTOR_ENV] = str(folder)
+    for name in ("TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE"):
+        os.environ.setdefault(name, "1")
+    return folder
