@@ -35,7 +35,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import __version__
 from .augment import BatchNormalizeNoise
@@ -48,6 +47,7 @@ from .losses import NEEDS_FEATURES, build_loss
 from .metrics import classification_metrics, expected_calibration_error, fit_temperature, reliability
 from .models import build_model
 from .optim import build_optimizer
+from .progress import epoch_bar
 from .schedule import build_scheduler
 
 RUN_FILES = ("config.json", "history.csv", "metrics.json", "last.pt", "best.pt")
@@ -365,12 +365,8 @@ class Trainer:
             self.sampler.set_epoch(epoch)
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
-            # mininterval=1 s: a notebook bar is an ipywidget and every redraw sends iopub
-            # messages. nbval reads iopub only after a cell ends and ZeroMQ drops what is
-            # queued beyond its 1000-message high-water mark -- including the kernel's "idle"
-            # message, which then fails the cell. At 1 redraw/s a 1-minute cell sends ~200.
-            bar = tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                       leave=False, dynamic_ncols=True, mininterval=1.0) if show == "bar" else None
+            # At most one redraw a second, and plain text once closed (see progress.py).
+            bar = epoch_bar(len(self.loader), f"epoch {epoch + 1}/{cfg.epochs}", show)
             try:
                 row = {"epoch": epoch + 1, "lr": lr, **self.train_epoch(epoch, bar)}
             finally:

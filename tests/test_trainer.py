@@ -177,7 +177,7 @@ def test_progress_bar_redraws_at_most_about_once_a_second(tiny_data, tmp_path, m
             self.draws += 1
             return super().display(*args, **kwargs)
 
-    monkeypatch.setattr("cifar_hw2.trainer.tqdm", CountingBar)
+    monkeypatch.setattr("cifar_hw2.progress.text_tqdm", CountingBar)
     start = time.perf_counter()
     fit(tiny(tiny_data, tmp_path / "run", epochs=2, batch_size=10, progress="bar"))   # 100 steps/epoch
     elapsed = time.perf_counter() - start
