@@ -32,9 +32,26 @@ def _flag(name: str) -> str:
 
 
 def _optional_int(text: str):
-    if text.lower() in ("none", "all"):
+    """'all' / 'auto' / 'none' → None (the config's "not limited" / "choose for me"), else an int."""
+    if text.lower() in ("none", "all", "auto"):
         return None
     return int(text)
+
+
+# Fields whose config comment speaks Python (None, $VAR defaults): their command-line wording.
+CLI_HELP = {
+    "data": ("DIR", "folder holding cifar-100-python/ (default: $CIFAR_HW2_DATA, else ./data)"),
+    "train_per_class": ("N", "training images per class: 'all' (the 450 left after validation) or N "
+                             "for a stratified subset (default: all)"),
+    "test_per_class": ("N", "test images per class: 'all' (the 10,000) or N <= 100 (default: all)"),
+    "workers": ("N", "loader processes with --augment-on loader: 'auto' (the usable cores; 0 on a "
+                     "1-core machine) or N (default: auto)"),
+    "out": ("DIR", None),
+}
+
+
+def _default_text(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -42,12 +59,13 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     helps = field_help()
     for f in dataclasses.fields(TrainConfig):
         default = f.default
-        text = f"{helps.get(f.name, '')} (default: {default!r})".replace("%", "%%")
+        metavar, text = CLI_HELP.get(f.name, (None, None))
+        text = (text or f"{helps.get(f.name, '')} (default: {_default_text(default)})").replace("%", "%%")
         kind = str(f.type)
         if f.name == "pretrained":
             p.add_argument("--pretrained", nargs="?", const=True, default=argparse.SUPPRESS, metavar="PATH",
-                           help="use pretrained weights: from the hub, or from a local timm weight file PATH "
-                                f"(default: {default!r})")
+                           help="start from ImageNet weights: from the Hugging Face hub, or from a local "
+                                "timm weight file PATH (default: from the hub)")
             p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False,
                            default=argparse.SUPPRESS, help="train from scratch")
         elif kind == "bool":
@@ -55,12 +73,11 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         elif kind == "int":
             p.add_argument(_flag(f.name), type=int, default=argparse.SUPPRESS, metavar="N", help=text)
         elif kind == "int | None":
-            p.add_argument(_flag(f.name), type=_optional_int, default=argparse.SUPPRESS, metavar="N",
-                           help=text + "; 'all' for None")
+            p.add_argument(_flag(f.name), type=_optional_int, default=argparse.SUPPRESS, metavar=metavar, help=text)
         elif kind == "float":
             p.add_argument(_flag(f.name), type=float, default=argparse.SUPPRESS, metavar="X", help=text)
         else:
-            p.add_argument(_flag(f.name), type=str, default=argparse.SUPPRESS, metavar="TEXT", help=text)
+            p.add_argument(_flag(f.name), type=str, default=argparse.SUPPRESS, metavar=metavar or "NAME", help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,9 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args) -> int:
+    from .speed import slow_device_notice
     from .trainer import fit
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset")}
-    fit(make_config(args.preset, **overrides))
+    config = make_config(args.preset, **overrides)
+    notice = slow_device_notice(config, args.preset)
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
+    fit(config)
     return 0
 
 

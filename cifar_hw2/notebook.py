@@ -89,6 +89,10 @@ def train_config_from_parameters(preset: str, out: str, resume: bool = True, **p
             config = make_config("quick", **kept, out=out, device="cpu", overwrite=True)
     else:
         config = make_config(preset, **overrides, out=out, resume=resume)
+        from .speed import slow_device_notice
+        notice = slow_device_notice(config, preset)
+        if notice:
+            print(notice.replace("--preset quick", f"preset = \"quick\" (or {QUICK_ENV}=1)"))
     return config
 
 
