@@ -5,6 +5,7 @@
     grid       the report's Table 1 (and the rows it could not run) through notebook 04
     report     report.md, report.csv and figures for the run folders under --runs
     bench      data-path and trainer throughput (JSON records and a table)
+    notebooks  point badges and setup cells at a repository (--repo-url), check, re-execute
 
 Bad input exits with status 2 and one line on stderr, never a traceback.
 """
@@ -135,7 +136,31 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="timed windows (the median is reported)")
     bench.add_argument("--data", default=None, help="folder holding cifar-100-python/")
     bench.add_argument("--json", default=None, help="also write the records to this file (JSON lines)")
+    nbs = sub.add_parser("notebooks", help="point the notebooks at a repository; check them; re-execute them",
+                         description="Maintain notebooks/*.ipynb (see cifar_hw2/nbtools.py).")
+    nbs.add_argument("--repo-url", metavar="URL", default=None,
+                     help="the repository the Colab badges and setup cells use, e.g. https://github.com/you/cifar-hw2; "
+                          "rewrites REPO_URL in cifar_hw2/notebook.py and every notebook")
+    nbs.add_argument("--check", action="store_true", help="exit 1 if a badge, setup cell or kernelspec disagrees")
+    nbs.add_argument("--execute", action="store_true",
+                     help="run 01-05 in order in quick mode from a clean runs/04_train and save their outputs")
     return parser
+
+
+def run_notebooks(args) -> int:
+    from . import nbtools
+    if not (args.repo_url or args.check or args.execute):
+        raise ValueError("notebooks: give --repo-url URL, --check or --execute")
+    if args.repo_url:
+        changed = nbtools.set_repo_url(args.repo_url)
+        print("rewrote " + (", ".join(str(p) for p in changed) if changed else "nothing (already pointing there)"))
+    if args.execute:
+        nbtools.execute_all()
+    if args.check:
+        found = nbtools.problems()
+        print("\n".join(found) if found else "notebooks agree with cifar_hw2/notebook.py")
+        return EXIT_FAILED if found else 0
+    return 0
 
 
 def run_train(args) -> int:
@@ -187,7 +212,7 @@ def run_bench(args) -> int:
 
 
 COMMANDS = {"train": run_train, "evaluate": run_evaluate, "grid": run_grid, "report": run_report,
-            "bench": run_bench}
+            "bench": run_bench, "notebooks": run_notebooks}
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from dataclasses import dataclass
 
 from .losses import LOSSES
@@ -111,7 +112,13 @@ class TrainConfig:
             raise ConfigError(f"val_per_class must be < 500, got {self.val_per_class}")
         if self.test_per_class is not None and self.test_per_class > 100:
             raise ConfigError(f"test_per_class must be <= 100, got {self.test_per_class}")
-        if self.model == "small_cnn" and self.pretrained not in (False, None, "", "false", "False"):
+        if not isinstance(self.pretrained, (bool, str)) or self.pretrained == "":
+            raise ConfigError(f"pretrained must be True (ImageNet weights from the hub), False (train from "
+                              f"scratch) or the path of a weight file, got {self.pretrained!r}")
+        if isinstance(self.pretrained, str) and not Path(self.pretrained).expanduser().is_file():
+            raise ConfigError(f"pretrained weights file {self.pretrained!r} does not exist; pass True (download "
+                              f"from the hub), False (train from scratch) or the path of a timm weight file")
+        if self.model == "small_cnn" and self.pretrained is not False:
             raise ConfigError("small_cnn is trained from scratch: set pretrained=False (--no-pretrained)")
         if self.resume and self.overwrite:
             raise ConfigError("resume and overwrite exclude each other: pick one")
