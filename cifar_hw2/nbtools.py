@@ -27,8 +27,8 @@ GITHUB = re.compile(r"^https://github\.com/[A-Za-z0-9][\w.-]*/[\w.-]+$")
 OWN_RUN = "04_train"   # notebook 04's default out folder, under runs/
 
 
-def notebook_paths() -> list[Path]:
-    return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+def notebook_paths(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
+    return sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
 
 
 def _expected(nb, path: Path, url: str) -> tuple[str, str]:
@@ -36,10 +36,10 @@ def _expected(nb, path: Path, url: str) -> tuple[str, str]:
     return head, nbmod.setup_cell(url)
 
 
-def problems(url: str = nbmod.REPO_URL) -> list[str]:
+def problems(url: str = nbmod.REPO_URL, folder: Path = NOTEBOOKS_DIR) -> list[str]:
     """What disagrees with notebook.py: badges, setup cells, kernelspecs. Empty when all agree."""
     found = []
-    for path in notebook_paths():
+    for path in notebook_paths(folder):
         nb = nbformat.read(path, as_version=4)
         head, setup = _expected(nb, path, url)
         if len(BADGE.findall(nb.cells[0].source)) != 1 or nb.cells[0].source != head:
@@ -51,20 +51,21 @@ def problems(url: str = nbmod.REPO_URL) -> list[str]:
     return found
 
 
-def set_repo_url(url: str) -> list[Path]:
-    """Write `url` into notebook.py and every notebook's badge and setup cell. Returns changed files."""
+def set_repo_url(url: str, folder: Path = NOTEBOOKS_DIR, source: Path | None = None) -> list[Path]:
+    """Write `url` into notebook.py (`source`) and every notebook's badge and setup cell in
+    `folder`. Returns the files it changed."""
     url = url.rstrip("/").removesuffix(".git")
     if not GITHUB.match(url):
         raise ValueError(f"--repo-url must look like https://github.com/OWNER/NAME (Colab opens notebooks "
                          f"from GitHub), got {url!r}")
     changed = []
-    source = Path(nbmod.__file__)
+    source = Path(source or nbmod.__file__)
     text = source.read_text()
     new = re.sub(r'^REPO_URL = ".*"$', f'REPO_URL = "{url}"', text, count=1, flags=re.M)
     if new != text:
         source.write_text(new)
         changed.append(source)
-    for path in notebook_paths():
+    for path in notebook_paths(folder):
         nb = nbformat.read(path, as_version=4)
         head, setup = _expected(nb, path, url)
         if (nb.cells[0].source, nb.cells[1].source, nb.metadata.get("kernelspec")) != (head, setup, nbmod.KERNELSPEC):
