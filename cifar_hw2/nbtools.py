@@ -90,7 +90,6 @@ def _tidy(nb) -> None:
 
 def execute_all(timeout: int = 3600, echo=print) -> list[Path]:
     """Run 01–05 in order in quick mode (as the tests do) and save them with their outputs."""
-    from nbclient import NotebookClient
     runs = nbmod.REPO_ROOT / "runs"
     others = sorted(str(p.parent.relative_to(runs)) for p in runs.rglob("metrics.json")
                     if p.parent != runs / OWN_RUN) if runs.exists() else []
@@ -107,11 +106,17 @@ def execute_all(timeout: int = 3600, echo=print) -> list[Path]:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(nbmod.REPO_ROOT), os.environ.get("PYTHONPATH")]))
     paths = notebook_paths()
     for path in paths:
-        start = time.perf_counter()
-        nb = nbformat.read(path, as_version=4)
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-        _tidy(nb)
-        nbformat.write(nb, path)
-        echo(f"{path.relative_to(nbmod.REPO_ROOT)}: executed in {time.perf_counter() - start:.0f} s")
+        execute(path, timeout, echo)
     return paths
+
+
+def execute(path: Path, timeout: int = 3600, echo=print) -> None:
+    """Run one notebook from its folder, as Jupyter and nbval do, and save it with its outputs."""
+    from nbclient import NotebookClient
+    start = time.perf_counter()
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    _tidy(nb)
+    nbformat.write(nb, path)
+    echo(f"{path.relative_to(nbmod.REPO_ROOT)}: executed in {time.perf_counter() - start:.0f} s")
