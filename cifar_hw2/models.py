@@ -149,7 +149,7 @@ def _create_timm(name: str, spec: ModelSpec, num_classes: int, pretrained) -> nn
             if _hub_offline():
                 raise unavailable("HF_HUB_OFFLINE is set and they are not in the local cache")
             if not hub_reachable():
-                raise unavailable(f"{_hub_host()} cannot be reached (no network?)")
+                raise unavailable("{}:{} cannot be reached (no network?)".format(*_hub_host()))
         try:
             return timm.create_model(arch, pretrained=True, **kwargs)
         except (OSError, RuntimeError) as e:  # huggingface_hub's LocalEntryNotFoundError is an OSError
