@@ -16,6 +16,7 @@ A small package that the notebooks import. Each module holds one concern:
 - reference: the report's Table 1 as data; grid: the experiment grid; report: runs against Table 1
 - spread: runs that differ only by seed, mean ± sd, and differences against that spread
 - plots, widgets, notebook: figures, interactive explorers and helpers for the notebooks
+- nbtools: `notebooks --execute/--check/--repo-url`; progress: the epoch bar; speed: a CPU run's time, said up front
 - bench: where a training step spends its time; cli: `python -m cifar_hw2 COMMAND`
 """
 __version__ = "0.1.0"

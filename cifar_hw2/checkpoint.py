@@ -71,9 +71,12 @@ def load_checkpoint(path: Path, model_name: str | None = None, num_classes: int 
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path} is corrupt or not a cifar_hw2 checkpoint "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    except Exception:
+        # torch's own text here suggests weights_only=False, i.e. running the file's code: advice
+        # this project never gives for a file it cannot vouch for. Say what the file is not.
+        raise CheckpointError(f"{path} is not a cifar_hw2 checkpoint (or it is damaged): torch cannot "
+                              f"read it as a file of tensors. Pass a best.pt or last.pt written by "
+                              f"`cifar_hw2 train`") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cifar_hw2 checkpoint (format {FORMAT!r} expected)")
     if model_name is not None and state["model_name"] != model_name:

@@ -5,6 +5,7 @@
     grid       the report's Table 1 (and the rows it could not run) through notebook 04
     report     report.md, report.csv and figures for the run folders under --runs
     bench      data-path and trainer throughput (JSON records and a table)
+    notebooks  point badges and setup cells at a repository (--repo-url), check, re-execute
 
 Bad input exits with status 2 and one line on stderr, never a traceback.
 """
@@ -33,9 +34,26 @@ def _flag(name: str) -> str:
 
 
 def _optional_int(text: str):
-    if text.lower() in ("none", "all"):
+    """'all' / 'auto' / 'none' → None (the config's "not limited" / "choose for me"), else an int."""
+    if text.lower() in ("none", "all", "auto"):
         return None
     return int(text)
+
+
+# Fields whose config comment speaks Python (None, $VAR defaults): their command-line wording.
+CLI_HELP = {
+    "data": ("DIR", "folder holding cifar-100-python/ (default: $CIFAR_HW2_DATA, else ./data)"),
+    "train_per_class": ("N", "training images per class: 'all' (the 450 left after validation) or N "
+                             "for a stratified subset (default: all)"),
+    "test_per_class": ("N", "test images per class: 'all' (the 10,000) or N <= 100 (default: all)"),
+    "workers": ("N", "loader processes with --augment-on loader: 'auto' (the usable cores; 0 on a "
+                     "1-core machine) or N (default: auto)"),
+    "out": ("DIR", None),
+}
+
+
+def _default_text(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -43,12 +61,13 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     helps = field_help()
     for f in dataclasses.fields(TrainConfig):
         default = f.default
-        text = f"{helps.get(f.name, '')} (default: {default!r})".replace("%", "%%")
+        metavar, text = CLI_HELP.get(f.name, (None, None))
+        text = (text or f"{helps.get(f.name, '')} (default: {_default_text(default)})").replace("%", "%%")
         kind = str(f.type)
         if f.name == "pretrained":
             p.add_argument("--pretrained", nargs="?", const=True, default=argparse.SUPPRESS, metavar="PATH",
-                           help="use pretrained weights: from the hub, or from a local timm weight file PATH "
-                                f"(default: {default!r})")
+                           help="start from ImageNet weights: from the Hugging Face hub, or from a local "
+                                "timm weight file PATH (default: from the hub)")
             p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False,
                            default=argparse.SUPPRESS, help="train from scratch")
         elif kind == "bool":
@@ -56,12 +75,11 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         elif kind == "int":
             p.add_argument(_flag(f.name), type=int, default=argparse.SUPPRESS, metavar="N", help=text)
         elif kind == "int | None":
-            p.add_argument(_flag(f.name), type=_optional_int, default=argparse.SUPPRESS, metavar="N",
-                           help=text + "; 'all' for None")
+            p.add_argument(_flag(f.name), type=_optional_int, default=argparse.SUPPRESS, metavar=metavar, help=text)
         elif kind == "float":
             p.add_argument(_flag(f.name), type=float, default=argparse.SUPPRESS, metavar="X", help=text)
         else:
-            p.add_argument(_flag(f.name), type=str, default=argparse.SUPPRESS, metavar="TEXT", help=text)
+            p.add_argument(_flag(f.name), type=str, default=argparse.SUPPRESS, metavar=metavar or "NAME", help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,13 +145,42 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="timed windows (the median is reported)")
     bench.add_argument("--data", default=None, help="folder holding cifar-100-python/")
     bench.add_argument("--json", default=None, help="also write the records to this file (JSON lines)")
+    nbs = sub.add_parser("notebooks", help="point the notebooks at a repository; check them; re-execute them",
+                         description="Maintain notebooks/*.ipynb (see cifar_hw2/nbtools.py).")
+    nbs.add_argument("--repo-url", metavar="URL", default=None,
+                     help="the repository the Colab badges and setup cells use, e.g. https://github.com/you/cifar-hw2; "
+                          "rewrites REPO_URL in cifar_hw2/notebook.py and every notebook")
+    nbs.add_argument("--check", action="store_true", help="exit 1 if a badge, setup cell or kernelspec disagrees")
+    nbs.add_argument("--execute", action="store_true",
+                     help="run 01-05 in order in quick mode from a clean runs/04_train and save their outputs")
     return parser
 
 
+def run_notebooks(args) -> int:
+    from . import nbtools
+    if not (args.repo_url or args.check or args.execute):
+        raise ValueError("notebooks: give --repo-url URL, --check or --execute")
+    if args.repo_url:
+        changed = nbtools.set_repo_url(args.repo_url)
+        print("rewrote " + (", ".join(str(p) for p in changed) if changed else "nothing (already pointing there)"))
+    if args.execute:
+        nbtools.execute_all()
+    if args.check:
+        found = nbtools.problems()
+        print("\n".join(found) if found else "notebooks agree with cifar_hw2/notebook.py")
+        return EXIT_FAILED if found else 0
+    return 0
+
+
 def run_train(args) -> int:
+    from .speed import slow_device_notice
     from .trainer import fit
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset")}
-    fit(make_config(args.preset, **overrides))
+    config = make_config(args.preset, **overrides)
+    notice = slow_device_notice(config, args.preset)
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
+    fit(config)
     return 0
 
 
@@ -175,7 +222,7 @@ def run_bench(args) -> int:
 
 
 COMMANDS = {"train": run_train, "evaluate": run_evaluate, "grid": run_grid, "report": run_report,
-            "bench": run_bench}
+            "bench": run_bench, "notebooks": run_notebooks}
 
 
 def main(argv=None) -> int:

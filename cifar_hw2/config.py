@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from dataclasses import dataclass
 
 from .data import NUM_CLASSES
@@ -38,7 +39,7 @@ class TrainConfig:
     pretrained: bool | str = True     # True: ImageNet weights from the hub; or a local file; False
     upsample_mode: str = "nearest"    # how 32 px becomes 224/384 inside the model (homework: nearest)
     # --- loss hyper-parameters (used only by the loss they belong to) ---------------------------
-    gamma: float = 2.0                # focal: γ (Lin et al. 2017 default)
+    gamma: float = 2.0                # focal: γ; 2 is Lin et al. (2017)'s choice
     mc_mu: float = 1.5                # mc: weight μ of the MC term (official code's α = 1.5)
     mc_lambda: float = 20 / 1.5       # mc: λ on (1 − D) inside the MC term (official β = 20 = μλ)
     mc_drop_rate: float = 1 / 3       # mc: CWA drops this share of each class's channels
@@ -50,25 +51,25 @@ class TrainConfig:
     schedule: str = "step"            # step: lr0·0.8^floor(e/3) (homework code) | exponential | constant
     lr_decay: float = 0.8             # decay factor per period
     lr_period: int = 3                # epochs per decay period
-    epochs: int = 200
+    epochs: int = 200                 # passes over the training split
     batch_size: int = 64              # global batch (split across processes under torchrun)
     # --- data -------------------------------------------------------------------------------------
     data: str | None = None           # folder holding cifar-100-python/ (default $CIFAR_HW2_DATA or ./data)
     train_per_class: int | None = None  # None: all 450 left after validation; k: a stratified subset
     val_per_class: int = 50           # validation carved from train: 50 × 100 = 5,000 images
     test_per_class: int | None = None   # None: the whole test split (10,000)
-    flip: bool = True                 # augmentations of the report §2.1 ...
-    rotation: float = 10.0            # ... max degrees
-    autoaugment: bool = True          # ... CIFAR-10 policy
-    noise_p: float = 0.1              # ... probability of Gaussian noise
-    noise_std: float = 0.005          # ... its σ, in normalised units (homework value)
+    flip: bool = True                 # random horizontal flip, p = 0.5 (report §2.1)
+    rotation: float = 10.0            # random rotation, max degrees (§2.1)
+    autoaugment: bool = True          # AutoAugment, CIFAR-10 policy (§2.1)
+    noise_p: float = 0.1              # probability of Gaussian noise (§2.1)
+    noise_std: float = 0.005          # its σ, in normalised units (homework value)
     augment_on: str = "auto"          # loader: per image, in worker processes | device: per sample, batched on the model's device | auto: device on CUDA and CPU, loader on MPS
     # --- run ----------------------------------------------------------------------------------------
     out: str = "runs/default"         # run folder: config.json, history.csv, metrics.json, *.pt
     seed: int = 614                   # the homework's seed
     device: str = "auto"              # auto: cuda → mps → cpu
     workers: int | None = None        # loader processes (augment_on=loader); None: usable cores (0 on a 1-core machine)
-    eval_batch_size: int = 256
+    eval_batch_size: int = 256        # images per forward pass when evaluating
     precision: str = "auto"           # auto: bf16 on CUDA compute capability >= 8.0, fp16 + GradScaler on older CUDA, fp32 on CPU/MPS | bf16 | fp16 | fp32
     channels_last: bool = True        # CUDA only
     compile: bool = False             # torch.compile the training model; compiling can take minutes (printed as the warm-up; cached under ~/.cache/cifar_hw2/inductor for the next run), so a short run may not pay it back
@@ -120,7 +121,13 @@ class TrainConfig:
             raise ConfigError(f"val_per_class must be < 500, got {self.val_per_class}")
         if self.test_per_class is not None and self.test_per_class > 100:
             raise ConfigError(f"test_per_class must be <= 100, got {self.test_per_class}")
-        if self.model == "small_cnn" and self.pretrained not in (False, None, "", "false", "False"):
+        if not isinstance(self.pretrained, (bool, str)) or self.pretrained == "":
+            raise ConfigError(f"pretrained must be True (ImageNet weights from the hub), False (train from "
+                              f"scratch) or the path of a weight file, got {self.pretrained!r}")
+        if isinstance(self.pretrained, str) and not Path(self.pretrained).expanduser().is_file():
+            raise ConfigError(f"pretrained weights file {self.pretrained!r} does not exist; pass True (download "
+                              f"from the hub), False (train from scratch) or the path of a timm weight file")
+        if self.model == "small_cnn" and self.pretrained is not False:
             raise ConfigError("small_cnn is trained from scratch: set pretrained=False (--no-pretrained)")
         if self.resume and self.overwrite:
             raise ConfigError("resume and overwrite exclude each other: pick one")

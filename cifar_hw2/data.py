@@ -60,6 +60,16 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root or os.environ.get(ENV_VAR) or "data").expanduser()
 
 
+def where_to_point(root: str | os.PathLike | None = None) -> str:
+    """How to name another data folder, for the way this one was chosen: only what applies
+    (an explicit folder overrides $CIFAR_HW2_DATA, so suggesting the variable would mislead)."""
+    if root:
+        return f"give a folder that holds {FOLDER}/ instead (--data DIR, or data= in a notebook)"
+    if os.environ.get(ENV_VAR):
+        return f"point {ENV_VAR} (now {os.environ[ENV_VAR]}) at a folder that holds {FOLDER}/"
+    return f"pass --data DIR (data= in a notebook) or set {ENV_VAR} to a folder that holds {FOLDER}/"
+
+
 def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
                   download: bool = True) -> CifarSplit:
     """Load the train or test split of CIFAR-100, downloading the archive on first use."""
@@ -68,15 +78,14 @@ def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
     folder = data_root(root) / FOLDER
     if not (folder / split).is_file() or not (folder / "meta").is_file():
         if not download:
-            raise DataError(f"CIFAR-100 not found in {folder} (download=False). "
-                            f"Set {ENV_VAR} or pass root= to a folder holding {FOLDER}/.")
-        download_cifar100(folder.parent)
+            raise DataError(f"CIFAR-100 not found in {folder} (download=False); {where_to_point(root)}.")
+        download_cifar100(folder.parent, hint=where_to_point(root))
     raw = _read_pickle(folder / split)
     meta = _read_pickle(folder / "meta")
     return _to_split(raw, meta, split, folder)
 
 
-def download_cifar100(root: Path) -> Path:
+def download_cifar100(root: Path, hint: str | None = None) -> Path:
     """Fetch the official archive into `root`, check its md5, extract `cifar-100-python/`.
 
     Nothing is left half-written: the archive goes to a temp file and is extracted into a temp
@@ -84,8 +93,8 @@ def download_cifar100(root: Path) -> Path:
     """
     root = Path(root)
     folder = root / FOLDER
-    hint = (f"Looked in {folder}. Download {URL} yourself and extract it there, or set {ENV_VAR} "
-            f"to a folder that holds {FOLDER}/.")
+    hint = (f"Looked in {folder}. Download {URL} yourself and extract it there, or "
+            f"{hint or where_to_point(root)}.")
     created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -120,10 +129,10 @@ def _read_pickle(path: Path) -> dict:
             obj = pickle.load(f, encoding="latin1")  # Python-2 str keys come back as str
     except FileNotFoundError:
         raise DataError(f"{path} is missing: the {FOLDER}/ folder is incomplete. "
-                        f"Delete {path.parent} to download it again, or set {ENV_VAR}.") from None
+                        f"Delete {path.parent} to download it again, or use another folder that holds a good copy.") from None
     except Exception as e:  # truncated or foreign files raise many pickle/EOF error types
         raise DataError(f"{path} is truncated or not a CIFAR-100 pickle ({type(e).__name__}: {e}). "
-                        f"Delete {path.parent} to download it again, or set {ENV_VAR}.") from None
+                        f"Delete {path.parent} to download it again, or use another folder that holds a good copy.") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path} does not hold a CIFAR-100 dictionary (got {type(obj).__name__}).")
     # Pickles written from Python 3 bytes (not Python-2 str) load with bytes keys and names.
@@ -136,7 +145,7 @@ def _read_pickle(path: Path) -> dict:
 def _to_split(raw: dict, meta: dict, split: str, folder: Path) -> CifarSplit:
     def bad(why: str) -> DataError:
         return DataError(f"{folder / split} is not the CIFAR-100 {split} split: {why}. "
-                         f"Delete {folder} to download it again, or set {ENV_VAR}.")
+                         f"Delete {folder} to download it again, or use another folder that holds a good copy.")
 
     for key in ("data", "fine_labels", "coarse_labels"):
         if key not in raw:

@@ -152,15 +152,22 @@ def _create_timm(name: str, spec: ModelSpec, num_classes: int, pretrained) -> nn
     if pretrained is False or pretrained is None:
         return timm.create_model(arch, pretrained=False, **kwargs)
     if pretrained is True:
+        def unavailable(why: str) -> ModelError:
+            return ModelError(
+                f"could not get the pretrained weights of {name} from the Hugging Face hub ({hub_id}): "
+                f"{why}. Without network, download model.safetensors from "
+                f"https://huggingface.co/{hub_id} elsewhere and pass its path as pretrained= "
+                f"(--pretrained PATH), or train from scratch with pretrained=False (--no-pretrained).")
+        # Offline, timm would spend ~50 s in hub retries before failing: ask first, in seconds.
+        if not _in_hub_cache(hub_id):
+            if _hub_offline():
+                raise unavailable("HF_HUB_OFFLINE is set and they are not in the local cache")
+            if not hub_reachable():
+                raise unavailable("{}:{} cannot be reached (no network?)".format(*_hub_host()))
         try:
             return timm.create_model(arch, pretrained=True, **kwargs)
-        except (OSError, RuntimeError) as e:  # offline: huggingface_hub's LocalEntryNotFoundError (an OSError)
-            raise ModelError(
-                f"could not get the pretrained weights of {name} from the Hugging Face hub ({hub_id}): "
-                f"{type(e).__name__}. Without network, download model.safetensors from "
-                f"https://huggingface.co/{hub_id} elsewhere and pass its path as pretrained= "
-                f"(--pretrained PATH), or train from scratch with pretrained=False (--no-pretrained)."
-            ) from None
+        except (OSError, RuntimeError) as e:  # huggingface_hub's LocalEntryNotFoundError is an OSError
+            raise unavailable(type(e).__name__) from None
     path = Path(pretrained).expanduser()
     if not path.is_file():
         raise ModelError(f"pretrained weights file {path} does not exist; pass a timm state dict "
@@ -171,6 +178,50 @@ def _create_timm(name: str, spec: ModelSpec, num_classes: int, pretrained) -> nn
     except Exception as e:
         raise ModelError(f"{path} is not a usable weight file for {spec.timm_name}: "
                          f"{type(e).__name__}: {str(e)[:300]}") from None
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_host() -> tuple[str, int]:
+    from urllib.parse import urlparse
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+
+
+def _in_hub_cache(hub_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    return any(isinstance(try_to_load_from_cache(hub_id, f), str)
+               for f in ("model.safetensors", "pytorch_model.bin"))
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can a TCP connection to the hub be opened within `timeout` seconds (name lookup included)?
+
+    Behind a proxy (HTTPS_PROXY/ALL_PROXY) a direct connection says nothing, so it answers True and
+    lets the hub client try."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    import socket
+    import threading
+    result = []
+
+    def connect():
+        try:
+            socket.create_connection(_hub_host(), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    # A thread, because a name lookup without network can block longer than the socket timeout.
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout + 1)
+    return bool(result and result[0])
 
 
 def _zero_head(fc: nn.Linear) -> None:

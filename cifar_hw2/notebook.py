@@ -15,10 +15,39 @@ import torch
 from .config import QUICK_ENV, QUICK_STAND_IN, ConfigError, TrainConfig, make_config, quick_mode
 from .processes import pick_device
 
-# The one place the repository's address is written (badges and the Colab install use it; a
-# test checks that every notebook agrees).
+# The one place the repository's address is written. Every notebook's Colab badge and setup cell
+# are generated from it: `python -m cifar_hw2 notebooks --repo-url URL` rewrites this line and
+# them together (a fork does the same), and tests/test_notebooks.py checks that they agree.
 REPO_URL = "https://github.com/cifar-hw2/cifar-hw2"
+BRANCH = "main"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+FIGURES_ENV = "CIFAR_HW2_FIGURES"   # another folder for figures (the tests use one: see conftest.py)
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def colab_badge(notebook_name: str, url: str = REPO_URL) -> str:
+    """The Markdown of the 'Open in Colab' badge of notebooks/<notebook_name>."""
+    owner_repo = url.removeprefix("https://github.com/")
+    return ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"(https://colab.research.google.com/github/{owner_repo}/blob/{BRANCH}/notebooks/{notebook_name})")
+
+
+def setup_cell(url: str = REPO_URL) -> str:
+    """The source of every notebook's first code cell.
+
+    On Colab, opened straight from GitHub with no clone, it installs the package from the
+    repository (torch is already there); CIFAR-100 downloads into ./data on first use.
+    """
+    return f"""# NBVAL_IGNORE_OUTPUT
+# (the device, and the hint, depend on the machine)
+# Setup. On Colab this installs cifar_hw2 from {url} (no clone needed; CIFAR-100 downloads
+# on first use). Then: seeds, plot style, and the device: cuda → mps → cpu.
+import sys
+if "google.colab" in sys.modules:
+    %pip install -q "cifar_hw2 @ git+{url}"
+
+from cifar_hw2.notebook import setup, save_figure
+device = setup(seed=0)"""
 
 
 def setup(seed: int = 0, quiet: bool = False) -> torch.device:
@@ -44,10 +73,16 @@ def setup(seed: int = 0, quiet: bool = False) -> torch.device:
     return device
 
 
+def in_checkout() -> bool:
+    """True when the package is used from a clone of the repository (not an installed copy)."""
+    return (REPO_ROOT / "pyproject.toml").exists()
+
+
 def figures_dir() -> Path:
-    """figures/ at the repository root when the package is used from a checkout, else ./figures."""
-    root = REPO_ROOT / "figures"
-    return root if (REPO_ROOT / "pyproject.toml").exists() else Path("figures")
+    """$CIFAR_HW2_FIGURES if set; else figures/ at the repository root in a checkout, else ./figures."""
+    if os.environ.get(FIGURES_ENV):
+        return Path(os.environ[FIGURES_ENV])
+    return REPO_ROOT / "figures" if in_checkout() else Path("figures")
 
 
 def save_figure(fig, name: str) -> Path:
@@ -59,12 +94,25 @@ def save_figure(fig, name: str) -> Path:
 
 
 def repo_path(path: str | os.PathLike) -> Path:
-    """A relative path that does not exist from here is taken from the repository root, so the
-    notebooks find results/ whether they run from notebooks/ (Jupyter, nbval) or the root (papermill)."""
-    p = Path(path)
-    if p.is_absolute() or p.exists() or not (REPO_ROOT / "pyproject.toml").exists():
-        return p
-    return REPO_ROOT / p
+    """In a checkout, a relative path is taken from the repository root, so that a notebook reads
+    and writes the same folders (runs/, results/) whether it runs from notebooks/ (Jupyter, nbval)
+    or from the root (papermill): 04 writes runs/04_train where 05 looks for it."""
+    p = Path(path).expanduser()
+    return REPO_ROOT / p if in_checkout() and not p.is_absolute() else p
+
+
+# 05's comparison, in two tables narrow enough for a notebook at 1400 px (one had 16 columns).
+ACCURACY_COLUMNS = ("run", "model", "loss", "batch_size", "epochs", "best_epoch", "report_top1",
+                    "best_top1", "final_top1", "diff_vs_report", "top5")
+CALIBRATION_COLUMNS = ("run", "loss", "nll", "ece", "temperature", "ece_ts", "hours")
+
+
+def show_run_tables(rows: list[dict]) -> None:
+    """Display report.comparison_table rows as an accuracy table and a calibration table."""
+    from IPython.display import Markdown, display
+    from .report import markdown_table
+    for title, keys in (("Accuracy (%)", ACCURACY_COLUMNS), ("Calibration (ECE in %; NLL in nats)", CALIBRATION_COLUMNS)):
+        display(Markdown(f"**{title}**\n\n" + markdown_table([{k: row[k] for k in keys} for row in rows])))
 
 
 def train_config_from_parameters(preset: str, out: str, resume: bool = True, **params) -> TrainConfig:
@@ -77,6 +125,9 @@ def train_config_from_parameters(preset: str, out: str, resume: bool = True, **p
     settings is replaced (quick runs are cheap), and that is printed too.
     """
     overrides = {k: v for k, v in params.items() if v is not None}
+    shown, out = out, str(repo_path(out))   # messages name the folder as the user wrote it
+    # Every parameter is checked, also those quick mode then sets aside: a typo fails here, not on a GPU later.
+    full = make_config(preset, **overrides, out=out, resume=resume)
     if quick_mode():
         kept = {k: v for k, v in overrides.items()
                 if k in ("loss", "gamma", "mc_mu", "mc_lambda", "mc_drop_rate", "data", "seed")}
@@ -90,10 +141,14 @@ def train_config_from_parameters(preset: str, out: str, resume: bool = True, **p
             kept["loss"] = stand_in
         config = make_config("quick", **kept, out=out, device="cpu", resume=resume)
         if _holds_other_quick_run(config):
-            print(f"{out} holds a quick run with other settings: replacing it.")
+            print(f"{shown} holds a quick run with other settings: replacing it.")
             config = make_config("quick", **kept, out=out, device="cpu", overwrite=True)
     else:
-        config = make_config(preset, **overrides, out=out, resume=resume)
+        config = full
+        from .speed import slow_device_notice
+        notice = slow_device_notice(config, preset)
+        if notice:
+            print(notice.replace("--preset quick", f"preset = \"quick\" (or {QUICK_ENV}=1)"))
     return config
 
 
@@ -111,4 +166,5 @@ def _holds_other_quick_run(config: TrainConfig) -> bool:
                                                              or not config.resume)
 
 
-__all__ = ["REPO_URL", "ConfigError", "setup", "save_figure", "repo_path", "train_config_from_parameters"]
+__all__ = ["REPO_URL", "ConfigError", "setup", "save_figure", "repo_path", "train_config_from_parameters",
+           "colab_badge", "setup_cell"]

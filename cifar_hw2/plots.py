@@ -46,11 +46,16 @@ def image_grid(images: torch.Tensor, titles=None, ncols: int = 10, size: float =
     return fig
 
 
-def image_rows(rows: dict[str, torch.Tensor], size: float = 1.2, normalized: bool = False):
-    """One row per named batch (same images, different augmentation): label on the left."""
+def image_rows(rows: dict[str, torch.Tensor], size: float = 1.2, normalized: bool = False,
+               col_titles: list[str] | None = None):
+    """One row per named batch (same images, different augmentation): label on the left, and
+    optional column titles on top."""
     names = list(rows)
     ncols = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(names), ncols, figsize=(ncols * size + 1.6, len(names) * size), squeeze=False)
+    top = 0.25 if col_titles else 0
+    fig, axes = plt.subplots(len(names), ncols, figsize=(ncols * size + 1.6, len(names) * size + top), squeeze=False)
+    for ax, title in zip(axes[0], col_titles or []):
+        ax.set_title(title, fontsize=9, pad=3)
     for r, name in enumerate(names):
         pics = to_display(rows[name], normalized)
         for c, ax in enumerate(axes[r]):
@@ -176,21 +181,26 @@ def run_curves(history: list[dict], title: str = ""):
 
 
 def reliability_diagram(rel: Reliability, title: str = "", ax=None):
-    """Bars: accuracy per confidence bin; diagonal: perfect calibration; gap shaded red."""
+    """Bars: accuracy per confidence bin; diagonal: perfect calibration; a black tick at each bin's
+    mean confidence, joined to the bar's top by a red line: the gap.
+
+    The gap is drawn as a line beside nothing, not as a translucent bar, because where confidence
+    is below accuracy a bar would overlap the accuracy bar and mix into a colour nothing explains.
+    """
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(3.6, 3.6))
     width = float(rel.edges[1] - rel.edges[0])
     centers = (rel.edges[:-1] + width / 2).numpy()
     has = rel.counts.numpy() > 0
-    ax.bar(centers[has], rel.accuracy.numpy()[has], width=width, edgecolor="black", lw=0.5,
-           color="#4C72B0", label="accuracy")
-    ax.bar(centers[has], (rel.confidence - rel.accuracy).numpy()[has], bottom=rel.accuracy.numpy()[has],
-           width=width, color="#C44E52", alpha=0.35, edgecolor="#C44E52", lw=0.5, label="gap")
-    ax.plot([0, 1], [0, 1], ls="--", color="grey")
+    acc, conf = rel.accuracy.numpy()[has], rel.confidence.numpy()[has]
+    ax.bar(centers[has], acc, width=width, edgecolor="black", lw=0.5, color="#4C72B0", label="accuracy")
+    ax.vlines(centers[has], acc, conf, color="#C44E52", lw=2.5, label="gap to confidence")
+    ax.plot(centers[has], conf, ls="none", marker="_", ms=9, mew=1.5, color="black", label="mean confidence")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
            title=f"{title}\nECE {100 * rel.ece:.2f} %" if title else f"ECE {100 * rel.ece:.2f} %")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=7)
     return ax.figure if own else ax
 
 
@@ -210,38 +220,67 @@ def reliability_grid(diagrams: dict[str, Reliability], ncols: int = 4):
 # ---------------------------------------------------------------------------------------------
 # The MC loss on one image: the channels of one class, CWA, CCMP and the spatial softmax
 
-def mc_class_figure(features: torch.Tensor, loss, class_index: int, seed: int = 0):
-    """features [C, H, W] of one image. Rows: the class's ξ channels; the same after CWA (dropped
-    channels zeroed); CCMP (max over the kept channels, then GAP); softmax over positions and its
-    max over channels (what D measures)."""
+def mc_class_figure(features: torch.Tensor, loss, class_index: int, seed: int = 0, ncols: int = 6):
+    """features [C, H, W] of one image. Left: the class's ξ channels on one colour scale, the ones
+    CWA drops this time crossed out. Right: CCMP (max over the kept channels; GAP of it is the
+    class's score in L_dis) and the max over the group of each channel's spatial softmax (its sum
+    over positions, divided by ξ, is the diversity D). Each with its colour scale."""
+    from matplotlib.colors import Normalize
     sizes = loss.sizes_for(features.shape[0])
     start = sum(sizes[:class_index])
     xi = sizes[class_index]
     group = features[start:start + xi].float()                                  # [ξ, H, W]
     torch.manual_seed(seed)
     keep = loss.mask(sizes).flatten()[start:start + xi]                          # [ξ]
-    masked = group * keep.view(-1, 1, 1)
-    ccmp = masked.amax(dim=0)                                                    # [H, W]
-    soft = group.flatten(1).softmax(dim=1).view_as(group)
-    peak = soft.amax(dim=0)
-    fig, axes = plt.subplots(3, xi, figsize=(0.9 * xi, 3.2), squeeze=False)
-    for j in range(xi):
-        axes[0, j].imshow(group[j], cmap="viridis")
-        axes[1, j].imshow(masked[j], cmap="viridis")
-        axes[1, j].set_title("dropped" if keep[j] == 0 else "", fontsize=7, color="#C44E52")
-        axes[2, j].axis("off")
-    for ax in list(axes[0]) + list(axes[1]):
+    ccmp = (group * keep.view(-1, 1, 1)).amax(dim=0)                             # [H, W]
+    peak = group.flatten(1).softmax(dim=1).view_as(group).amax(dim=0)            # [H, W]
+    nrows = -(-xi // ncols)
+    fig = plt.figure(figsize=(10, max(3.6, 1.25 * nrows + 0.9)), layout="constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[ncols, 4.2], wspace=0.04)
+    axes = left.subplots(nrows, ncols, squeeze=False)
+    norm = Normalize(float(group.min()), float(group.max()))
+    for j, ax in enumerate(axes.flat):
         ax.set_xticks([]), ax.set_yticks([])
-    axes[0, 0].set_ylabel("channels", fontsize=8)
-    axes[1, 0].set_ylabel("CWA", fontsize=8)
-    ax = axes[2, 0]
-    ax.imshow(ccmp, cmap="viridis")
-    ax.set_title(f"CCMP\nGAP {ccmp.mean():.2f}", fontsize=7)
-    ax.axis("on"), ax.set_xticks([]), ax.set_yticks([])
-    ax = axes[2, 1]
-    ax.imshow(peak, cmap="magma")
-    ax.set_title(f"max softmax\nh/ξ {peak.sum() / xi:.2f}", fontsize=7)
-    ax.axis("on"), ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle(f"class {class_index}: channels {start}–{start + xi - 1} (ξ = {xi})", fontsize=9)
-    fig.tight_layout(pad=0.3)
+        if j >= xi:
+            ax.axis("off")
+            continue
+        image = ax.imshow(group[j], cmap="viridis", norm=norm)
+        dropped = keep[j] == 0
+        ax.set_title(f"{start + j}" + (" dropped" if dropped else ""), fontsize=9,
+                     color="#C44E52" if dropped else "black", pad=2)
+        if dropped:
+            ax.plot([-0.5, group.shape[2] - 0.5], [-0.5, group.shape[1] - 0.5], color="#C44E52", lw=2)
+            ax.plot([-0.5, group.shape[2] - 0.5], [group.shape[1] - 0.5, -0.5], color="#C44E52", lw=2)
+    left.colorbar(image, ax=axes, shrink=0.8, label="activation")
+    left.suptitle(f"class {class_index}: its ξ = {xi} channels ({start}–{start + xi - 1}); "
+                  f"CWA drops {int((keep == 0).sum())}", fontsize=10)
+    a, b = right.subplots(1, 2)
+    for ax, data, cmap, title, label in (
+            (a, ccmp, "viridis", f"CCMP: max over kept\nchannels; GAP = {ccmp.mean():.2f}", "activation"),
+            (b, peak, "magma", f"max over channels of the\nspatial softmax; h/ξ = {peak.sum() / xi:.2f}",
+             "probability")):
+        im = ax.imshow(data, cmap=cmap)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(title, fontsize=9)
+        right.colorbar(im, ax=ax, orientation="horizontal", shrink=0.9, label=label)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The learning-rate schedule over a whole run
+
+def lr_schedule_figure(factors: list[float], marks: dict[float, int], title: str = ""):
+    """lr / lr0 per epoch (log scale), with each share in `marks` ({0.01: first epoch below it})
+    drawn as a horizontal line and the epoch where the schedule falls below it."""
+    epochs = list(range(1, len(factors) + 1))
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    ax.step(epochs, factors, where="post", color="#4C72B0", lw=2, label="lr / lr0")
+    for (share, epoch), color in zip(sorted(marks.items(), reverse=True), ("#DD8452", "#C44E52")):
+        ax.axhline(share, ls=":", color=color, lw=1)
+        ax.axvline(epoch, ls="--", color=color, lw=1)
+        ax.annotate(f"< {share * 100:g} % of lr0 from epoch {epoch}", (epoch, share), xytext=(6, 6),
+                    textcoords="offset points", color=color, fontsize=9)
+    ax.set(yscale="log", xlim=(1, len(factors)), xlabel="epoch", ylabel="lr / lr0", title=title)
+    ax.legend(loc="upper right", fontsize=9)
+    fig.tight_layout()
     return fig

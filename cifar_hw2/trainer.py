@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from .augment import BatchNormalizeNoise
 from .backends import backend_settings, use_inductor_cache
@@ -42,6 +41,7 @@ from .processes import (Processes, average_buffers, convert_sync_batchnorm, gath
                         pick_device, weights_digest, wrap_ddp)
 from .runfolder import (HISTORY_COLUMNS, config_record, prepare_out, rng_lists, rng_tuples, settings_changed,
                         write_results)
+from .progress import epoch_bar
 from .schedule import build_scheduler
 
 # Re-exported: code written against the one-module trainer imports these from here.
@@ -304,7 +304,8 @@ class Trainer:
             self.sampler.set_epoch(epoch)
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
-            bar = self._epoch_bar(epoch) if show == "bar" else None
+            # At most one redraw a second, and plain text once closed (see progress.py).
+            bar = epoch_bar(len(self.loader), f"epoch {epoch + 1}/{cfg.epochs}", show)
             try:
                 row = {"epoch": epoch + 1, "lr": lr, **self.train_epoch(epoch, bar)}
             finally:
@@ -331,14 +332,6 @@ class Trainer:
             self.start_epoch_done = epoch + 1
             procs.barrier()
         return self.history
-
-    def _epoch_bar(self, epoch: int):
-        # mininterval=1 s: a notebook bar is an ipywidget and every redraw sends iopub
-        # messages. nbval reads iopub only after a cell ends and ZeroMQ drops what is
-        # queued beyond its 1000-message high-water mark -- including the kernel's "idle"
-        # message, which then fails the cell. At 1 redraw/s a 1-minute cell sends ~200.
-        return tqdm(total=len(self.loader), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch",
-                    leave=False, dynamic_ncols=True, mininterval=1.0)
 
     def first_line(self) -> str:
         """What this run picked and why, printed first (config.json holds the same)."""

@@ -1,7 +1,9 @@
 """Interactive explorers for the notebooks (ipywidgets), with a static fallback.
 
-With `interactive=False`, or where ipywidgets is missing, each explorer draws one static figure
-for its default values; that is what a headless run (papermill, nbval) should ask for.
+With `interactive=False`, or where ipywidgets is missing, each explorer shows one static figure
+for its default values; that is what a headless run (papermill, nbval) should ask for. Either
+way an explorer displays its figure itself and returns None: returning the figure as well would
+show it twice in a notebook (once as the cell's result, once by the inline backend).
 """
 from __future__ import annotations
 
@@ -13,16 +15,18 @@ from .augment import normalize_transform, noise_transform
 from .plots import denormalize, image_rows, loss_and_gradient
 
 
+def _show_once(fig) -> None:
+    """Display `fig` and close it, so that the inline backend does not show it a second time."""
+    from IPython.display import display
+    display(fig)
+    plt.close(fig)
+
+
 def _show(render, **sliders) -> None:
     """Display ipywidgets sliders that redraw render(**values)."""
     import ipywidgets
     from IPython.display import display
-    def redraw(**values):
-        fig = render(**values)
-        display(fig)
-        plt.close(fig)   # shown once, by display(), not again by the inline backend
-
-    display(ipywidgets.interactive(redraw, **sliders))
+    display(ipywidgets.interactive(lambda **values: _show_once(render(**values)), **sliders))
 
 
 def augmentation_explorer(images: torch.Tensor, interactive: bool = True):
@@ -49,7 +53,7 @@ def augmentation_explorer(images: torch.Tensor, interactive: bool = True):
                          seed=w.IntSlider(value=0, min=0, max=20))
         except ImportError:
             pass
-    return render()
+    _show_once(render())
 
 
 def gamma_explorer(interactive: bool = True):
@@ -76,4 +80,4 @@ def gamma_explorer(interactive: bool = True):
             return _show(render, gamma=w.FloatSlider(value=2.0, min=0, max=5, step=0.1))
         except ImportError:
             pass
-    return render()
+    _show_once(render())

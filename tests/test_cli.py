@@ -45,7 +45,8 @@ def test_missing_data_offline_is_one_clear_line(tmp_path):
     run = cli("train", "--preset", "quick", "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "x"),
               env={"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"})
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
-    assert "could not be downloaded" in run.stderr and "CIFAR_HW2_DATA" in run.stderr
+    assert "could not be downloaded" in run.stderr and "--data DIR" in run.stderr
+    assert "CIFAR_HW2_DATA" not in run.stderr          # --data overrides it: not a way out here
     assert str(tmp_path / "nodata" / "cifar-100-python") in run.stderr
     assert not (tmp_path / "x").exists()
 
@@ -70,10 +71,15 @@ def test_train_then_out_folder_guard_then_evaluate(tiny_data, tmp_path):
     assert test["top1"] == pytest.approx(metrics["best"]["top1"])   # same model, same test split
 
 
-def test_evaluate_refuses_a_corrupt_checkpoint(tmp_path):
-    (tmp_path / "bad.pt").write_bytes(b"nope")
-    run = cli("evaluate", "--checkpoint", str(tmp_path / "bad.pt"))
-    assert run.returncode == 2 and "corrupt or not a cifar_hw2 checkpoint" in run.stderr
+@pytest.mark.parametrize("name", ["bad.pt", "README.md"])
+def test_evaluate_refuses_a_file_that_is_not_a_checkpoint(tmp_path, name):
+    path = tmp_path / "bad.pt" if name == "bad.pt" else ROOT / name
+    if name == "bad.pt":
+        path.write_bytes(b"nope")
+    run = cli("evaluate", "--checkpoint", str(path))
+    assert run.returncode == 2 and f"{path} is not a cifar_hw2 checkpoint" in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert "weights_only" not in run.stderr       # torch's advice to load unsafely is not passed on
 
 
 def test_help_documents_every_flag_with_its_default():
@@ -89,6 +95,12 @@ def test_help_documents_every_flag_with_its_default():
     assert "reduce-overhead (adds CUDA graphs; opt-in, unmeasured on a GPU)" in flat
     assert "TF32 tensor cores for fp32 matmuls on CUDA" in flat and "unmeasured on a GPU" in flat
     assert "a short run may not pay it back" in flat
+    # each default once, in words a user types (not Python's None/True or 16 digits)
+    for noise in ("(default: None)", "for None", "333333333", "default) (default"):
+        assert noise not in " ".join(text.split()), noise
+    flat = " ".join(text.split())   # argparse wraps lines where it likes
+    assert "--epochs N passes over the training split (default: 200)" in flat
+    assert "(default: from the hub)" in flat and "(default: $CIFAR_HW2_DATA, else ./data)" in flat
 
 
 def test_cpu_fp16_trains_and_says_what_it_picked(tiny_data, tmp_path):

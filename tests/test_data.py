@@ -46,8 +46,17 @@ def test_missing_folder_offline_gives_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(D.DataError) as e:
         D.load_cifar100("train", tmp_path / "nowhere")
     msg = str(e.value)
-    assert str(tmp_path / "nowhere" / "cifar-100-python") in msg and D.URL in msg and "CIFAR_HW2_DATA" in msg
+    assert str(tmp_path / "nowhere" / "cifar-100-python") in msg and D.URL in msg
+    # a folder given explicitly overrides $CIFAR_HW2_DATA: the message must not suggest the variable
+    assert "--data DIR" in msg and "CIFAR_HW2_DATA" not in msg
     assert not (tmp_path / "nowhere" / "cifar-100-python").exists()   # nothing half-made
+    monkeypatch.setenv("CIFAR_HW2_DATA", str(tmp_path / "env"))
+    with pytest.raises(D.DataError, match=r"point CIFAR_HW2_DATA \(now .*env\) at a folder"):
+        D.load_cifar100("train")
+    monkeypatch.delenv("CIFAR_HW2_DATA")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(D.DataError, match="pass --data DIR .* or set CIFAR_HW2_DATA"):
+        D.load_cifar100("train")
 
 
 def test_download_false_does_not_download(tmp_path):

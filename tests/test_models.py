@@ -60,6 +60,31 @@ def test_pretrained_offline_gives_instructions(monkeypatch):
         build_model("efficientnet_b4", pretrained=True)
 
 
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "unreachable hub"])
+def test_pretrained_without_network_fails_in_seconds_without_asking_the_hub(how, monkeypatch, tmp_path):
+    """Offline, timm retries the hub for ~50 s before failing; the check before it takes seconds.
+    The hub is made unreachable by pointing it at a closed local port: no network is needed."""
+    import time
+
+    import cifar_hw2.models as models
+    monkeypatch.setenv("HF_HOME", str(tmp_path))               # an empty cache
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    if how == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+        assert not models.hub_reachable()
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: pytest.fail("the hub was asked"))
+    start = time.perf_counter()
+    with pytest.raises(ModelError, match="could not get the pretrained weights of efficientnet_b4.*"
+                                         "model.safetensors.*--pretrained PATH.*--no-pretrained"):
+        models.build_model("efficientnet_b4", pretrained=True)
+    assert time.perf_counter() - start < 5
+
+
 def test_pretrained_from_a_local_file(tmp_path):
     reference = timm.create_model("efficientnet_b4", pretrained=False)   # 1000-class head
     path = tmp_path / "b4.pth"

@@ -1,5 +1,6 @@
 """What every notebook promises, checked without running it (nbval runs them)."""
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cifar_hw2.notebook import REPO_URL
+from cifar_hw2 import nbtools
+from cifar_hw2.notebook import CALIBRATION_COLUMNS, ACCURACY_COLUMNS, REPO_URL
+from cifar_hw2.report import comparison_table, find_runs, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -35,6 +38,33 @@ def test_title_purpose_badge_setup_and_parameters(path):
         assert re.match(r"^\w+ = .+  # .+$", line), line
 
 
+def test_badges_setup_cells_and_kernelspecs_agree_with_notebook_py():
+    """REPO_URL in cifar_hw2/notebook.py is the one place the address is written."""
+    assert nbtools.problems() == []
+    for path in [*NOTEBOOKS, ROOT / "README.md", *sorted((ROOT / "cifar_hw2").glob("*.py"))]:
+        if path.name != "notebook.py":
+            assert "github.com/cifar-hw2" not in path.read_text() or path.suffix == ".ipynb", path
+
+
+def test_repo_url_rewrites_every_badge_and_setup_cell(tmp_path):
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    source = tmp_path / "notebook.py"
+    shutil.copy(ROOT / "cifar_hw2" / "notebook.py", source)
+    fork = "https://github.com/someone/my-fork"
+    changed = nbtools.set_repo_url(fork + ".git", tmp_path / "notebooks", source)
+    assert len(changed) == 1 + len(NOTEBOOKS)
+    assert f'REPO_URL = "{fork}"' in source.read_text()
+    assert nbtools.problems(fork, tmp_path / "notebooks") == []
+    for path in nbtools.notebook_paths(tmp_path / "notebooks"):
+        nb = nbformat.read(path, as_version=4)
+        assert "someone/my-fork/blob/main/notebooks/" + path.name in nb.cells[0].source
+        assert f"git+{fork}" in nb.cells[1].source and REPO_URL not in nb.cells[1].source
+        assert nb.cells[2:] == nbformat.read(ROOT / "notebooks" / path.name, as_version=4).cells[2:]   # untouched
+    assert nbtools.set_repo_url(fork, tmp_path / "notebooks", source) == []     # idempotent
+    with pytest.raises(ValueError, match="https://github.com/OWNER/NAME"):
+        nbtools.set_repo_url("gitlab.com/x/y", tmp_path / "notebooks", source)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_outputs_are_committed_and_free_of_errors_and_warnings(path):
     nb = nbformat.read(path, as_version=4)
@@ -47,22 +77,82 @@ def test_outputs_are_committed_and_free_of_errors_and_warnings(path):
                 assert "Warning" not in out.text, out.text
 
 
+def _outputs(name: str):
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    return [(cell, out) for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_outputs_read_the_same_trusted_or_not(path):
+    """No widget outputs (an untrusted notebook shows their '0%|' text fallback, a trusted one a
+    blank gap once the state is gone) and no figure shown twice."""
+    images = []
+    for cell, out in _outputs(path.name):
+        data = out.get("data", {})
+        assert "application/vnd.jupyter.widget-view+json" not in data, cell.source[:80]
+        assert " 0%|" not in data.get("text/plain", "") + out.get("text", ""), cell.source[:80]
+        if "image/png" in data:
+            images.append(data["image/png"])
+    assert len(images) == len(set(images)), "a figure is shown twice"
+
+
+def _markdown_rows(text: str) -> list[dict]:
+    lines = [l for l in text.splitlines() if l.startswith("| ")]
+    keys = [k.strip() for k in lines[0].strip("|").split("|")]
+    return [dict(zip(keys, (v.strip() for v in l.strip("|").split("|")))) for l in lines[1:]]
+
+
+def test_05s_row_for_04s_run_is_04s_metrics():
+    """Committed together, 04 and 05 must show the same run: 05's 'your runs' row for runs/04_train
+    has the best epoch and accuracy that 04 printed from its metrics.json."""
+    printed = "".join(out.get("text", "") for cell, out in _outputs("04_train.ipynb") if "metrics.json" in cell.source)
+    epoch, top1, top5 = re.search(r"best +epoch +(\d+): top-1 ([\d.]+) %  top-5 ([\d.]+) %", printed).groups()
+    tables = [out.data["text/markdown"] for cell, out in _outputs("05_compare.ipynb")
+              if "find_runs(repo_path(runs_root))" in cell.source and "text/markdown" in out.get("data", {})]
+    row = next(r for r in _markdown_rows(tables[0]) if r["run"] == "04_train")
+    assert (row["best_epoch"], row["best_top1"], row["top5"]) == (epoch, top1, top5)
+
+
+def test_05s_reference_tables_are_results_as_they_are_now():
+    """05 shows results/cpu-reference as committed; re-run the notebooks when it changes."""
+    rows = comparison_table(find_runs(ROOT / "results" / "cpu-reference"))
+    shown = [out.data["text/markdown"] for cell, out in _outputs("05_compare.ipynb")
+             if "find_runs(repo_path(reference))" in cell.source]
+    expected = [markdown_table([{k: r[k] for k in keys} for r in rows]) for keys in (ACCURACY_COLUMNS, CALIBRATION_COLUMNS)]
+    assert [text.split("\n\n", 1)[1] for text in shown] == expected
+
+
 def test_train_notebook_parameters():
     nb = nbformat.read(ROOT / "notebooks" / "04_train.ipynb", as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", [])).source
     names = [line.split(" = ")[0] for line in params.splitlines()]
-    for name in ("model", "loss", "preset", "epochs", "batch_size", "lr", "data", "out", "gamma", "mc_mu"):
+    for name in ("model", "loss", "preset", "epochs", "batch_size", "lr", "pretrained", "data", "out", "gamma", "mc_mu"):
         assert name in names
 
 
-def test_papermill_with_an_unknown_loss_fails_and_shows_the_error(tmp_path):
+@pytest.mark.parametrize("name, value, message", [
+    ("loss", "fl", "unknown loss 'fl'; valid choices: ce, focal, flsd53, mc"),
+    ("pretrained", "maybe", "pretrained weights file 'maybe' does not exist; pass True"),
+])
+def test_papermill_with_a_bad_parameter_fails_and_shows_the_error(tmp_path, name, value, message):
     out = tmp_path / "out.ipynb"
     run = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "04_train.ipynb"), str(out),
-                          "-p", "loss", "fl", "-p", "out", str(tmp_path / "run"), "--no-progress-bar"],
+                          "-p", name, value, "-p", "out", str(tmp_path / "run"), "--no-progress-bar"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
+    assert "Passed unknown parameter" not in run.stderr
     nb = nbformat.read(out, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors and errors[0].ename == "ConfigError"
-    assert "unknown loss 'fl'; valid choices: ce, focal, flsd53, mc" in errors[0].evalue
+    assert message in errors[0].evalue
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("quick", ["1", "0"])
+def test_pretrained_parameter_is_accepted_and_validated(quick, monkeypatch, tmp_path, capsys):
+    from cifar_hw2.notebook import train_config_from_parameters
+    monkeypatch.setenv("CIFAR_HW2_QUICK", quick)
+    config = train_config_from_parameters("paper-b4", str(tmp_path / "run"), pretrained=False, device="cpu")
+    assert config.pretrained is False
+    if quick == "0":
+        assert config.model == "efficientnet_b4" and "needs a CUDA GPU" in capsys.readouterr().out

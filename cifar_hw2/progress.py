@@ -1,0 +1,76 @@
+"""The per-epoch progress bar: live while a run trains, one plain line once the epoch is over.
+
+    bar = epoch_bar(total, "epoch 3/6", mode)      None unless mode == "bar"
+    bar.update(k); bar.set_postfix(..., refresh=False); bar.close()
+
+In a terminal it is tqdm's text bar. In a notebook it is tqdm's widget, displayed through an
+IPython display handle; on close, that output is replaced by the bar's final text line. A saved
+notebook then holds only text: a widget output reads as "0%|" (the text it was created with)
+when the notebook is untrusted and as a blank gap once its widget state is gone, which made
+executed notebooks look as if training never ran.
+
+Rate limit: at most one redraw a second (mininterval=1; callers pass refresh=False to
+set_postfix). A notebook bar is an ipywidget and every redraw sends iopub messages; nbval reads
+iopub only after a cell ends, and ZeroMQ drops what is queued beyond its 1000-message high-water
+mark -- including the kernel's "idle" message, which then fails the cell. At 1 redraw/s a
+1-minute cell sends ~200.
+"""
+from __future__ import annotations
+
+import sys
+
+from tqdm.std import tqdm as text_tqdm
+
+MININTERVAL = 1.0  # seconds between redraws; see the module docstring
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (not a plain IPython terminal) with ipywidgets importable."""
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+        import ipywidgets  # noqa: F401  (tqdm's widget bar needs it)
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def _display(obj, **kwargs):
+    """IPython's display (a seam for the tests, which run outside a kernel)."""
+    from IPython.display import display
+    return display(obj, **kwargs)
+
+
+def _notebook_bar_class():
+    from tqdm.notebook import tqdm as widget_tqdm
+
+    class NotebookBar(widget_tqdm):
+        """tqdm's widget bar whose output becomes its final text line when it closes."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, display=False, **kwargs)
+            self._handle = _display(self.container, display_id=True)
+
+        def close(self):
+            if self.disable:
+                return
+            # The text tqdm prints in a terminal, at this point (complete or not: an interrupted
+            # epoch keeps its partial bar, which is what happened).
+            line = text_tqdm.format_meter(**{**self.format_dict, "ncols": 100})
+            super().close()
+            if self._handle is not None:
+                self._handle.update({"text/plain": line}, raw=True)
+
+    return NotebookBar
+
+
+def epoch_bar(total: int, desc: str, mode: str):
+    """A progress bar over `total` batches when mode == "bar", else None (mode "epoch"/"off")."""
+    if mode != "bar":
+        return None
+    kwargs = dict(total=total, desc=desc, unit="batch", mininterval=MININTERVAL)
+    if in_notebook():
+        return _notebook_bar_class()(**kwargs, leave=False)
+    return text_tqdm(**kwargs, leave=False, dynamic_ncols=True)
