@@ -102,15 +102,10 @@ def repo_path(path: str | os.PathLike) -> Path:
 
 
 # 05's comparison, in two tables narrow enough for a notebook at 1400 px (one had 16 columns).
-ACCURACY_COLUMNS = ("run", "model", "loss", "batch_size", "epochs", "best_epoch", "report_top1",
-                    "best_top1", "final_top1", "diff_vs_report", "top5")
-CALIBRATION_COLUMNS = ("run", "loss", "nll", "ece", "temperature", "ece_ts", "hours")
-
-
 def show_run_tables(rows: list[dict]) -> None:
     """Display report.comparison_table rows as an accuracy table and a calibration table."""
     from IPython.display import Markdown, display
-    from .report import markdown_table
+    from .report import ACCURACY_COLUMNS, CALIBRATION_COLUMNS, markdown_table
     for title, keys in (("Accuracy (%)", ACCURACY_COLUMNS), ("Calibration (ECE in %; NLL in nats)", CALIBRATION_COLUMNS)):
         display(Markdown(f"**{title}**\n\n" + markdown_table([{k: row[k] for k in keys} for row in rows])))
 

@@ -125,10 +125,10 @@ def comparison_table(runs: list[Run]) -> list[dict]:
 
 
 # The comparison split in two, so each table fits a notebook's width.
-ACCURACY_COLUMNS = ("run", "model", "loss", "batch_size", "seed", "table1_row", "report_top1", "best_top1",
-                    "final_top1", "diff_vs_report", "best_epoch", "top5")
-CALIBRATION_COLUMNS = ("run", "epochs", "hours", "nll", "ece", "temperature", "ece_ts", "temperature_ece",
-                       "ece_ts_ece")
+ACCURACY_COLUMNS = ("run", "model", "loss", "batch_size", "seed", "epochs", "best_epoch", "table1_row",
+                    "report_top1", "best_top1", "final_top1", "diff_vs_report", "top5")
+CALIBRATION_COLUMNS = ("run", "loss", "nll", "ece", "temperature", "ece_ts", "temperature_ece", "ece_ts_ece",
+                       "hours")
 
 
 def accuracy_table(runs: list[Run]) -> list[dict]:
@@ -191,7 +191,8 @@ def figure7(runs: list[Run]):
     models = [r.config["model"] for r in runs]
     model = max(set(models), key=models.count)
     chosen = [r for r in runs if r.config["model"] == model]
-    return training_curves({f"{r.loss_label} · bs {r.config['batch_size']}": r.history for r in chosen},
+    labels = _distinct([f"{r.loss_label} · bs {r.config['batch_size']}" for r in chosen], chosen)
+    return training_curves({label: r.history for label, r in zip(labels, chosen)},
                            title=f"Test accuracy by loss — {MODEL_LABEL.get(model, model)}")
 
 
@@ -210,7 +211,21 @@ def figure8(runs: list[Run]):
 def reliability_figure(runs: list[Run], scaled: bool = False):
     from .plots import reliability_grid
     suffix = " (after T)" if scaled else ""
-    return reliability_grid({f"{r.loss_label}{suffix}": reliability_of(r, scaled=scaled) for r in runs})
+    labels = _distinct([r.loss_label for r in runs], runs)
+    return reliability_grid({f"{label}{suffix}": reliability_of(r, scaled=scaled) for label, r in zip(labels, runs)})
+
+
+def _distinct(labels: list[str], runs: list[Run]) -> list[str]:
+    """Labels as given where unique; repeated ones (seeds of one setting) get the seed, else the
+    run's folder name, so that no run silently replaces another in a figure's legend."""
+    out = []
+    for label, run in zip(labels, runs):
+        if labels.count(label) > 1:
+            seed = run.config.get("seed")
+            same_seed = sum(l == label and r.config.get("seed") == seed for l, r in zip(labels, runs)) > 1
+            label = f"{label} · {run.name}" if same_seed else f"{label} · seed {seed}"
+        out.append(label)
+    return out
 
 
 def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
@@ -250,7 +265,7 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
              "report, shown to say which row they stand for; it is not comparable, so `diff_vs_report` "
              "is left empty.\n"] if stand_ins else []),
           markdown_table(accuracy_table(runs)),
-          "\n## Calibration (and cost)\n", TEMPERATURE_NOTE + "\n", markdown_table(calibration_table(runs)),
+          "\n## Calibration\n", TEMPERATURE_NOTE + "\n", markdown_table(calibration_table(runs)),
           *seed_sections(runs),
           "\n![Figure 7](fig7_accuracy_by_loss.png)\n\n![Figure 8](fig8_accuracy_by_model.png)\n",
           "\n## Reliability (test, best epoch)\n\n![before](reliability.png)\n\n![after](reliability_after_ts.png)\n"]

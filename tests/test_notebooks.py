@@ -9,7 +9,8 @@ import nbformat
 import pytest
 
 from cifar_hw2 import nbtools
-from cifar_hw2.notebook import CALIBRATION_COLUMNS, ACCURACY_COLUMNS, REPO_URL
+from cifar_hw2.notebook import REPO_URL
+from cifar_hw2.report import ACCURACY_COLUMNS, CALIBRATION_COLUMNS
 from cifar_hw2.report import comparison_table, find_runs, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
