@@ -162,7 +162,10 @@ def run_row(row: GridRow, runs: Path, data: str | None, env: dict, nproc: int = 
     else:
         cmd = [sys.executable, "-m", "papermill", str(NOTEBOOK), str(folder / "04_train.ipynb"),
                "--cwd", str(Path.cwd()), "--log-output", "--no-progress-bar"]
-        cmd += ["-y", json.dumps(row.parameters(folder, data))]   # JSON is YAML: types survive
+        import yaml   # papermill's own dependency; the grid's notebook rows need papermill anyway
+        # YAML as PyYAML writes it: a float like 3e-05 reads back as a float (plain JSON's "3e-05"
+        # is a string to YAML 1.1, which has no exponent without a dot).
+        cmd += ["-y", yaml.safe_dump(row.parameters(folder, data), default_flow_style=True)]
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     seconds = time.perf_counter() - start
