@@ -230,7 +230,9 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
     records = []
 
     def emit(name, value, unit, **extra):
-        rec = {"measurement": name, "value": round(value, 3), "unit": unit, **meta, **extra}
+        # 3 decimals, or 4 significant digits below 1 (a CPU's TFLOP/s would round to 0)
+        rec = {"measurement": name, "value": round(value, 3) if abs(value) >= 1 else float(f"{value:.4g}"),
+               "unit": unit, **meta, **extra}
         records.append(rec)
         echo(json.dumps(rec))
 
@@ -270,7 +272,7 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
 COLUMNS = [("train_step_synthetic", "synthetic img/s", "{:.0f}"), ("end_to_end", "end to end", "{:.0f}"),
            ("end_to_end_over_synthetic", "e2e/syn", "{:.3f}"), ("trainer_over_bare_loop", "trainer/bare", "{:.3f}"),
            ("warmup", "warm-up s", "{:.1f}"), ("peak_gpu_memory", "peak GiB", "{:.1f}"),
-           ("gflop_per_image", "GFLOP/img", "{:.2f}"), ("achieved_tflops", "TFLOP/s", "{:.2f}"),
+           ("gflop_per_image", "GFLOP/img", "{:.3g}"), ("achieved_tflops", "TFLOP/s", "{:.3g}"),
            ("hours_per_row", "h/row", "{:.2f}")]
 
 
