@@ -136,7 +136,7 @@ for model in $MODELS; do
         flags=(); [ "$mode" = graphed ] && flags=(--compile --compile-mode reduce-overhead)
         run "bench_${model}_${mode}" "$PYTHON" -m cifar_hw2 bench --model "$model" --batch-size $BATCHES \
             --device "$DEVICE" --precision "$PRECISION" --steps "$STEPS" --repeats "$REPEATS" --data "$DATA" \
-            "${flags[@]}" --out "$RUNS/.bench" --json "$OUT/bench_${model}_${mode}.jsonl"
+            "${flags[@]}" --json "$OUT/bench_${model}_${mode}.jsonl"
     done
 done
 
