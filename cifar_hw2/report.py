@@ -164,11 +164,16 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Keys whose values are fractions shown in percent, with 2 decimals (accuracy and ECE), in every
+# table of the report: the per-run tables (_fmt) and the seed tables (_mean_sd).
+PERCENT = frozenset({"top1", "report_top1", "best_top1", "final_top1", "top5", "ece", "ece_ts", "ece_ts_ece"})
+
+
 def _fmt(key: str, v) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        if key in ("report_top1", "best_top1", "final_top1", "top5", "ece", "ece_ts", "ece_ts_ece"):
+        if key in PERCENT:
             return f"{100 * v:.2f}"
         if key == "diff_vs_report":
             return f"{100 * v:+.2f}"
@@ -275,9 +280,6 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
 
 # ---------------------------------------------------------------------------------------------
 # Seeds: mean ± sd, and which differences exceed the spread (cifar_hw2/spread.py)
-
-PERCENT = {"top1", "top5", "ece", "ece_ts", "ece_ts_ece", "delta", "two_se"}
-
 
 def _mean_sd(key: str, ms) -> str:
     mean, sd = ms
