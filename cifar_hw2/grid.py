@@ -192,7 +192,9 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
         what = {"done": "skip (complete)", "resume": "resume from last.pt", "new": "run"}[state]
         if dry_run or state == "done":
             size = "" if quick else f" bs {row.batch_size:<3}"
-            echo(f"[{i}/{len(rows)}] {row.key:<26} {row.loss_run(quick):<18}{size} → {what}  ({row.stands_for(quick)})")
+            # γ shown where a row sets it: the homework's "FL" rows run focal with γ = 0, i.e. CE.
+            loss = row.loss_run(quick) + (f" γ={row.gamma:g}" if row.gamma is not None else "")
+            echo(f"[{i}/{len(rows)}] {row.key:<26} {loss:<18}{size} → {what}  ({row.stands_for(quick)})")
             if state == "done":
                 outcomes.append(Outcome(row, "skipped", message="complete"))
             continue

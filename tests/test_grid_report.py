@@ -51,6 +51,10 @@ def test_dry_run_lists_rows_without_running(tmp_path):
     run = cli("grid", "--runs", str(tmp_path), "--dry-run")
     assert run.returncode == 0 and run.stdout.count("→ run") == len(grid_rows())
     assert "quick mode" in run.stdout and list(tmp_path.iterdir()) == []
+    # The homework's "FL" rows ran focal with γ = 0 (cross-entropy): the listing must not hide it.
+    fl_homework = [line for line in run.stdout.splitlines() if "fl-homework" in line]
+    assert len(fl_homework) == 3 and all("focal γ=0" in line for line in fl_homework)
+    assert "focal γ=2" in next(line for line in run.stdout.splitlines() if "b4-bs64-focal-gamma2" in line)
 
 
 def test_a_failing_row_is_reported_and_sets_the_exit_status(tmp_path):
