@@ -7,7 +7,7 @@
     python -m cifar_hw2 grid --runs runs --dry-run           what would run
 
 Each row executes notebooks/04_train.ipynb with papermill (in its own process) and leaves
-runs/<key>/04_train.ipynb and the run folder runs/<key>/. A finished row is skipped; an interrupted
+runs/<key>/04_train.ipynb, its figures in runs/<key>/figures/ and the run folder runs/<key>/. A finished row is skipped; an interrupted
 one resumes from its last.pt; a failed row is reported and the others go on; the exit status is 1
 if any row failed. With CIFAR_HW2_QUICK=1 every row runs the `quick` preset (small CNN, CPU): a
 quick stand-in for its row, and a loss that cannot run on the small CNN is replaced by its stand-in
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .checkpoint import atomic_write_text
 from .config import QUICK_STAND_IN, quick_mode
+from .notebook import FIGURES_ENV
 from .reference import HOMEWORK_LOSS, MODEL_LABEL, REPORT_TABLE1, TABLE1_BY_KEY, find_table1_row
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_train.ipynb"
@@ -166,6 +167,9 @@ def run_row(row: GridRow, runs: Path, data: str | None, env: dict, nproc: int = 
         # YAML as PyYAML writes it: a float like 3e-05 reads back as a float (plain JSON's "3e-05"
         # is a string to YAML 1.1, which has no exponent without a dot).
         cmd += ["-y", yaml.safe_dump(row.parameters(folder, data), default_flow_style=True)]
+        # The notebook's figures go beside the row's results, not to the checkout's figures/: 16
+        # rows would otherwise overwrite the committed 04_training_curves.png one after another.
+        env = {**env, FIGURES_ENV: str(folder / "figures")}
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     seconds = time.perf_counter() - start

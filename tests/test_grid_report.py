@@ -73,6 +73,8 @@ def test_two_row_quick_grid_then_report(tmp_path):
     assert "2 ran, 0 skipped, 0 failed" in first.stdout
     for key in ("b4-bs64-flsd53", "swin-bs64-flsd53"):
         assert (runs / key / "04_train.ipynb").exists() and (runs / key / "metrics.json").exists()
+        # each row's figure beside its results, not over the checkout's (or another row's) figures/
+        assert (runs / key / "figures" / "04_training_curves.png").exists()
         config = json.loads((runs / key / "config.json").read_text())["config"]
         assert config["model"] == "small_cnn" and config["loss"] == "flsd53"   # quick mode
     again = cli("grid", "--runs", str(runs), "--only", "loss=flsd53")
