@@ -181,6 +181,15 @@ def _checked_keep(mask: torch.Tensor, sizes) -> torch.Tensor:
     return keep
 
 
+def cwa_ccmp(groups: torch.Tensor, keep: torch.Tensor | None, dim: int) -> torch.Tensor:
+    """CWA then CCMP (Chang et al. 2020, Eq. 2): the max over a group's *kept* channels, the
+    channel axis `dim` of `groups` (e.g. [B, n, ξ, HW] with dim=2). keep: bool, broadcastable to
+    `groups`, True = kept; None keeps all. Dropped channels are -inf, never 0 (see
+    MutualChannelLoss); every group keeps at least one channel, so the result is finite."""
+    masked = groups if keep is None else groups.masked_fill(~keep, float("-inf"))
+    return masked.amax(dim=dim)
+
+
 def _runs(sizes) -> list[tuple[int, int]]:
     """[8, 8, 9, 9, 9] → [(8, 2), (9, 3)]: consecutive groups of equal size, viewed as one tensor."""
     out: list[list[int]] = []
@@ -269,10 +278,8 @@ class MutualChannelLoss(nn.Module):
         dis_logits, div_terms, start = [], [], 0
         for size, n in _runs(sizes):
             g = x[:, start:start + size * n].reshape(b, n, size, h * w)          # [B, n, ξ, HW]
-            # CWA then CCMP: dropped channels are -inf, so the max runs over kept channels only.
-            masked = g if keep is None else g.masked_fill(
-                ~keep[start:start + size * n].view(1, n, size, 1), float("-inf"))
-            dis_logits.append(masked.amax(dim=2).mean(dim=2))                    # CCMP, GAP → [B, n]
+            kept = None if keep is None else keep[start:start + size * n].view(1, n, size, 1)
+            dis_logits.append(cwa_ccmp(g, kept, dim=2).mean(dim=2))              # CCMP, GAP → [B, n]
             peak = g.softmax(dim=3).amax(dim=2).sum(dim=2)                       # h → [B, n]
             div_terms.append(peak / size)
             start += size * n

@@ -226,13 +226,14 @@ def mc_class_figure(features: torch.Tensor, loss, class_index: int, seed: int = 
     class's score in L_dis) and the max over the group of each channel's spatial softmax (its sum
     over positions, divided by ξ, is the diversity D). Each with its colour scale."""
     from matplotlib.colors import Normalize
+    from .losses import cwa_ccmp
     sizes = loss.sizes_for(features.shape[0])
     start = sum(sizes[:class_index])
     xi = sizes[class_index]
     group = features[start:start + xi].float()                                  # [ξ, H, W]
     torch.manual_seed(seed)
     keep = loss.mask(sizes).flatten()[start:start + xi]                          # [ξ]
-    ccmp = (group * keep.view(-1, 1, 1)).amax(dim=0)                             # [H, W]
+    ccmp = cwa_ccmp(group, keep.view(-1, 1, 1) > 0, dim=0)                       # [H, W], as the loss does
     peak = group.flatten(1).softmax(dim=1).view_as(group).amax(dim=0)            # [H, W]
     nrows = -(-xi // ncols)
     fig = plt.figure(figsize=(10, max(3.6, 1.25 * nrows + 0.9)), layout="constrained")
@@ -244,7 +245,7 @@ def mc_class_figure(features: torch.Tensor, loss, class_index: int, seed: int = 
         if j >= xi:
             ax.axis("off")
             continue
-        image = ax.imshow(group[j], cmap="viridis", norm=norm)
+        image = ax.imshow(group[j].numpy(), cmap="viridis", norm=norm)
         dropped = keep[j] == 0
         ax.set_title(f"{start + j}" + (" dropped" if dropped else ""), fontsize=9,
                      color="#C44E52" if dropped else "black", pad=2)
@@ -259,7 +260,7 @@ def mc_class_figure(features: torch.Tensor, loss, class_index: int, seed: int = 
             (a, ccmp, "viridis", f"CCMP: max over kept\nchannels; GAP = {ccmp.mean():.2f}", "activation"),
             (b, peak, "magma", f"max over channels of the\nspatial softmax; h/ξ = {peak.sum() / xi:.2f}",
              "probability")):
-        im = ax.imshow(data, cmap=cmap)
+        im = ax.imshow(data.numpy(), cmap=cmap)
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_title(title, fontsize=9)
         right.colorbar(im, ax=ax, orientation="horizontal", shrink=0.9, label=label)

@@ -102,3 +102,25 @@ def test_bad_masks_are_refused():
         loss.parts(logits, y, feats, mask=torch.ones(5))
     with pytest.raises(ValueError, match="at least one channel of every group"):
         loss.parts(logits, y, feats, mask=torch.tensor([1.0, 1, 1, 0, 0, 0]))
+
+
+def test_notebook_03s_mc_figure_shows_ccmp_over_kept_channels_only():
+    """The figure's CCMP panel is the loss's: on all-negative channels a dropped channel must not
+    show as 0 (what multiplying by the mask gave)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from cifar_hw2.losses import build_loss
+    from cifar_hw2.plots import mc_class_figure
+    loss = build_loss("mc")
+    torch.manual_seed(1)
+    feats = -1 - torch.rand(300, 8, 8)                                   # [C, H, W], every value < -1
+    fig = mc_class_figure(feats, loss, class_index=4, seed=0)
+    torch.manual_seed(0)
+    keep = loss.mask(loss.sizes_for(300)).flatten()[12:15] > 0           # class 4: channels 12-14
+    assert 0 < int(keep.sum()) < 3
+    panel = next(ax for f in fig.subfigs for ax in f.axes if ax.get_title().startswith("CCMP"))
+    shown = torch.as_tensor(panel.images[0].get_array().data)
+    assert torch.equal(shown, feats[12:15][keep].amax(dim=0))           # by hand: max over kept channels
+    assert shown.max() < -1
+    plt.close(fig)
