@@ -123,16 +123,21 @@ def download_cifar100(root: Path, hint: str | None = None) -> Path:
     return folder
 
 
+def _start_over(folder: Path) -> str:
+    """The way out of a damaged or foreign cifar-100-python/ folder, for every error about one."""
+    return f"Delete {folder} to download it again, or use another folder that holds a good copy."
+
+
 def _read_pickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             obj = pickle.load(f, encoding="latin1")  # Python-2 str keys come back as str
     except FileNotFoundError:
         raise DataError(f"{path} is missing: the {FOLDER}/ folder is incomplete. "
-                        f"Delete {path.parent} to download it again, or use another folder that holds a good copy.") from None
+                        f"{_start_over(path.parent)}") from None
     except Exception as e:  # truncated or foreign files raise many pickle/EOF error types
         raise DataError(f"{path} is truncated or not a CIFAR-100 pickle ({type(e).__name__}: {e}). "
-                        f"Delete {path.parent} to download it again, or use another folder that holds a good copy.") from None
+                        f"{_start_over(path.parent)}") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path} does not hold a CIFAR-100 dictionary (got {type(obj).__name__}).")
     # Pickles written from Python 3 bytes (not Python-2 str) load with bytes keys and names.
@@ -145,7 +150,7 @@ def _read_pickle(path: Path) -> dict:
 def _to_split(raw: dict, meta: dict, split: str, folder: Path) -> CifarSplit:
     def bad(why: str) -> DataError:
         return DataError(f"{folder / split} is not the CIFAR-100 {split} split: {why}. "
-                         f"Delete {folder} to download it again, or use another folder that holds a good copy.")
+                         f"{_start_over(folder)}")
 
     for key in ("data", "fine_labels", "coarse_labels"):
         if key not in raw:

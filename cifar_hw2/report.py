@@ -295,20 +295,17 @@ def seed_sections(runs: list[Run]) -> list[str]:
     groups = seed_groups(runs)
     if all(len(g.runs) < 2 for g in groups):
         return []
-    head = ["setting", "n", "seeds", *METRICS]
+    summary = [{"setting": row["setting"], "n": row["n"], "seeds": row["seeds"],
+                **{k: _mean_sd(k, row[k]) for k in METRICS}} for row in summary_rows(groups)]
     lines = ["\n## Seeds: mean ± sd\n",
              "Best-by-validation epoch; mean ± sample sd over the seeds (accuracy and ECE in %).\n",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in summary_rows(groups):
-        cells = [row["setting"], str(row["n"]), row["seeds"], *(_mean_sd(k, row[k]) for k in METRICS)]
-        lines.append("| " + " | ".join(cells) + " |")
+             markdown_table(summary)]
     diffs = difference_rows(groups)
     if diffs:
-        lines += ["\n## Differences between settings, against the seed spread\n",
+        lines += ["## Differences between settings, against the seed spread\n",
                   "Δ = mean(A) − mean(B), in points. It *exceeds the spread* when |Δ| > 2·SE, "
                   "SE = √(s_A²/n_A + s_B²/n_B). With 3 seeds this is a rough screen, not a test.\n",
-                  "| A | B | metric | Δ | 2·SE | exceeds the spread? |", "|---|---|---|---|---|---|"]
-        for d in diffs:
-            lines.append(f"| {d['a']} | {d['b']} | {d['metric']} | {100 * d['delta']:+.2f} | "
-                         f"{100 * d['two_se']:.2f} | {'yes' if d['exceeds_spread'] else 'no'} |")
-    return ["\n".join(lines) + "\n"]
+                  markdown_table([{"A": d["a"], "B": d["b"], "metric": d["metric"], "Δ": f"{100 * d['delta']:+.2f}",
+                                   "2·SE": f"{100 * d['two_se']:.2f}",
+                                   "exceeds the spread?": "yes" if d["exceeds_spread"] else "no"} for d in diffs])]
+    return ["\n".join(lines)]

@@ -36,7 +36,7 @@ def cpu_epoch_hours(cfg: TrainConfig, threads: int | None = None) -> float | Non
 
 def slow_device_notice(cfg: TrainConfig, preset: str) -> str | None:
     """One line when `cfg` would train a GPU-sized model on the CPU; None otherwise."""
-    from .trainer import pick_device
+    from .processes import pick_device
     if cfg.device not in ("auto", "cpu") or pick_device(cfg.device).type != "cpu":
         return None
     hours = cpu_epoch_hours(cfg)
