@@ -7,16 +7,78 @@ CIFAR_HW2_QUICK=0 to run them with their real (GPU-sized) defaults instead.
 The notebooks' figures go to a temporary folder ($CIFAR_HW2_FIGURES), not to the tracked
 figures/: a test run must leave the checkout as it found it (.ci/run checks `git status`).
 `python -m cifar_hw2 notebooks --execute` is what writes figures/.
+
+Tests never download. Without the real CIFAR-100 (a fresh, offline clone), the tests marked
+`needs_real_data` and the notebooks whose parameters name `data` are skipped, and the summary says
+so in one line with how to get the data. CIFAR_HW2_NO_SKIP=1 (.ci/run sets it) turns any skipped
+notebook or real-data test into a failed session: CI must run them all.
 """
 import os
 import shutil
 import tempfile
+from pathlib import Path
+
+import nbformat
+import pytest
 
 os.environ.setdefault("CIFAR_HW2_QUICK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")       # tests never download weights
 _FIGURES = tempfile.mkdtemp(prefix="cifar_hw2-figures-")
 os.environ["CIFAR_HW2_FIGURES"] = _FIGURES          # the nbval kernels inherit it
 
+from cifar_hw2 import data  # noqa: E402  (after the environment above, which the package reads)
+
+NO_DATA = (f"CIFAR-100 is not in {data.data_root()} and tests never download it: run "
+           f"`python -m cifar_hw2 data` once (161 MB), or set {data.ENV_VAR} to a folder holding "
+           f"cifar-100-python/")
+STRICT = os.environ.get("CIFAR_HW2_NO_SKIP") == "1"
+_skipped: list[str] = []    # node ids of skipped notebook cells and real-data tests
+
+
+def notebook_reads_data(path: Path) -> bool:
+    """A notebook needs the dataset when its `parameters` cell has a `data = ...` line."""
+    nb = nbformat.read(path, as_version=4)
+    params = [c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    return any(line.startswith("data = ") for src in params for line in src.splitlines())
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_real_data: reads the real CIFAR-100 (skipped without it)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if data.is_present():
+        return
+    skip, reads = pytest.mark.skip(reason=NO_DATA), {}
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.suffix == ".ipynb":
+            if path not in reads:
+                reads[path] = notebook_reads_data(path)
+            if reads[path]:
+                item.add_marker(skip)
+        elif item.get_closest_marker("needs_real_data"):
+            item.add_marker(skip)
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and (".ipynb" in report.nodeid or NO_DATA in str(report.longrepr)):
+        _skipped.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _skipped:
+        notebooks = sorted({n.split("::")[0] for n in _skipped if ".ipynb" in n})
+        where = f" (notebooks: {', '.join(Path(n).name for n in notebooks)})" if notebooks else ""
+        terminalreporter.write_line(f"{len(_skipped)} skipped{where}: {NO_DATA}"
+                                    if not data.is_present() else f"{len(_skipped)} notebook cells or "
+                                    f"real-data tests skipped{where}")
+    if STRICT and _skipped:
+        terminalreporter.write_line(f"CIFAR_HW2_NO_SKIP=1: {len(_skipped)} notebook cells or real-data tests were "
+                                    f"skipped, and CI must run them all; this session fails", red=True)
+
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_FIGURES, ignore_errors=True)
+    if STRICT and _skipped and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -42,7 +42,7 @@ def _optional_int(text: str):
 
 # Fields whose config comment speaks Python (None, $VAR defaults): their command-line wording.
 CLI_HELP = {
-    "data": ("DIR", "folder holding cifar-100-python/ (default: $CIFAR_HW2_DATA, else ./data)"),
+    "data": ("DIR", "folder holding cifar-100-python/ (default: $CIFAR_HW2_DATA, else ~/.cache/cifar_hw2/data)"),
     "train_per_class": ("N", "training images per class: 'all' (the 450 left after validation) or N "
                              "for a stratified subset (default: all)"),
     "test_per_class": ("N", "test images per class: 'all' (the 10,000) or N <= 100 (default: all)"),
@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="timed windows (the median is reported)")
     bench.add_argument("--data", default=None, help="folder holding cifar-100-python/")
     bench.add_argument("--json", default=None, help="also write the records to this file (JSON lines)")
+    dat = sub.add_parser("data", help="download CIFAR-100 once into the data folder (if missing) and check it",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                         description="The CLI, the notebooks and the tests all read this one folder.")
+    dat.add_argument("--data", default=None, help="folder for cifar-100-python/ (default: $CIFAR_HW2_DATA, "
+                                                  "else ~/.cache/cifar_hw2/data)")
     nbs = sub.add_parser("notebooks", help="point the notebooks at a repository; check them; re-execute them",
                          description="Maintain notebooks/*.ipynb (see cifar_hw2/nbtools.py).")
     nbs.add_argument("--repo-url", metavar="URL", default=None,
@@ -154,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     nbs.add_argument("--execute", action="store_true",
                      help="run 01-05 in order in quick mode from a clean runs/04_train and save their outputs")
     return parser
+
+
+def run_data(args) -> int:
+    from .data import data_root, load_cifar100
+    sizes = {split: len(load_cifar100(split, args.data)) for split in ("train", "test")}  # downloads if missing
+    print(f"CIFAR-100 in {data_root(args.data)}: {sizes['train']} train, {sizes['test']} test images, checked")
+    return 0
 
 
 def run_notebooks(args) -> int:
@@ -222,7 +234,7 @@ def run_bench(args) -> int:
 
 
 COMMANDS = {"train": run_train, "evaluate": run_evaluate, "grid": run_grid, "report": run_report,
-            "bench": run_bench, "notebooks": run_notebooks}
+            "bench": run_bench, "data": run_data, "notebooks": run_notebooks}
 
 
 def main(argv=None) -> int:

@@ -54,7 +54,7 @@ class TrainConfig:
     epochs: int = 200                 # passes over the training split
     batch_size: int = 64              # global batch (split across processes under torchrun)
     # --- data -------------------------------------------------------------------------------------
-    data: str | None = None           # folder holding cifar-100-python/ (default $CIFAR_HW2_DATA or ./data)
+    data: str | None = None           # folder holding cifar-100-python/ (default $CIFAR_HW2_DATA, else ~/.cache/cifar_hw2/data)
     train_per_class: int | None = None  # None: all 450 left after validation; k: a stratified subset
     val_per_class: int = 50           # validation carved from train: 50 × 100 = 5,000 images
     test_per_class: int | None = None   # None: the whole test split (10,000)

@@ -55,9 +55,24 @@ class CifarSplit:
                           self.classes, self.coarse_classes)
 
 
+def default_data_root() -> Path:
+    """The one default folder, whatever the working folder: ~/.cache/cifar_hw2/data (or
+    $XDG_CACHE_HOME/cifar_hw2/data). A relative ./data would give a notebook kernel (working folder
+    notebooks/) and the CLI (the repository root) two 161 MB copies."""
+    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(cache).expanduser() / "cifar_hw2" / "data"
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The folder that holds (or will hold) `cifar-100-python/`: argument, else $CIFAR_HW2_DATA, else ./data."""
-    return Path(root or os.environ.get(ENV_VAR) or "data").expanduser()
+    """The folder that holds (or will hold) `cifar-100-python/`: argument, else $CIFAR_HW2_DATA,
+    else `default_data_root()`."""
+    return Path(root or os.environ.get(ENV_VAR) or default_data_root()).expanduser()
+
+
+def is_present(root: str | os.PathLike | None = None) -> bool:
+    """Whether the three files of `cifar-100-python/` are there (without reading or downloading)."""
+    folder = data_root(root) / FOLDER
+    return all((folder / name).is_file() for name in ("train", "test", "meta"))
 
 
 def where_to_point(root: str | os.PathLike | None = None) -> str:

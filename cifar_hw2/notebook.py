@@ -36,7 +36,8 @@ def setup_cell(url: str = REPO_URL) -> str:
     """The source of every notebook's first code cell.
 
     On Colab, opened straight from GitHub with no clone, it installs the package from the
-    repository (torch is already there); CIFAR-100 downloads into ./data on first use.
+    repository (torch is already there); CIFAR-100 downloads on first use into
+    the one default data folder (`data.default_data_root()`), shared with the CLI.
     """
     return f"""# NBVAL_IGNORE_OUTPUT
 # (the device, and the hint, depend on the machine)

@@ -100,7 +100,7 @@ def test_help_documents_every_flag_with_its_default():
         assert noise not in " ".join(text.split()), noise
     flat = " ".join(text.split())   # argparse wraps lines where it likes
     assert "--epochs N passes over the training split (default: 200)" in flat
-    assert "(default: from the hub)" in flat and "(default: $CIFAR_HW2_DATA, else ./data)" in flat
+    assert "(default: from the hub)" in flat and "(default: $CIFAR_HW2_DATA, else ~/.cache/cifar_hw2/data)" in flat
 
 
 def test_cpu_fp16_trains_and_says_what_it_picked(tiny_data, tmp_path):

@@ -31,12 +31,13 @@ def test_rows_are_channel_major(tmp_path):
     assert torch.equal(split.images[0, 2].flatten(), row[2048:])
 
 
-def test_root_argument_then_env_var_then_data(monkeypatch, tmp_path):
+def test_root_argument_then_env_var_then_the_cache_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("CIFAR_HW2_DATA", str(tmp_path))
     assert D.data_root() == tmp_path
     assert D.data_root("elsewhere") == Path("elsewhere")
     monkeypatch.delenv("CIFAR_HW2_DATA")
-    assert D.data_root() == Path("data")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert D.data_root() == tmp_path / "xdg" / "cifar_hw2" / "data"
 
 
 def test_missing_folder_offline_gives_a_clear_error(monkeypatch, tmp_path):
@@ -54,9 +55,24 @@ def test_missing_folder_offline_gives_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(D.DataError, match=r"point CIFAR_HW2_DATA \(now .*env\) at a folder"):
         D.load_cifar100("train")
     monkeypatch.delenv("CIFAR_HW2_DATA")
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(D.DataError, match="pass --data DIR .* or set CIFAR_HW2_DATA"):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)             # the working folder plays no part
+    with pytest.raises(D.DataError, match="pass --data DIR .* or set CIFAR_HW2_DATA") as e:
         D.load_cifar100("train")
+    assert str(tmp_path / "cache" / "cifar_hw2" / "data" / "cifar-100-python") in str(e.value)
+
+
+def test_one_default_data_folder_for_the_cli_and_the_notebooks(monkeypatch, tmp_path):
+    monkeypatch.delenv("CIFAR_HW2_DATA", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    expected = tmp_path / ".cache" / "cifar_hw2" / "data"
+    for cwd in (tmp_path, tmp_path / "notebooks"):           # the CLI's and a notebook kernel's folder
+        cwd.mkdir(exist_ok=True)
+        monkeypatch.chdir(cwd)
+        assert D.data_root() == expected and not D.is_present()
+    write_archive(expected)
+    assert D.is_present() and len(D.load_cifar100("test", download=False)) == 400
 
 
 def test_download_false_does_not_download(tmp_path):
