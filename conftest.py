@@ -18,7 +18,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import nbformat
 import pytest
 
 os.environ.setdefault("CIFAR_HW2_QUICK", "1")
@@ -27,19 +26,13 @@ _FIGURES = tempfile.mkdtemp(prefix="cifar_hw2-figures-")
 os.environ["CIFAR_HW2_FIGURES"] = _FIGURES          # the nbval kernels inherit it
 
 from cifar_hw2 import data  # noqa: E402  (after the environment above, which the package reads)
+from cifar_hw2.nbtools import notebook_reads_data  # noqa: E402
 
 NO_DATA = (f"CIFAR-100 is not in {data.data_root()} and tests never download it: run "
            f"`python -m cifar_hw2 data` once (161 MB), or set {data.ENV_VAR} to a folder holding "
            f"cifar-100-python/")
 STRICT = os.environ.get("CIFAR_HW2_NO_SKIP") == "1"
 _skipped: list[str] = []    # node ids of skipped notebook cells and real-data tests
-
-
-def notebook_reads_data(path: Path) -> bool:
-    """A notebook needs the dataset when its `parameters` cell has a `data = ...` line."""
-    nb = nbformat.read(path, as_version=4)
-    params = [c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    return any(line.startswith("data = ") for src in params for line in src.splitlines())
 
 
 def pytest_configure(config):

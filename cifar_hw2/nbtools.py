@@ -37,6 +37,14 @@ def _expected(nb, path: Path, url: str) -> tuple[str, str]:
     return head, nbmod.setup_cell(url)
 
 
+def notebook_reads_data(path: Path) -> bool:
+    """A notebook needs the dataset when its `parameters` cell has a `data = ...` line
+    (the tests skip such notebooks where the dataset is missing, rather than download it)."""
+    nb = nbformat.read(path, as_version=4)
+    params = [c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    return any(line.startswith("data = ") for src in params for line in src.splitlines())
+
+
 def problems(url: str = nbmod.REPO_URL, folder: Path = NOTEBOOKS_DIR) -> list[str]:
     """What disagrees with notebook.py: badges, setup cells, kernelspecs. Empty when all agree."""
     found = []

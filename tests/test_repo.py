@@ -62,3 +62,26 @@ def test_the_package_import_graph_has_no_cycle():
     for module in sorted(graph):
         visit(module)
     assert {"processes", "runfolder", "trainer"} <= set(graph)   # the trainer's three jobs, one module each
+
+
+def test_only_the_notebooks_whose_parameters_name_data_need_the_dataset():
+    from cifar_hw2.nbtools import notebook_reads_data
+    reads = {p.name[:2]: notebook_reads_data(p) for p in sorted((ROOT / "notebooks").glob("0*.ipynb"))}
+    assert reads == {"01": True, "02": False, "03": True, "04": True, "05": False}
+
+
+def test_without_the_dataset_real_data_tests_skip_with_one_line_and_ci_mode_fails(tmp_path):
+    """A fresh, offline clone: skipped, said once with how to get the data; CIFAR_HW2_NO_SKIP=1 fails."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("CIFAR_HW2_DATA", "CIFAR_HW2_NO_SKIP")}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    cmd = [sys.executable, "-m", "pytest", "tests/test_data.py::test_real_cifar100", "-p", "no:cacheprovider"]
+    plain = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0, plain.stdout
+    line = [s for s in plain.stdout.splitlines() if "tests never download" in s]
+    assert len(line) == 1 and line[0].startswith("1 skipped") and "python -m cifar_hw2 data" in line[0]
+    strict = subprocess.run(cmd, cwd=ROOT, env={**env, "CIFAR_HW2_NO_SKIP": "1"}, capture_output=True, text=True,
+                            timeout=300)
+    assert strict.returncode == 1 and "CI must run them all" in strict.stdout
