@@ -37,7 +37,9 @@ class SeededBatchSampler:
     """Yields batches as lists of (index, batch_seed) pairs for `CifarDataset.__getitems__`.
 
     Wraps a DistributedSampler (also with one process) so that under torchrun every rank sees its
-    own shard of the same seeded permutation. `set_epoch` must be called before each epoch.
+    own shard of the same seeded permutation. `set_epoch` must be called before each epoch; its
+    `start` skips that many batches (a run resumed inside an epoch): every batch's indices and seed
+    depend on its number only, so the batches that follow are the ones an uninterrupted run sees.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
@@ -45,10 +47,10 @@ class SeededBatchSampler:
         self.sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True,
                                           seed=seed, drop_last=False)
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world_size
-        self.drop_last, self.epoch = drop_last, 0
+        self.drop_last, self.epoch, self.start = drop_last, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
         self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
@@ -57,7 +59,7 @@ class SeededBatchSampler:
 
     def __iter__(self):
         indices = list(self.sampler)
-        for b in range(len(self)):
+        for b in range(self.start, len(self)):
             chunk = indices[b * self.batch_size:(b + 1) * self.batch_size]
             s = batch_seed(self.seed, self.epoch, b * self.world + self.rank)
             yield [(i, s) for i in chunk]
