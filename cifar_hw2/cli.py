@@ -40,6 +40,13 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
+class Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: X)", except where there is none to show (None, an empty list)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None or action.default == [] else super()._get_help_string(action)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -149,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets = "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in PRESETS.items())
     train = sub.add_parser("train", help="train one model with one loss",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                           formatter_class=Defaults,
                            description="Train and evaluate one run. A preset sets some fields; any flag "
                                        "overrides it. Defaults shown are the config's, before the preset.",
                            epilog=f"Presets: {presets}.")
@@ -158,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_launcher_flags(train, "with --launcher slurm: print the sbatch script, submit nothing")
 
     ev = sub.add_parser("evaluate", help="metrics of a saved checkpoint",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=Defaults)
     ev.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by train")
     ev.add_argument("--split", default="test", choices=("test", "val"))
     ev.add_argument("--data", default=None, help="folder holding cifar-100-python/ (default: the run's)")
@@ -166,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=256)
 
     grid = sub.add_parser("grid", help="run the experiment grid (Table 1 and more) with papermill",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                          formatter_class=Defaults,
                           description="Runs notebooks/04_train.ipynb once per row. Finished rows are skipped, "
                                       "interrupted rows resume; CIFAR_HW2_QUICK=1 runs every row on the quick preset.")
     grid.add_argument("--runs", default="runs", help="folder for the run folders and executed notebooks")
@@ -183,12 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_launcher_flags(grid, None)
 
     rep = sub.add_parser("report", help="write report.md/report.csv and figures for a runs folder",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=Defaults)
     rep.add_argument("--runs", default="runs", help="folder searched for run folders (with metrics.json)")
     rep.add_argument("--title", default=None, help="the report's title")
 
     bench = sub.add_parser("bench", help="measure augmentation, train-step, end-to-end and trainer-overhead throughput",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=Defaults)
     bench.add_argument("--model", default="small_cnn", help="efficientnet_b4 | swin_b | small_cnn")
     bench.add_argument("--batch-size", type=int, nargs="+", default=[64],
                        help="one or more batch sizes, measured one after another into one table")
@@ -275,7 +282,8 @@ def submit_train(config, slurm, dry_run: bool) -> int:
     from pathlib import Path
     from .processes import Processes
     from .runfolder import check_out_folder, prepare_out
-    from .slurm import status, submit
+    from .slurm import status, submit, submitit
+    submitit()                               # installed? (one line saying how, if not)
     config = dataclasses.replace(config, out=str(Path(config.out).resolve()))
     check_out_folder(config.out)
     state, detail = status(config.out)

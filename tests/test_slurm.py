@@ -33,3 +33,28 @@ def test_a_two_row_grid_on_the_local_executor_survives_a_requeue_mid_epoch(tiny_
     states = print_status(runs, echo=lambda line: None)
     assert [states[k] for k in ROWS] == ["done", "done"] and set(states.values()) == {"done", "new"}
 
+
+
+def test_grid_dry_run_prints_the_sbatch_array_with_the_options_given(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    from cifar_hw2 import cli
+    code = cli.main(["grid", "--runs", str(tmp_path / "runs"), "--only", "model=swin_b", "--launcher", "slurm",
+                     "--dry-run", "--slurm-gpus", "2", "--slurm-time", "1-12:00:00", "--slurm-partition", "gpu",
+                     "--slurm-account", "proj", "--slurm-option", "qos=high", "--slurm-option", "mail-type=END"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    for line in ("#SBATCH --array=0-4%5", "#SBATCH --gpus-per-node=2", "#SBATCH --ntasks-per-node=2",
+                 "#SBATCH --time=2160", "#SBATCH --partition=gpu", "#SBATCH --account=proj", "#SBATCH --qos=high",
+                 "#SBATCH --mail-type=END", "#SBATCH --signal=USR2@300", "-m submitit.core._submit"):
+        assert line in printed, line
+    assert not (tmp_path / "runs" / "swin-bs64-mc").exists()       # a dry run submits and writes nothing
+
+
+def test_without_submitit_the_slurm_launcher_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    import sys
+    from cifar_hw2 import cli
+    monkeypatch.setitem(sys.modules, "submitit", None)              # import submitit -> ImportError
+    code = cli.main(["train", "--preset", "quick", "--out", str(tmp_path / "x"), "--launcher", "slurm"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert 'needs submitit: pip install -e ".[slurm]"' in err
