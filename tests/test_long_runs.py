@@ -93,6 +93,27 @@ def test_a_signal_stops_cleanly_and_the_resumed_run_is_identical(name, augment_o
     assert_same_run(reference(augment_on), out)
 
 
+def test_a_second_ctrl_c_stops_at_once(tiny_data, tmp_path, monkeypatch):
+    """Two SIGINTs inside one step: the first asks for a clean stop, the second stops there, with
+    a plain KeyboardInterrupt and no new last.pt (the one after epoch 1 stays)."""
+    original, calls = Trainer.step, []
+
+    def step(self, x, labels):
+        calls.append(1)
+        if len(calls) == STEPS + 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x, labels)
+    monkeypatch.setattr(Trainer, "step", step)
+    out, before = tmp_path / "run", signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        fit(mini(tiny_data, out))
+    assert not isinstance(interrupted.value, RunStopped) and len(calls) == STEPS + 3
+    state = load_checkpoint(out / "last.pt")
+    assert state["epoch"] == 1 and "position" not in state
+    assert signal.getsignal(signal.SIGINT) is before          # the handler fit replaced is back
+
+
 def test_a_timed_checkpoint_inside_an_epoch_survives_a_crash_and_resumes_identically(tiny_data, tmp_path,
                                                                                     reference, monkeypatch):
     """checkpoint_minutes tiny: last.pt after every step. A crash in step 7 of epoch 2 (not a
