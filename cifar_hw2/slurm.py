@@ -155,7 +155,8 @@ class TrainJob:
         if main:
             update(cfg.out, state="running", job_id=env.job_id, host=socket.gethostname())
         try:
-            fit(cfg, resume_command="nothing to do: Slurm requeues this job, which resumes from last.pt")
+            fit(cfg, resume_command="a requeued job resumes by itself; otherwise submit the same "
+                                    "`--launcher slurm` command again")
         except RunStopped as stopped:
             requeue = stopped.signum in (signals.SIGUSR1, signals.SIGUSR2)
             if main:
