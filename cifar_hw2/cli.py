@@ -142,7 +142,7 @@ def slurm_options(args):
     if args.launcher != "slurm":
         given = [f"--{k.replace('_', '-')}" for k, default in SLURM_DEFAULTS.items() if getattr(args, k) != default]
         if given:
-            raise ValueError(f"{', '.join(given)} need --launcher slurm")
+            raise ValueError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --launcher slurm")
         return None
     from .slurm import SlurmOptions
     return SlurmOptions(gpus=args.slurm_gpus, nodes=args.slurm_nodes, time=args.slurm_time,

@@ -5,6 +5,7 @@
     history.csv    one row per epoch (HISTORY_COLUMNS)
     metrics.json   test metrics of the final epoch and of the best-by-validation epoch (fractions)
     last.pt        everything needed to resume; best.pt  the weights of the best-by-val epoch
+    .lock          held while a run is alive (folderlock.py); slurm.json  its Slurm job (slurm.py)
 
 Under torchrun only rank 0 writes these; every write is atomic (checkpoint.py).
 """
@@ -26,6 +27,7 @@ from .config import RUNTIME_FIELDS, ConfigError, TrainConfig, upgrade_saved
 from .data import NUM_CLASSES
 
 RUN_FILES = ("config.json", "history.csv", "metrics.json", "last.pt", "best.pt")
+JOB_FILE = "slurm.json"     # the Slurm job of a run submitted through slurm.py
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc",
                    "val_top1", "val_top5", "val_nll", "val_ece",
@@ -118,6 +120,8 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
         if procs.main:
             for name in existing:
                 (out / name).unlink()
+            # The old run's Slurm job record too: `grid --status` would report that job for this run.
+            (out / JOB_FILE).unlink(missing_ok=True)
         procs.barrier()
         return None
     if cfg.resume and (out / "last.pt").exists():

@@ -30,8 +30,7 @@ from pathlib import Path
 
 from .checkpoint import write_json
 from .config import ConfigError, TrainConfig
-
-JOB_FILE = "slurm.json"
+from .runfolder import JOB_FILE
 INSTALL = 'pip install -e ".[slurm]" (or pip install submitit)'
 # Slurm states (sacct/squeue) in the four words `grid --status` uses.
 SCHEDULER_STATES = {"running": ("RUNNING", "COMPLETING", "STOPPED", "SUSPENDED"),
@@ -63,14 +62,19 @@ class SlurmOptions:
     cluster: str = "slurm"            # "local": submitit's local executor (the tests)
 
     def minutes(self) -> int:
-        m = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d{2}):(\d{2})|(\d+)", self.time.strip())
-        if not m:
-            raise ConfigError(f"--slurm-time must be minutes or [D-]HH:MM:SS, got {self.time!r}")
-        if m.group(5):
-            minutes = int(m.group(5))
-        else:
-            d, h, mi, s = (int(g or 0) for g in m.groups()[:4])
-            minutes = d * 1440 + h * 60 + mi + (s > 0)
+        """sbatch --time's forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S; rounded up to whole minutes."""
+        text = self.time.strip()
+        days, dash, rest = text.rpartition("-") if "-" in text else ("0", "", text)
+        parts = rest.split(":")
+        if not (days.isdigit() and all(p.isdigit() for p in parts) and len(parts) <= 3):
+            raise ConfigError(f"--slurm-time must be minutes or sbatch's M:S, H:M:S, D-H, D-H:M, D-H:M:S, "
+                              f"got {self.time!r}")
+        numbers = [int(p) for p in parts]
+        if dash:            # D-H, D-H:M, D-H:M:S
+            h, m, sec = (numbers + [0, 0])[:3]
+        else:               # M, M:S, H:M:S
+            h, m, sec = ([0] + numbers + [0])[:3] if len(numbers) < 3 else numbers
+        minutes = int(days) * 1440 + h * 60 + m + (sec > 0)
         if minutes <= 0:
             raise ConfigError(f"--slurm-time must be positive, got {self.time!r}")
         return minutes

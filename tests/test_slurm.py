@@ -58,3 +58,14 @@ def test_without_submitit_the_slurm_launcher_says_how_to_install_it(tmp_path, mo
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert 'needs submitit: pip install -e ".[slurm]"' in err
+
+
+def test_slurm_time_takes_sbatchs_forms():
+    from cifar_hw2.config import ConfigError
+    from cifar_hw2.slurm import SlurmOptions
+    for text, minutes in [("90", 90), ("1:30", 2), ("2:00:00", 120), ("1-12", 2160), ("1-12:30", 2190),
+                          ("1-00:00:01", 1441)]:
+        assert SlurmOptions(time=text).minutes() == minutes, text
+    for bad in ("x", "1:2:3:4", "0", "-5"):
+        with pytest.raises(ConfigError, match="--slurm-time must be"):
+            SlurmOptions(time=bad).minutes()
