@@ -80,10 +80,10 @@ def _lock(path: Path) -> int | None:
 
 @contextmanager
 def hold(out: str | Path):
-    """Hold OUT's lock for the block. A folder this made is removed again if the run left it empty
+    """Hold OUT's lock for the block. Folders this made are removed again if the run left them empty
     (a run that fails before writing anything leaves nothing behind)."""
     out = Path(out)
-    created = not out.exists()
+    created = [p for p in (out, *out.parents) if not p.exists()]     # innermost first
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
     fd = _lock(path)
@@ -99,9 +99,9 @@ def hold(out: str | Path):
             with _ignore_os_errors():
                 path.unlink()      # while still locked: nobody can take a lock on the old file after
             os.close(fd)
-        if created:
-            with _ignore_os_errors():
-                out.rmdir()        # only if empty
+        with _ignore_os_errors():
+            for folder in created:
+                folder.rmdir()     # only if empty: stops at the first that is not
 
 
 def holder(out: str | Path) -> dict | None:

@@ -166,11 +166,11 @@ def test_a_locked_folder_is_refused_with_host_and_pid_and_a_dead_holder_never_bl
 
 
 def test_hold_refuses_a_second_holder_in_the_same_process(tmp_path):
-    with hold(tmp_path / "run"):
+    with hold(tmp_path / "runs" / "run"):
         with pytest.raises(FolderInUse, match=f"PID {os.getpid()} on host"):
-            with hold(tmp_path / "run"):
+            with hold(tmp_path / "runs" / "run"):
                 pass
-    assert not (tmp_path / "run").exists()              # made for the lock, left empty: removed
+    assert not (tmp_path / "runs").exists()             # made for the lock, left empty: removed
 
 
 def test_ctrl_c_in_epoch_3_prints_the_resume_command_and_a_second_terminal_is_refused(tiny_data, tmp_path):
