@@ -286,3 +286,11 @@ def test_rotation_nan_on_the_command_line_is_one_line(tiny_data, tmp_path, capsy
     err = _one_line_error(capsys, cli.main(mini_args(tiny_data, tmp_path / "x", "--rotation=nan")))
     assert "rotation must be >= 0 (a finite number: NaN and inf are not accepted), got nan" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_readme_documents_every_exit_status():
+    import re
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("**Exit statuses**"):text.index("**One run per out folder.**")]
+    assert {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)} == set(cli.EXIT_STATUSES)
+    assert (cli.EXIT_STOPPED, cli.EXIT_WRITE_FAILED) == (75, 74)       # what the README and docstrings say
