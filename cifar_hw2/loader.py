@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import signal
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -74,6 +75,16 @@ def default_workers() -> int:
     return cores if cores > 1 else 0
 
 
+def _leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM, SIGINT and SIGUSR1/2: the main process stops cleanly on them
+    (stopping.py) and may still read batches until its next refresh point. A Ctrl-C reaches the
+    whole process group, and Slurm signals every process of a job, so a worker would otherwise die
+    under it. Workers still end with the main process (DataLoader's shutdown, or its watchdog)."""
+    from .stopping import STOP_SIGNALS
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 def make_train_loader(split: CifarSplit, batch_size: int, seed: int, *, flip=True, rotation=10.0,
                       autoaugment=True, rank=0, world_size=1, workers=None,
                       pin_memory=False) -> tuple[DataLoader, SeededBatchSampler]:
@@ -86,7 +97,8 @@ def make_train_loader(split: CifarSplit, batch_size: int, seed: int, *, flip=Tru
     workers = default_workers() if workers is None else workers
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                         persistent_workers=workers > 0, pin_memory=pin_memory,
-                        prefetch_factor=4 if workers > 0 else None)
+                        prefetch_factor=4 if workers > 0 else None,
+                        worker_init_fn=_leave_stop_signals_to_the_main_process if workers > 0 else None)
     return loader, sampler
 
 

@@ -294,3 +294,19 @@ def test_the_readme_documents_every_exit_status():
     table = text[text.index("**Exit statuses**"):text.index("**One run per out folder.**")]
     assert {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)} == set(cli.EXIT_STATUSES)
     assert (cli.EXIT_STOPPED, cli.EXIT_WRITE_FAILED) == (75, 74)       # what the README and docstrings say
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGUSR2"])
+def test_loader_workers_leave_stop_signals_to_the_main_process(name, tiny_data):
+    """A Ctrl-C reaches the whole process group (Slurm signals every process of a job): a worker
+    must not die of it while the main process still reads batches up to its next refresh point."""
+    from cifar_hw2.data import load_cifar100
+    from cifar_hw2.loader import make_train_loader
+    loader, sampler = make_train_loader(load_cifar100("train", str(tiny_data)), 12, seed=0, workers=1)
+    sampler.set_epoch(0)
+    batches = iter(loader)
+    next(batches)
+    for worker in batches._workers:
+        os.kill(worker.pid, getattr(signal, name))
+    time.sleep(0.5)
+    assert sum(1 for _ in batches) == len(loader) - 1 and all(w.is_alive() for w in batches._workers)
