@@ -10,10 +10,12 @@ A small package that the notebooks import. Each module holds one concern:
 - optim, schedule: optimizers and learning-rate schedules by name
 - metrics: accuracy, NLL, ECE, reliability, temperature scaling
 - config: every setting of a run and the presets; checkpoint: crash-safe files and checkpoints
+- stopping: signals, the time limit and timed checkpoints; folderlock: one run per out folder
 - trainer: fit(), Trainer.step, the epoch loop with evaluation; evaluate: a saved checkpoint's metrics
 - processes: devices, torchrun process groups, DDP and SyncBatchNorm; runfolder: config, history, metrics, checkpoints
 - precision: bf16 / fp16 (with GradScaler) / fp32 by device; backends: cudnn, TF32, determinism, compile caches
 - reference: the report's Table 1 as data; grid: the experiment grid; report: runs against Table 1
+- slurm: the grid and single runs as Slurm jobs through submitit, requeued at their time limit
 - spread: runs that differ only by seed, mean ± sd, and differences against that spread
 - plots, widgets, notebook: figures, interactive explorers and helpers for the notebooks
 - nbtools: `notebooks --execute/--check/--repo-url`; progress: the epoch bar; speed: a CPU run's time, said up front

@@ -64,6 +64,15 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint was written after, None if it is missing or unreadable (memory-mapped:
+    reads little of a large file)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+    except Exception:
+        return None
+
+
 def load_checkpoint(path: Path, model_name: str | None = None, num_classes: int | None = None) -> dict:
     """Load and check a checkpoint. Raises CheckpointError, never a bare unpickling error."""
     path = Path(path)

@@ -7,19 +7,30 @@
     bench      data-path and trainer throughput (JSON records and a table)
     notebooks  point badges and setup cells at a repository (--repo-url), check, re-execute
 
-Bad input exits with status 2 and one line on stderr, never a traceback.
+Exit statuses (EXIT_STATUSES, also in the README): 0 done (also a run stopped by its --time-limit,
+which says "resume to continue"); 1 failed (a crash, a NaN loss, a failed grid row); 2 bad input,
+one line on stderr, never a traceback; 74 a run file could not be written (a full disk): the last
+good checkpoint is kept; 75 stopped by SIGTERM, SIGUSR1, SIGUSR2 or Ctrl-C after writing last.pt
+where it stopped, resumable; 130 a second Ctrl-C, which stops at once.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
+import shlex
 import sys
 
 from .config import COMPILE_MODES, PRESETS, TrainConfig, field_help, make_config
 from .precision import PRECISIONS
 
 EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
+EXIT_WRITE_FAILED, EXIT_STOPPED, EXIT_INTERRUPTED = 74, 75, 130     # sysexits' EX_IOERR, EX_TEMPFAIL; 128 + SIGINT
+EXIT_STATUSES = {0: "done (or stopped by --time-limit: resume to continue)", EXIT_FAILED: "failed",
+                 EXIT_BAD_INPUT: "bad input", EXIT_WRITE_FAILED: "a run file could not be written; last good checkpoint kept",
+                 EXIT_STOPPED: "stopped by a signal after saving last.pt; resumable",
+                 EXIT_INTERRUPTED: "a second Ctrl-C: stopped at once"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -27,6 +38,13 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+class Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: X)", except where there is none to show (None, an empty list)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None or action.default == [] else super()._get_help_string(action)
 
 
 def _flag(name: str) -> str:
@@ -49,7 +67,15 @@ CLI_HELP = {
     "workers": ("N", "loader processes with --augment-on loader: 'auto' (the usable cores; 0 on a "
                      "1-core machine) or N (default: auto)"),
     "out": ("DIR", None),
+    "time_limit": ("HOURS", "stop cleanly once this process has run this many hours: checkpoint, exit 0, and a "
+                            "line saying resume to continue; e.g. 11 on a 12 h Colab session. A stop waits for a "
+                            "running evaluation: leave that much margin (default: no limit)"),
 }
+
+
+def _optional_float(text: str):
+    """'none' → None (no limit), else a float (NaN and inf are refused by the config's check)."""
+    return None if text.lower() == "none" else float(text)
 
 
 def _default_text(value) -> str:
@@ -78,8 +104,49 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(_flag(f.name), type=_optional_int, default=argparse.SUPPRESS, metavar=metavar, help=text)
         elif kind == "float":
             p.add_argument(_flag(f.name), type=float, default=argparse.SUPPRESS, metavar="X", help=text)
+        elif kind == "float | None":
+            p.add_argument(_flag(f.name), type=_optional_float, default=argparse.SUPPRESS, metavar=metavar or "X",
+                           help=text)
         else:
             p.add_argument(_flag(f.name), type=str, default=argparse.SUPPRESS, metavar=metavar or "NAME", help=text)
+
+
+# Flags of `train` and `grid` that choose where a run executes: not config fields.
+SLURM_DEFAULTS = {"slurm_gpus": 1, "slurm_nodes": 1, "slurm_time": "24:00:00", "slurm_partition": None,
+                  "slurm_account": None, "slurm_option": []}
+LAUNCH_FLAGS = ("launcher", "dry_run", *SLURM_DEFAULTS)
+
+
+def _add_launcher_flags(p: argparse.ArgumentParser, dry_run: str | None) -> None:
+    g = p.add_argument_group("Slurm (--launcher slurm, through submitit: pip install -e \".[slurm]\")")
+    p.add_argument("--launcher", default="local", choices=("local", "slurm"),
+                   help="local: run here; slurm: submit one Slurm job per run through submitit (the grid's rows "
+                        "as an array); a job checkpoints at its time limit or on preemption and is requeued")
+    g.add_argument("--slurm-gpus", type=int, default=SLURM_DEFAULTS["slurm_gpus"], metavar="N",
+                   help="GPUs per node, one task (rank) each; ranks start from submitit's environment, no torchrun")
+    g.add_argument("--slurm-nodes", type=int, default=SLURM_DEFAULTS["slurm_nodes"], metavar="N", help="nodes per job")
+    g.add_argument("--slurm-time", default=SLURM_DEFAULTS["slurm_time"], metavar="TIME",
+                   help="the job's time limit: minutes or [D-]HH:MM:SS; SIGUSR2 comes 300 s before it, the "
+                        "run saves last.pt and the job is requeued")
+    g.add_argument("--slurm-partition", default=None, metavar="NAME", help="sbatch --partition")
+    g.add_argument("--slurm-account", default=None, metavar="NAME", help="sbatch --account")
+    g.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, repeatable: e.g. qos=high, constraint=a100, mem=64G, "
+                        "cpus-per-task=16 (default 8)")
+    if dry_run:
+        p.add_argument("--dry-run", action="store_true", help=dry_run)
+
+
+def slurm_options(args):
+    """SlurmOptions from the flags, or None for --launcher local (where a Slurm flag is refused)."""
+    if args.launcher != "slurm":
+        given = [f"--{k.replace('_', '-')}" for k, default in SLURM_DEFAULTS.items() if getattr(args, k) != default]
+        if given:
+            raise ValueError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --launcher slurm")
+        return None
+    from .slurm import SlurmOptions
+    return SlurmOptions(gpus=args.slurm_gpus, nodes=args.slurm_nodes, time=args.slurm_time,
+                        partition=args.slurm_partition, account=args.slurm_account, options=args.slurm_option)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,15 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets = "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in PRESETS.items())
     train = sub.add_parser("train", help="train one model with one loss",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                           formatter_class=Defaults,
                            description="Train and evaluate one run. A preset sets some fields; any flag "
                                        "overrides it. Defaults shown are the config's, before the preset.",
                            epilog=f"Presets: {presets}.")
     train.add_argument("--preset", default="paper-b4", help=f"named settings: {', '.join(PRESETS)}")
     _add_config_flags(train)
+    _add_launcher_flags(train, "with --launcher slurm: print the sbatch script, submit nothing")
 
     ev = sub.add_parser("evaluate", help="metrics of a saved checkpoint",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=Defaults)
     ev.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by train")
     ev.add_argument("--split", default="test", choices=("test", "val"))
     ev.add_argument("--data", default=None, help="folder holding cifar-100-python/ (default: the run's)")
@@ -105,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=256)
 
     grid = sub.add_parser("grid", help="run the experiment grid (Table 1 and more) with papermill",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                          formatter_class=Defaults,
                           description="Runs notebooks/04_train.ipynb once per row. Finished rows are skipped, "
                                       "interrupted rows resume; CIFAR_HW2_QUICK=1 runs every row on the quick preset.")
     grid.add_argument("--runs", default="runs", help="folder for the run folders and executed notebooks")
@@ -114,15 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--data", default=None, help="folder holding cifar-100-python/")
     grid.add_argument("--gpus", default="", help="comma-separated GPU ids: rows run in parallel, one per GPU")
     grid.add_argument("--nproc", type=int, default=1, help="run each row on this many GPUs with torchrun")
-    grid.add_argument("--dry-run", action="store_true", help="list what would run")
+    grid.add_argument("--dry-run", action="store_true",
+                      help="list what would run (with --launcher slurm: also the sbatch script)")
+    grid.add_argument("--status", action="store_true",
+                      help="say for each row whether it is done, running, queued, failed, interrupted or new, "
+                           "from its run folder and the Slurm job recorded there")
+    _add_launcher_flags(grid, None)
 
     rep = sub.add_parser("report", help="write report.md/report.csv and figures for a runs folder",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=Defaults)
     rep.add_argument("--runs", default="runs", help="folder searched for run folders (with metrics.json)")
     rep.add_argument("--title", default=None, help="the report's title")
 
     bench = sub.add_parser("bench", help="measure augmentation, train-step, end-to-end and trainer-overhead throughput",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=Defaults)
     bench.add_argument("--model", default="small_cnn", help="efficientnet_b4 | swin_b | small_cnn")
     bench.add_argument("--batch-size", type=int, nargs="+", default=[64],
                        help="one or more batch sizes, measured one after another into one table")
@@ -184,15 +257,55 @@ def run_notebooks(args) -> int:
     return 0
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues this run: the same, with --resume instead of --overwrite.
+    Under torchrun, the torchrun command (its own flags are not visible here: the common ones)."""
+    drop = {"--resume", "--no-resume", "--overwrite", "--no-overwrite"}
+    args = [a for a in argv if a not in drop] + ["--resume"]
+    world, local = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_WORLD_SIZE", "1")
+    if int(world) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+        nodes = int(world) // max(1, int(local))
+        launcher = (f"torchrun --standalone --nproc_per_node={local}" if nodes == 1 else
+                    f"torchrun --nnodes={nodes} --nproc_per_node={local} (your rendezvous flags, on every node)")
+        return f"{launcher} -m cifar_hw2 {shlex.join(args)}"
+    program = sys.argv[0] if sys.argv and not sys.argv[0].endswith("__main__.py") else f"{sys.executable} -m cifar_hw2"
+    return (shlex.quote(program) if " " not in program else program) + " " + shlex.join(args)
+
+
 def run_train(args) -> int:
     from .speed import slow_device_notice
     from .trainer import fit
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "argv", *LAUNCH_FLAGS)}
     config = make_config(args.preset, **overrides)
+    slurm = slurm_options(args)
+    if args.dry_run and slurm is None:
+        raise ValueError("--dry-run prints the sbatch script of --launcher slurm; add --launcher slurm")
+    if slurm is not None:
+        return submit_train(config, slurm, args.dry_run)
     notice = slow_device_notice(config, args.preset)
     if notice:
         print(notice, file=sys.stderr, flush=True)
-    fit(config)
+    fit(config, resume_command=resume_command(args.argv))
+    return 0
+
+
+def submit_train(config, slurm, dry_run: bool) -> int:
+    """train --launcher slurm: the folder is checked now, not after the job has waited in the queue."""
+    from pathlib import Path
+    from .processes import Processes
+    from .runfolder import check_out_folder, prepare_out
+    from .slurm import status, submit, submitit
+    submitit()                               # installed? (one line saying how, if not)
+    config = dataclasses.replace(config, out=str(Path(config.out).resolve()))
+    check_out_folder(config.out)
+    state, detail = status(config.out)
+    if state in ("running", "queued"):
+        raise ValueError(f"{config.out} is already {state} ({detail})")
+    if not dry_run:
+        prepare_out(config, Processes())     # refuses another run's folder; --overwrite clears it now
+    # The job resumes whatever this folder holds from now on: it is this run's.
+    job = dataclasses.replace(config, resume=True, overwrite=False)
+    submit([job], [f"cifar_hw2-{Path(config.out).name}"], slurm, Path(config.out) / "slurm", dry_run)
     return 0
 
 
@@ -206,11 +319,14 @@ def run_evaluate(args) -> int:
 
 
 def run_grid(args) -> int:
-    from .grid import run_grid as grid
+    from .grid import print_status, run_grid as grid
     if args.nproc <= 0:
         raise ValueError(f"--nproc must be a positive integer, got {args.nproc}")
+    if args.status:
+        states = print_status(args.runs, args.only)
+        return EXIT_FAILED if "failed" in states.values() else 0
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
-    outcomes = grid(args.runs, args.only, args.data, gpus, args.nproc, args.dry_run)
+    outcomes = grid(args.runs, args.only, args.data, gpus, args.nproc, args.dry_run, slurm=slurm_options(args))
     return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
 
 
@@ -238,12 +354,19 @@ COMMANDS = {"train": run_train, "evaluate": run_evaluate, "grid": run_grid, "rep
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     from .checkpoint import CheckpointError
     from .data import DataError
-    from .trainer import NonFiniteLossError
+    from .trainer import NonFiniteLossError, RunFileError, RunStopped
     try:
         return COMMANDS[args.command](args)
+    except RunStopped:
+        return EXIT_STOPPED            # the trainer printed where it stopped and the resume command
+    except RunFileError as e:
+        print(f"cifar-hw2: error: {e}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     except NonFiniteLossError as e:
         print(f"cifar-hw2: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -251,5 +374,6 @@ def main(argv=None) -> int:
         print(f"cifar-hw2: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("cifar-hw2: interrupted", file=sys.stderr)
-        return 130
+        print("cifar-hw2: interrupted at once; a run continues from its last last.pt with --resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -9,6 +9,7 @@ ranges and raises ConfigError with what was wrong and what is accepted.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ class TrainConfig:
     deterministic: bool = False       # deterministic kernels (cuDNN, cuBLAS, torch.use_deterministic_algorithms), cudnn.benchmark off: CUDA runs repeat bit for bit, possibly slower; the CPU is deterministic always
     progress: str = "auto"            # auto: bars in notebooks/terminals, a line per epoch in logs
     resume: bool = False              # continue from out/last.pt
+    checkpoint_minutes: float = 10.0  # also write last.pt inside an epoch every this many minutes (0: at epoch ends only). 10 bounds what a kill or a lost Colab VM costs to 10 minutes of training, while a write of even Swin-B's ~1 GB last.pt every 10 minutes costs well under 1 % of the time
+    time_limit: float | None = None   # hours: stop cleanly once this process has run this long (checkpoint, exit 0, "resume to continue"), e.g. 11 on a 12 h Colab session; a stop waits for a running evaluation, so leave that much margin (None: no limit)
     overwrite: bool = False           # replace a different run in out/
 
     def validate(self) -> "TrainConfig":
@@ -100,20 +103,8 @@ class TrainConfig:
             raise ConfigError(f"workers must be an integer >= 0 or None, got {self.workers!r}")
         if not _is_int(self.seed):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-        for name in ("lr", "gamma", "mc_mu", "mc_lambda", "mc_drop_rate", "weight_decay", "momentum",
-                     "lr_decay", "rotation", "noise_p", "noise_std"):
-            if not _is_number(getattr(self, name)):
-                raise ConfigError(f"{name} must be a number, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        for name in ("gamma", "mc_mu", "mc_lambda", "weight_decay", "momentum", "rotation", "noise_std"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 < self.lr_decay <= 1:
-            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
-        if not 0 <= self.noise_p <= 1 or not 0 <= self.mc_drop_rate < 1:
-            raise ConfigError(f"noise_p must be in [0, 1] and mc_drop_rate in [0, 1), "
-                              f"got {self.noise_p} and {self.mc_drop_rate}")
+        for name, valid in FLOAT_RANGES.items():
+            _in_range(name, getattr(self, name), *valid)
         if self.train_per_class is not None and self.train_per_class + self.val_per_class > 500:
             raise ConfigError(f"train_per_class + val_per_class must be <= 500 (CIFAR-100 has 500 "
                               f"train images per class), got {self.train_per_class} + {self.val_per_class}")
@@ -171,7 +162,26 @@ class TrainConfig:
 # Settings that do not change what a run computes: they may differ between a run and its resume.
 # (compile, tf32 and deterministic change kernels, so results agree up to rounding, not the experiment.)
 RUNTIME_FIELDS = {"epochs", "data", "out", "device", "workers", "eval_batch_size", "progress",
-                  "resume", "overwrite", "compile", "compile_mode", "tf32", "deterministic"}
+                  "resume", "overwrite", "compile", "compile_mode", "tf32", "deterministic",
+                  "checkpoint_minutes", "time_limit"}
+
+# Every float setting and its valid range: (low, high, low included, high included, None allowed).
+# NaN and ±inf are refused for all of them (a NaN passes every `<` test, so it would train).
+FLOAT_RANGES = {
+    "lr": (0, math.inf, False, False, False),
+    "gamma": (0, math.inf, True, False, False),
+    "mc_mu": (0, math.inf, True, False, False),
+    "mc_lambda": (0, math.inf, True, False, False),
+    "mc_drop_rate": (0, 1, True, False, False),
+    "weight_decay": (0, math.inf, True, False, False),
+    "momentum": (0, math.inf, True, False, False),
+    "lr_decay": (0, 1, False, True, False),
+    "rotation": (0, math.inf, True, False, False),
+    "noise_p": (0, 1, True, True, False),
+    "noise_std": (0, math.inf, True, False, False),
+    "checkpoint_minutes": (0, math.inf, True, False, False),
+    "time_limit": (0, math.inf, False, False, True),
+}
 
 
 def upgrade_saved(saved: dict) -> dict:
@@ -236,6 +246,23 @@ def _is_int(v) -> bool:
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _range_text(low, high, low_in, high_in) -> str:
+    if high == math.inf:
+        return f"{'>=' if low_in else '>'} {low:g}"
+    return f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
+def _in_range(name, v, low, high, low_in, high_in, none_ok) -> None:
+    if v is None and none_ok:
+        return
+    ok = (_is_number(v) and math.isfinite(v) and (v >= low if low_in else v > low)
+          and (v <= high if high_in else v < high))
+    if not ok:
+        what = _range_text(low, high, low_in, high_in) + (" or None" if none_ok else "")
+        finite = " (a finite number: NaN and inf are not accepted)" if _is_number(v) and not math.isfinite(v) else ""
+        raise ConfigError(f"{name} must be {what}{finite}, got {v!r}")
 
 
 def _positive_int(name, v):

@@ -5,6 +5,8 @@
     python -m cifar_hw2 grid --runs runs --gpus 0,1,2,3      rows in parallel, one process per GPU
     python -m cifar_hw2 grid --runs runs --nproc 4           each row on 4 GPUs through torchrun
     python -m cifar_hw2 grid --runs runs --dry-run           what would run
+    python -m cifar_hw2 grid --runs runs --launcher slurm    one Slurm job per row, an array (slurm.py)
+    python -m cifar_hw2 grid --runs runs --status            done / running / queued / failed, per row
 
 Each row executes notebooks/04_train.ipynb with papermill (in its own process) and leaves
 runs/<key>/04_train.ipynb, its figures in runs/<key>/figures/ and the run folder runs/<key>/. A finished row is skipped; an interrupted
@@ -12,7 +14,8 @@ one resumes from its last.pt; a failed row is reported and the others go on; the
 if any row failed. With CIFAR_HW2_QUICK=1 every row runs the `quick` preset (small CNN, CPU): a
 quick stand-in for its row, and a loss that cannot run on the small CNN is replaced by its stand-in
 (config.QUICK_STAND_IN). Each row records the Table 1 row it stands for in runs/<key>/grid.json,
-where the report finds it.
+where the report finds it. A row whose folder another process holds (folderlock.py) is skipped.
+Slurm rows run the trainer directly in their job (no notebook: its figures come from `report`).
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import atomic_write_text
-from .config import QUICK_STAND_IN, quick_mode
+from .config import QUICK_STAND_IN, TrainConfig, quick_mode
+from .folderlock import describe_holder, holder
 from .notebook import FIGURES_ENV
 from .reference import HOMEWORK_LOSS, MODEL_LABEL, REPORT_TABLE1, TABLE1_BY_KEY, find_table1_row
 
@@ -151,6 +155,50 @@ def record_row(row: GridRow, folder: Path, quick: bool) -> None:
          "stands_for": row.stands_for(quick)}, indent=2, ensure_ascii=False) + "\n")
 
 
+def row_config(row: GridRow, runs: Path, data: str | None, **overrides) -> TrainConfig:
+    """The run a Slurm row trains: what notebook 04 makes of the row's parameters (quick mode
+    included), in an absolute folder (the job starts elsewhere). `overrides`: the tests' trims."""
+    import contextlib
+    import dataclasses
+    import io
+    from .notebook import train_config_from_parameters
+    with contextlib.redirect_stdout(io.StringIO()):     # its quick-mode notes, once per row, are the grid's
+        cfg = train_config_from_parameters(**row.parameters((runs / row.key).resolve(), data))
+    return dataclasses.replace(cfg, **overrides).validate() if overrides else cfg
+
+
+def print_status(runs: str | Path, only: list[str] = (), echo=print) -> dict[str, str]:
+    """Each row's state, read from its run folder (and its job, for Slurm rows): {key: state}."""
+    from .slurm import status
+    runs, rows = Path(runs), select(grid_rows(), list(only))
+    states = {}
+    for i, row in enumerate(rows, 1):
+        state, detail = status(runs / row.key)
+        states[row.key] = state
+        echo(f"[{i}/{len(rows)}] {row.key:<26} {state:<11} {detail}")
+    counts = {s: list(states.values()).count(s) for s in dict.fromkeys(states.values())}
+    echo("grid: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return states
+
+
+def submit_rows(rows: list[GridRow], runs: Path, data: str | None, options, dry_run: bool = False, echo=print,
+                overrides: dict | None = None) -> list:
+    """Submit the rows that are neither done nor already queued or running, as one Slurm array."""
+    from .slurm import status, submit
+    quick, todo = quick_mode(), []
+    for i, row in enumerate(rows, 1):
+        state, detail = status(runs / row.key)
+        if state in ("done", "running", "queued"):
+            echo(f"[{i}/{len(rows)}] {row.key:<26} {state}, not submitted ({detail})")
+            continue
+        todo.append(row)
+        if not dry_run:
+            record_row(row, runs / row.key, quick)
+    configs = [row_config(row, runs, data, **(overrides or {})) for row in todo]
+    echo(f"grid: {'would submit' if dry_run else 'submitting'} {len(todo)} row(s) to {options.cluster}")
+    return submit(configs, [f"cifar_hw2-{r.key}" for r in todo], options, (runs / "slurm").resolve(), dry_run, echo)
+
+
 def run_row(row: GridRow, runs: Path, data: str | None, env: dict, nproc: int = 1) -> Outcome:
     """Run one row: notebook 04 through papermill in its own process (torchrun when nproc > 1)."""
     folder = runs / row.key
@@ -181,11 +229,16 @@ def run_row(row: GridRow, runs: Path, data: str | None, env: dict, nproc: int = 
 
 
 def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gpus: list[str] = (),
-             nproc: int = 1, dry_run: bool = False, echo=print, runner=run_row) -> list[Outcome]:
+             nproc: int = 1, dry_run: bool = False, echo=print, runner=run_row, slurm=None) -> list[Outcome]:
     """Run the selected rows. `runner(row, runs, data, env, nproc) -> Outcome` runs one row
-    (run_row; tests pass a trimmed in-process one)."""
+    (run_row; tests pass a trimmed in-process one). `slurm` (slurm.SlurmOptions): submit them instead."""
+    from .runfolder import check_out_folder
     runs = Path(runs)
     rows = select(grid_rows(), list(only))
+    check_out_folder(runs)
+    if slurm is not None:
+        jobs = submit_rows(rows, runs, data, slurm, dry_run, echo)
+        return [Outcome(row, "submitted", message=str(job.job_id)) for row, job in zip(rows, jobs)]
     quick = quick_mode()
     mode = "quick mode (CIFAR_HW2_QUICK=1): every row runs the quick preset on the CPU, a stand-in " \
            "for its Table 1 row" if quick else "full configuration"
@@ -220,6 +273,12 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
                 i, row, what = work.get_nowait()
             except queue.Empty:
                 return
+            busy = holder(runs / row.key)
+            if busy is not None:      # another grid (or train) is running this row right now
+                with lock:
+                    echo(f"[{i}/{len(rows)}] {row.key:<26} skipped: in use by {describe_holder(busy)}")
+                    outcomes.append(Outcome(row, "skipped", message="in use"))
+                continue
             with lock:
                 echo(f"[{i}/{len(rows)}] {row.key:<26} {what}" + (f" on GPU {gpu}" if gpu is not None else "") + " ...")
             record_row(row, runs / row.key, quick)

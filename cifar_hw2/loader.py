@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import signal
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -37,7 +38,9 @@ class SeededBatchSampler:
     """Yields batches as lists of (index, batch_seed) pairs for `CifarDataset.__getitems__`.
 
     Wraps a DistributedSampler (also with one process) so that under torchrun every rank sees its
-    own shard of the same seeded permutation. `set_epoch` must be called before each epoch.
+    own shard of the same seeded permutation. `set_epoch` must be called before each epoch; its
+    `start` skips that many batches (a run resumed inside an epoch): every batch's indices and seed
+    depend on its number only, so the batches that follow are the ones an uninterrupted run sees.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
@@ -45,10 +48,10 @@ class SeededBatchSampler:
         self.sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True,
                                           seed=seed, drop_last=False)
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world_size
-        self.drop_last, self.epoch = drop_last, 0
+        self.drop_last, self.epoch, self.start = drop_last, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
         self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
@@ -57,7 +60,7 @@ class SeededBatchSampler:
 
     def __iter__(self):
         indices = list(self.sampler)
-        for b in range(len(self)):
+        for b in range(self.start, len(self)):
             chunk = indices[b * self.batch_size:(b + 1) * self.batch_size]
             s = batch_seed(self.seed, self.epoch, b * self.world + self.rank)
             yield [(i, s) for i in chunk]
@@ -72,6 +75,16 @@ def default_workers() -> int:
     return cores if cores > 1 else 0
 
 
+def _leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM, SIGINT and SIGUSR1/2: the main process stops cleanly on them
+    (stopping.py) and may still read batches until its next refresh point. A Ctrl-C reaches the
+    whole process group, and Slurm signals every process of a job, so a worker would otherwise die
+    under it. Workers still end with the main process (DataLoader's shutdown, or its watchdog)."""
+    from .stopping import STOP_SIGNALS
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 def make_train_loader(split: CifarSplit, batch_size: int, seed: int, *, flip=True, rotation=10.0,
                       autoaugment=True, rank=0, world_size=1, workers=None,
                       pin_memory=False) -> tuple[DataLoader, SeededBatchSampler]:
@@ -84,7 +97,8 @@ def make_train_loader(split: CifarSplit, batch_size: int, seed: int, *, flip=Tru
     workers = default_workers() if workers is None else workers
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                         persistent_workers=workers > 0, pin_memory=pin_memory,
-                        prefetch_factor=4 if workers > 0 else None)
+                        prefetch_factor=4 if workers > 0 else None,
+                        worker_init_fn=_leave_stop_signals_to_the_main_process if workers > 0 else None)
     return loader, sampler
 
 

@@ -126,7 +126,8 @@ def train_config_from_parameters(preset: str, out: str, resume: bool = True, **p
     full = make_config(preset, **overrides, out=out, resume=resume)
     if quick_mode():
         kept = {k: v for k, v in overrides.items()
-                if k in ("loss", "gamma", "mc_mu", "mc_lambda", "mc_drop_rate", "data", "seed")}
+                if k in ("loss", "gamma", "mc_mu", "mc_lambda", "mc_drop_rate", "data", "seed", "time_limit",
+                         "checkpoint_minutes")}
         dropped = sorted(set(overrides) - set(kept))
         print(f"{QUICK_ENV}=1 → quick mode: preset 'quick' instead of {preset!r}"
               + (f"; ignoring {', '.join(dropped)}" if dropped else "")

@@ -49,6 +49,15 @@ class Processes:
         if self.world > 1:
             dist.barrier()
 
+    def share(self, obj):
+        """Rank 0's `obj` on every rank (e.g. the error of a check only rank 0 makes, so that all
+        ranks stop on it together instead of waiting for rank 0 at the next collective)."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 def init_processes(device_name: str) -> Processes:
     """Join the torchrun process group if WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA).

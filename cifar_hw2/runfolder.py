@@ -5,15 +5,18 @@
     history.csv    one row per epoch (HISTORY_COLUMNS)
     metrics.json   test metrics of the final epoch and of the best-by-validation epoch (fractions)
     last.pt        everything needed to resume; best.pt  the weights of the best-by-val epoch
+    .lock          held while a run is alive (folderlock.py); slurm.json  its Slurm job (slurm.py)
 
 Under torchrun only rank 0 writes these; every write is atomic (checkpoint.py).
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +27,7 @@ from .config import RUNTIME_FIELDS, ConfigError, TrainConfig, upgrade_saved
 from .data import NUM_CLASSES
 
 RUN_FILES = ("config.json", "history.csv", "metrics.json", "last.pt", "best.pt")
+JOB_FILE = "slurm.json"     # the Slurm job of a run submitted through slurm.py
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc",
                    "val_top1", "val_top5", "val_nll", "val_ece",
@@ -70,6 +74,31 @@ def _describe(cfg: dict) -> str:
     return f"model={cfg.get('model')}, loss={cfg.get('loss')}, lr={cfg.get('lr')}, batch_size={cfg.get('batch_size')}"
 
 
+def check_out_folder(out: str | Path) -> None:
+    """Can `out` be made and written to? Checked at start-up, before any data is loaded, so that a bad
+    --out is one line (ConfigError), not a traceback an hour later. Leaves nothing behind: a folder
+    that does not exist yet is not made here, a probe is made in its nearest existing parent."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out {out} exists and is not a folder")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"cannot make out folder {out}: {parent} is a file, not a folder")
+    try:
+        if parent == out:
+            fd, probe = tempfile.mkstemp(dir=out, prefix=".write-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".write-probe-"))
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise ConfigError(f"cannot write to out folder {out}: {why}" if parent == out else
+                          f"cannot make out folder {out}: making a folder in {parent} fails ({why})") from None
+
+
 def prepare_out(cfg: TrainConfig, procs) -> dict | None:
     """Check the out folder against this run; return the checkpoint state to resume from, if any.
     `procs`: a processes.Processes (barrier, main)."""
@@ -91,6 +120,8 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
         if procs.main:
             for name in existing:
                 (out / name).unlink()
+            # The old run's Slurm job record too: `grid --status` would report that job for this run.
+            (out / JOB_FILE).unlink(missing_ok=True)
         procs.barrier()
         return None
     if cfg.resume and (out / "last.pt").exists():
@@ -122,12 +153,6 @@ def metrics_record(history: list[dict], best: dict | None, epochs: int, calibrat
     return {**{k: final[k] for k in ("top1", "top5", "nll", "ece")},
             "final": final, "best": pick(best), "epochs_done": history[-1]["epoch"], "epochs": epochs,
             "complete": history[-1]["epoch"] >= epochs, "reliability": calibration}
-
-
-def write_results(out: Path, history: list[dict], best: dict | None, epochs: int, calibration: dict) -> None:
-    """history.csv and metrics.json, each atomically."""
-    write_csv(out / "history.csv", history)
-    write_json(out / "metrics.json", metrics_record(history, best, epochs, calibration))
 
 
 def rng_lists(x):

@@ -8,13 +8,17 @@ processes.py. Precision: precision.py; backend switches and the compile cache: b
 Exact resume: every epoch's randomness (batch order, augmentation, dropout, noise, MC masks) is
 derived from (seed, epoch), so re-running an epoch after a crash gives the same numbers; last.pt
 is written atomically after each epoch and also keeps the RNG states, the history and (fp16) the
-loss scaler's state.
+loss scaler's state. It is also written inside an epoch (every `checkpoint_minutes`, and when a
+signal or the time limit stops the run: stopping.py) with the position: the step, every rank's
+RNG states, running sums and buffers, so a resumed run continues at that step with the same
+numbers. One run per out folder: folderlock.py.
 
 Under `torchrun`, each process trains on its shard with DistributedDataParallel; rank 0 alone
 writes files and progress.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sys
@@ -27,7 +31,7 @@ import torch.distributed as dist
 from .augment import BatchNormalizeNoise
 from .backends import backend_settings, use_inductor_cache
 from .batch_augment import BatchAugment
-from .checkpoint import save_checkpoint, write_json
+from .checkpoint import CheckpointError, checkpoint_epoch, save_checkpoint, write_csv, write_json
 from .config import ConfigError, TrainConfig
 from .data import NUM_CLASSES, load_cifar100, stratified_subset, train_val_split
 from .loader import DeviceBatches, SeededBatchSampler, batch_seed, make_train_loader, predict_logits
@@ -39,18 +43,35 @@ from .optim import build_optimizer
 from .precision import choose_precision
 from .processes import (Processes, average_buffers, convert_sync_batchnorm, gather_interleaved, init_processes,
                         pick_device, weights_digest, wrap_ddp)
-from .runfolder import (HISTORY_COLUMNS, config_record, prepare_out, rng_lists, rng_tuples, settings_changed,
-                        write_results)
+from .folderlock import hold
+from .runfolder import (HISTORY_COLUMNS, check_out_folder, config_record, metrics_record, prepare_out, rng_lists,
+                        rng_tuples, settings_changed)
+from .stopping import RunStopped, StopControl, signal_name
 from .progress import epoch_bar
 from .schedule import build_scheduler
 
 # Re-exported: code written against the one-module trainer imports these from here.
-__all__ = ["Trainer", "fit", "NonFiniteLossError", "make_splits", "temperature_scaled", "HISTORY_COLUMNS",
+__all__ = ["Trainer", "fit", "NonFiniteLossError", "RunFileError", "RunStopped", "make_splits", "temperature_scaled", "HISTORY_COLUMNS",
            "pick_device", "prepare_out", "settings_changed", "Processes"]
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class RunFileError(RuntimeError):
+    """A file of the run folder could not be written (a full disk, ...); the last good checkpoint is kept."""
+
+
+class _StopHere(Exception):
+    """Raised inside the loop where a stop was decided; run() turns it into the line and the outcome."""
+
+    def __init__(self, decision, epoch: int, step: int, total: int):
+        super().__init__()
+        self.decision, self.epoch, self.step, self.total = decision, epoch, step, total
+
+
+DEFAULT_RESUME = "fit() again with resume=True (notebook 04: run it again; resume = True is its default)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,8 +107,9 @@ def temperature_scaled(val_logits, val_labels, logits, labels) -> tuple[dict, to
 # The trainer
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, procs: Processes):
+    def __init__(self, cfg: TrainConfig, procs: Processes, resume_command: str | None = None):
         self.cfg, self.procs = cfg, procs
+        self.resume_command = resume_command or DEFAULT_RESUME
         self.out = Path(cfg.out)
         self.device = pick_device(cfg.device, procs.local_rank)
         cuda = self.device.type == "cuda"
@@ -99,6 +121,10 @@ class Trainer:
         self.graphed = cfg.compile and cuda and cfg.compile_mode in ("reduce-overhead", "max-autotune")
         if cfg.batch_size % procs.world:
             raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {procs.world} processes")
+        # Signals and the test hook only; fit() gives a run its checkpoint timer and time limit
+        # (bench drives train_epoch too, and must never write a checkpoint).
+        self.stop = StopControl(world=procs.world, device=self.device, rank=procs.rank, out=str(self.out))
+        self.saved: tuple[int, int] | None = None   # (epochs done, steps into the next) of the last last.pt
 
     # ---- setup
     def setup(self, state: dict | None) -> None:
@@ -140,6 +166,7 @@ class Trainer:
         self.best: dict | None = None
         self.calibration: dict = {}  # reliability bins of the test split, final and best epoch
         self.start_epoch = 0
+        self.position = None        # where last.pt stopped inside an epoch, if it did
         if state is not None:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -151,6 +178,12 @@ class Trainer:
             self.skipped_steps.fill_(state.get("skipped_steps", 0))
             torch.set_rng_state(state["rng"]["torch"])
             random.setstate(rng_tuples(state["rng"]["python"]))
+            self.position = state.get("position")
+            self.saved = (self.start_epoch, self.position["step"] if self.position else 0)
+            if self.position and self.position["world"] != procs.world:
+                raise CheckpointError(f"{self.out / 'last.pt'} was written inside epoch {self.start_epoch + 1} by "
+                                      f"{self.position['world']} process(es): resume it with as many (now "
+                                      f"{procs.world}), since each one's place in the epoch is saved")
         self.train_model = self.model
         self.compile_cache = None
         if cfg.compile:
@@ -195,21 +228,28 @@ class Trainer:
         return loss.detach(), logits.detach()
 
     # ---- one epoch of training
-    def train_epoch(self, epoch: int, bar, max_steps: int | None = None) -> dict:
+    def train_epoch(self, epoch: int, bar, max_steps: int | None = None, position: dict | None = None) -> dict:
+        """Train one epoch; `position` (last.pt's, written inside this epoch) continues it at its step."""
         cfg, dev = self.cfg, self.device
         self.train_model.train()
         loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
         correct = torch.zeros((), device=dev, dtype=torch.long)
         first_bad = torch.full((), -1, device=dev, dtype=torch.long)
-        seen, start = 0, time.perf_counter()
+        first = position["step"] if position else 0
+        seen, seen_here, start = 0, 0, time.perf_counter()
         refresh = 1 if dev.type == "cpu" else 25   # a host sync only every few steps on a GPU
+        self.sampler.set_epoch(epoch, first)
         batches = iter(self.loader)
         # Dropout, noise and MC masks in this process draw from a stream fixed by (seed, epoch, rank).
         # Seeded after iter(): a new loader iterator draws from this RNG, a persistent one does not.
         torch.manual_seed(batch_seed(cfg.seed, epoch, -1 - self.procs.rank))
+        if position:
+            seen = self._restore_position(position, loss_sum, correct)
+            if bar is not None:
+                bar.update(first)
         total = len(self.loader) if max_steps is None else min(max_steps, len(self.loader))
-        for step, (images, labels) in enumerate(batches):
-            if step == total:
+        for step, (images, labels) in enumerate(batches, start=first):
+            if step >= total:
                 break
             images = images.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)
@@ -223,14 +263,22 @@ class Trainer:
             loss_sum += loss.double() * labels.shape[0]
             correct += (logits.argmax(dim=1) == labels).sum()
             seen += labels.shape[0]
+            seen_here += labels.shape[0]
+            self.stop.test_hook(epoch, step + 1)
             if (step + 1) % refresh == 0 or step + 1 == total:
                 self._check_finite(first_bad, epoch)
                 if bar is not None:
                     bar.update(step + 1 - bar.n)
                     # refresh=False: drawn at the bar's next rate-limited redraw (see run).
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
-                                    img_s=f"{seen * self.procs.world / (time.perf_counter() - start):.0f}",
+                                    img_s=f"{seen_here * self.procs.world / (time.perf_counter() - start):.0f}",
                                     refresh=False)
+                decision = self.stop.poll()     # the same on every rank (a collective under torchrun)
+                if decision.checkpoint or decision.stop:
+                    spent = (position["seconds"] if position else 0.0) + time.perf_counter() - start
+                    self._save_position(epoch, step + 1, loss_sum, correct, seen, spent)
+                if decision.stop:
+                    raise _StopHere(decision, epoch, step + 1, total)
         self._check_finite(first_bad, epoch)
         if self.procs.world > 1:
             average_buffers(self.model, self.procs.world)
@@ -239,7 +287,64 @@ class Trainer:
             dist.all_reduce(totals)
         seconds = time.perf_counter() - start
         return {"train_loss": (totals[0] / totals[2]).item(), "train_acc": (totals[1] / totals[2]).item(),
-                "images_per_s": totals[2].item() / seconds}
+                "images_per_s": seen_here * self.procs.world / seconds}
+
+    # ---- a position inside an epoch
+    def _rng(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "python": rng_lists(random.getstate())}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def _save_position(self, epoch: int, step: int, loss_sum, correct, seen: int, seconds: float) -> None:
+        """last.pt at `step` steps into `epoch` (0-based): the model and optimizer as after that step,
+        and each rank's RNG states, running sums and buffers (BatchNorm statistics differ between
+        ranks until the epoch's end averages them). Every rank takes part (a gather); rank 0 writes."""
+        mine = {"loss_sum": loss_sum.cpu(), "correct": correct.cpu(), "seen": seen, "rng": self._rng()}
+        if self.procs.world > 1:
+            mine["buffers"] = {n: b.detach().cpu().clone() for n, b in self.model.named_buffers()}
+            ranks = [None] * self.procs.world
+            dist.all_gather_object(ranks, mine)
+        else:
+            ranks = [mine]
+        position = {"epoch": epoch, "step": step, "world": self.procs.world, "seconds": seconds, "ranks": ranks}
+        if self.procs.main:
+            self._write(self.out / "last.pt", save_checkpoint, self._state(epoch, position=position))
+        self.saved = (epoch, step)
+        self.stop.checkpointed()
+
+    def _restore_position(self, position: dict, loss_sum, correct) -> int:
+        mine = position["ranks"][self.procs.rank]
+        loss_sum.copy_(mine["loss_sum"])
+        correct.copy_(mine["correct"])
+        torch.set_rng_state(mine["rng"]["torch"])
+        random.setstate(rng_tuples(mine["rng"]["python"]))
+        if "cuda" in mine["rng"]:
+            torch.cuda.set_rng_state(mine["rng"]["cuda"], self.device)
+        if "buffers" in mine:
+            with torch.no_grad():
+                for name, buf in self.model.named_buffers():
+                    buf.copy_(mine["buffers"][name])
+        return mine["seen"]
+
+    def _where(self, epochs_done: int, step: int, total: int | None = None) -> str:
+        if step == 0:
+            return f"after epoch {epochs_done} of {self.cfg.epochs}"
+        return f"in epoch {epochs_done + 1} of {self.cfg.epochs}, after step {step}" + (f" of {total}" if total else "")
+
+    def _kept(self) -> str:
+        if self.saved is None:
+            return "No checkpoint was written yet"
+        return f"The last good checkpoint {self.out / 'last.pt'} ({self._where(*self.saved)}) is kept"
+
+    def _write(self, path: Path, write, *args) -> None:
+        """One file of the run folder, atomically; a failure (a full disk) is one line that says
+        what is kept and how to go on. The old file is intact, and no temp file is left."""
+        try:
+            write(path, *args)
+        except OSError as e:
+            raise RunFileError(f"could not write {path}: {e.strerror or e}. {self._kept()}; free space or "
+                               f"fix the folder, then resume: {self.resume_command}") from None
 
     def _timed_first_step(self, x, labels):
         """The first compiled step compiles (or loads from the cache): time it and say so."""
@@ -256,8 +361,8 @@ class Trainer:
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
         step = int(first_bad)
         if step >= 0:
-            kept = (f"the last good checkpoint {self.out / 'last.pt'} (after epoch {self.start_epoch_done})"
-                    if (self.out / "last.pt").exists() else "no checkpoint was written yet")
+            kept = (f"the last good checkpoint {self.out / 'last.pt'} ({self._where(*self.saved)})"
+                    if self.saved is not None else "no checkpoint was written yet")
             raise NonFiniteLossError(f"the loss became NaN or infinite at epoch {epoch + 1}, step {step + 1}; "
                                      f"the run stopped. Kept {kept}. Try a lower --lr.")
 
@@ -285,35 +390,49 @@ class Trainer:
 
     # ---- the loop
     def run(self) -> list[dict]:
+        """Train the remaining epochs. Stopped by a signal: raises RunStopped (last.pt holds the
+        position). Stopped by the time limit: returns the history so far (both print one line)."""
         cfg, procs = self.cfg, self.procs
-        self.start_epoch_done = self.start_epoch
+        self.finished = False
         if procs.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            write_json(self.out / "config.json", self._config_record())
+            self._write(self.out / "config.json", write_json, self._config_record())
             if self.history:  # a resumed run: files derived from the checkpoint are rewritten first
                 self._write_results()
+                self._repair_best()
         procs.barrier()
         show = _progress_mode(cfg.progress) if procs.main else "off"
         if show != "off":
             print(self.first_line(), flush=True)
         if self.start_epoch >= cfg.epochs and show != "off":
             print(f"{self.out}: all {cfg.epochs} epochs are done already.")
-        elif self.start_epoch > 0 and show != "off":
-            print(f"{self.out}: resuming after epoch {self.start_epoch} of {cfg.epochs}.", flush=True)
+        elif self.saved and show != "off":
+            print(f"{self.out}: resuming {self._where(*self.saved, len(self.loader))}.", flush=True)
+        try:
+            self._epochs(show)
+        except _StopHere as stop:
+            return self._stopped(stop)
+        self.finished = True
+        return self.history
+
+    def _epochs(self, show: str) -> None:
+        cfg, procs = self.cfg, self.procs
         for epoch in range(self.start_epoch, cfg.epochs):
-            self.sampler.set_epoch(epoch)
+            position = self.position if self.position and self.position["epoch"] == epoch else None
+            self.position = None
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             # At most one redraw a second, and plain text once closed (see progress.py).
             bar = epoch_bar(len(self.loader), f"epoch {epoch + 1}/{cfg.epochs}", show)
             try:
-                row = {"epoch": epoch + 1, "lr": lr, **self.train_epoch(epoch, bar)}
+                row = {"epoch": epoch + 1, "lr": lr, **self.train_epoch(epoch, bar, position=position)}
             finally:
                 if bar is not None:
                     bar.close()
+            self.stop.test_hook(epoch, "eval")
             metrics, bins = self.evaluate()
             row.update(metrics)
-            row["seconds"] = time.perf_counter() - start
+            row["seconds"] = time.perf_counter() - start + (position["seconds"] if position else 0.0)
             row = {k: row[k] for k in HISTORY_COLUMNS}
             self.scheduler.step()
             self.history.append(row)
@@ -323,15 +442,43 @@ class Trainer:
                 self.best = dict(row)
                 self.calibration["best"] = bins
             if procs.main:
+                # last.pt before best.pt: if the second write fails, last.pt's own weights are the best
+                # epoch's, and a resume rewrites best.pt from them (_repair_best).
+                self._write(self.out / "last.pt", save_checkpoint, self._state(epoch + 1))
+                self.saved = (epoch + 1, 0)     # what a failed best.pt write below says is kept
                 if improved:
-                    save_checkpoint(self.out / "best.pt", self._state(epoch + 1, weights_only=True))
-                save_checkpoint(self.out / "last.pt", self._state(epoch + 1))
+                    self._write(self.out / "best.pt", save_checkpoint, self._state(epoch + 1, weights_only=True))
                 self._write_results()
                 if show != "off":
                     print(_epoch_line(row, cfg.epochs) + self._skipped_note(), flush=True)
-            self.start_epoch_done = epoch + 1
+            self.saved = (epoch + 1, 0)
+            self.stop.checkpointed()
             procs.barrier()
+            if epoch + 1 < cfg.epochs:
+                decision = self.stop.poll()     # a signal during the evaluation stops here
+                if decision.stop:
+                    raise _StopHere(decision, epoch + 1, 0, len(self.loader))
+
+    def _stopped(self, stop: _StopHere) -> list[dict]:
+        where = self._where(stop.epoch, stop.step, stop.total)
+        if stop.decision.signum is not None:
+            line = (f"{self.out}: stopped by {signal_name(stop.decision.signum)} {where}; last.pt holds that "
+                    f"position. Resume with: {self.resume_command}")
+        else:
+            line = (f"{self.out}: time limit of {self.cfg.time_limit:g} h reached {where}; last.pt saved there. "
+                    f"Resume to continue: {self.resume_command}")
+        if self.procs.main:
+            print(line, flush=True)
+        if stop.decision.signum is not None:
+            raise RunStopped(line, stop.decision.signum)
         return self.history
+
+    def _repair_best(self) -> None:
+        """A run that ended between writing last.pt and best.pt (a full disk, a kill) left best.pt a
+        step behind; the best epoch is then last.pt's own, whose weights it holds."""
+        if (self.position is None and self.best is not None and self.best["epoch"] == self.start_epoch
+                and checkpoint_epoch(self.out / "best.pt") != self.start_epoch):
+            self._write(self.out / "best.pt", save_checkpoint, self._state(self.start_epoch, weights_only=True))
 
     def first_line(self) -> str:
         """What this run picked and why, printed first (config.json holds the same)."""
@@ -343,7 +490,7 @@ class Trainer:
     def _skipped_note(self) -> str:
         return f"  {int(self.skipped_steps)} fp16 steps skipped so far" if self.scaler is not None else ""
 
-    def _state(self, epochs_done: int, weights_only: bool = False) -> dict:
+    def _state(self, epochs_done: int, weights_only: bool = False, position: dict | None = None) -> dict:
         state = {"model_name": self.cfg.model, "num_classes": NUM_CLASSES, "epoch": epochs_done,
                  "config": self.cfg.to_dict(), "model": self.model.state_dict()}
         if not weights_only:
@@ -352,10 +499,14 @@ class Trainer:
                          rng={"torch": torch.get_rng_state(), "python": rng_lists(random.getstate())})
             if self.scaler is not None:
                 state.update(scaler=self.scaler.state_dict(), skipped_steps=int(self.skipped_steps))
+            if position is not None:
+                state["position"] = position
         return state
 
     def _write_results(self) -> None:
-        write_results(self.out, self.history, self.best, self.cfg.epochs, self.calibration)
+        self._write(self.out / "history.csv", write_csv, self.history)
+        self._write(self.out / "metrics.json", write_json,
+                    metrics_record(self.history, self.best, self.cfg.epochs, self.calibration))
 
     def _config_record(self) -> dict:
         return config_record(
@@ -381,25 +532,41 @@ def _progress_mode(mode: str) -> str:
     return "bar" if in_notebook or sys.stderr.isatty() else "epoch"
 
 
-def fit(config: TrainConfig) -> list[dict]:
-    """Train and evaluate per `config`; returns the history (one dict per epoch)."""
+def fit(config: TrainConfig, resume_command: str | None = None) -> list[dict]:
+    """Train and evaluate per `config`; returns the history (one dict per epoch). `resume_command`:
+    what the stop line tells a user to run (the CLI passes the command line with --resume)."""
     cfg = config.validate()
     procs = init_processes(cfg.device)
     try:
-        trainer = Trainer(cfg, procs)
-        state = prepare_out(cfg, procs)
-        with backend_settings(trainer.device, cfg.deterministic, cfg.tf32) as trainer.backends:
-            trainer.setup(state)
-            history = trainer.run()
-        if procs.world > 1:
-            digests = [None] * procs.world
-            dist.all_gather_object(digests, trainer.weights_digest())
+        with contextlib.ExitStack() as held:
+            # Before any data is loaded: the folder can be written, and no other run holds it.
+            error = None
             if procs.main:
-                record = json.loads((trainer.out / "metrics.json").read_text())
-                record["distributed"] = {"world_size": procs.world, "weights_sha256": digests,
-                                         "identical": len(set(digests)) == 1}
-                write_json(trainer.out / "metrics.json", record)
-        return history
+                try:
+                    check_out_folder(cfg.out)
+                    held.enter_context(hold(cfg.out))
+                except ConfigError as e:
+                    error = e
+            error = procs.share(error)
+            if error is not None:
+                raise error
+            trainer = Trainer(cfg, procs, resume_command)
+            trainer.stop = StopControl(cfg.checkpoint_minutes, cfg.time_limit, procs.world, trainer.device,
+                                       procs.rank, cfg.out)
+            state = prepare_out(cfg, procs)
+            with backend_settings(trainer.device, cfg.deterministic, cfg.tf32) as trainer.backends, \
+                    trainer.stop.installed():
+                trainer.setup(state)
+                history = trainer.run()
+            if procs.world > 1 and trainer.finished:
+                digests = [None] * procs.world
+                dist.all_gather_object(digests, trainer.weights_digest())
+                if procs.main:
+                    record = json.loads((trainer.out / "metrics.json").read_text())
+                    record["distributed"] = {"world_size": procs.world, "weights_sha256": digests,
+                                             "identical": len(set(digests)) == 1}
+                    trainer._write(trainer.out / "metrics.json", write_json, record)
+            return history
     finally:
         if procs.started_here and dist.is_initialized():
             dist.destroy_process_group()

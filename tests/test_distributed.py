@@ -1,22 +1,30 @@
-"""torchrun with 2 CPU processes (gloo) on the quick preset."""
+"""torchrun with 2 CPU processes (gloo) on the quick preset: a run, and the same run stopped by a
+SIGTERM that only rank 1 receives, then resumed."""
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from cifar_hw2.stopping import TEST_SIGNAL_ENV
+
+from test_long_runs import assert_same_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_torchrun_two_processes(tiny_data, tmp_path):
+def torchrun(tiny_data, out, *extra, env=None):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    out = tmp_path / "ddp"
     cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "cifar_hw2", "train", "--preset", "quick",
-           "--data", str(tiny_data), "--train-per-class", "10", "--val-per-class", "2",
-           "--test-per-class", "all", "--epochs", "2", "--workers", "0", "--progress", "epoch",
-           "--out", str(out)]
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+           "--data", str(tiny_data), "--train-per-class", "3", "--val-per-class", "1", "--test-per-class", "1",
+           "--batch-size", "30", "--epochs", "2", "--workers", "0", "--progress", "epoch", "--out", str(out), *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_torchrun_two_processes(tiny_data, tmp_path):
+    out = tmp_path / "ddp"
+    run = torchrun(tiny_data, out)
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["complete"] and metrics["distributed"]["world_size"] == 2
@@ -26,4 +34,15 @@ def test_torchrun_two_processes(tiny_data, tmp_path):
     assert len((out / "history.csv").read_text().splitlines()) == 1 + 2
     assert run.stdout.count("epoch   1/2") == 1 and run.stdout.count("epoch   2/2") == 1
     config = json.loads((out / "config.json").read_text())
-    assert config["world_size"] == 2 and config["data_sizes"]["train"] == 1000
+    assert config["world_size"] == 2 and config["data_sizes"]["train"] == 300
+
+    # SIGTERM to rank 1 alone after step 3 of epoch 2 (10 steps of 15 images a rank): the flag
+    # all-reduced at the refresh points stops both ranks after that step; nobody hangs.
+    stopped = tmp_path / "stopped"
+    run = torchrun(tiny_data, stopped, env={TEST_SIGNAL_ENV: "SIGTERM 2 3 1"})
+    assert run.returncode != 0 and "Traceback (most recent call last)" not in run.stdout
+    assert run.stdout.count("stopped by SIGTERM in epoch 2 of 2, after step 3 of 10") == 1, run.stdout
+    assert "Resume with: torchrun --standalone --nproc_per_node=2 -m cifar_hw2 train" in run.stdout
+    run = torchrun(tiny_data, stopped, "--resume")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert_same_run(out, stopped)
