@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=("test", "val"))
     ev.add_argument("--data", default=None, help="folder holding cifar-100-python/ (default: the run's)")
     ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: the run's eval_batch_size)")
 
     grid = sub.add_parser("grid", help="run the experiment grid (Table 1 and more) with papermill",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -186,7 +186,7 @@ def run_train(args) -> int:
 
 def run_evaluate(args) -> int:
     from .evaluate import evaluate_checkpoint
-    if args.batch_size <= 0:
+    if args.batch_size is not None and args.batch_size <= 0:
         raise ValueError(f"batch size must be a positive integer, got {args.batch_size}")
     result = evaluate_checkpoint(args.checkpoint, args.split, args.data, args.device, args.batch_size)
     print(json.dumps(result, indent=2))
