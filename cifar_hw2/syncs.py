@@ -36,6 +36,16 @@ _ALWAYS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_s
            aten.unique_consecutive.default, aten.allclose.default}
 
 
+def _caller() -> str:
+    """The innermost frame outside torch and this module, as "file.py:line in function"."""
+    import traceback
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        path = frame.filename.replace("\\", "/")
+        if "/torch/" not in path and not path.endswith("syncs.py"):
+            return f"{path.rsplit('/', 1)[-1]}:{frame.lineno} in {frame.name}"
+    return "?"
+
+
 def _device(t) -> str | None:
     return t.device.type if isinstance(t, torch.Tensor) else None
 
@@ -75,7 +85,8 @@ class HostSyncs(TorchDispatchMode):
             out = fn(*args, **kwargs)
             device = kwargs.get("device")
             if device is not None and torch.device(device).type != "cpu":
-                self.events.append(f"torch.{fn.__name__}(..., device={device}) (blocking host-to-device copy)")
+                self.events.append(f"torch.{fn.__name__}(..., device={device}) (blocking host-to-device copy) "
+                                   f"at {_caller()}")
             return out
         return wrapped
 
@@ -83,7 +94,7 @@ class HostSyncs(TorchDispatchMode):
         kwargs = kwargs or {}
         why = self._why(func, args, kwargs)
         if why:
-            self.events.append(f"{func} ({why})")
+            self.events.append(f"{func} ({why}) at {_caller()}")
         return func(*args, **kwargs)
 
     def _why(self, func, args, kwargs) -> str | None:
