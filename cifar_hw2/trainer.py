@@ -16,6 +16,7 @@ writes files and progress.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import random
 import sys
@@ -241,16 +242,13 @@ class Trainer:
         # Seeded after iter(): a new loader iterator draws from this RNG, a persistent one does not.
         torch.manual_seed(batch_seed(cfg.seed, epoch, -1 - self.procs.rank))
         total = len(self.loader) if max_steps is None else min(max_steps, len(self.loader))
-        for step, (images, labels) in enumerate(batches):
-            if step == total:
-                break
+        # islice: never fetch a batch past the last step (on the device path that would augment a
+        # whole chunk no step trains on).
+        for step, (images, labels) in enumerate(itertools.islice(batches, total)):
             images = images.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)
             x = self.augment(images).contiguous(memory_format=self.memory_format)
-            if self.warmup_seconds is None and cfg.compile:
-                loss, logits = self._timed_first_step(x, labels)
-            else:
-                loss, logits = self.step(x, labels)
+            loss, logits = self.timed_step(x, labels)
             # Metrics stay on the device; no .item() per step.
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             loss_sum += loss.double() * labels.shape[0]
@@ -273,6 +271,12 @@ class Trainer:
         seconds = time.perf_counter() - start
         return {"train_loss": (totals[0] / totals[2]).item(), "train_acc": (totals[1] / totals[2]).item(),
                 "images_per_s": totals[2].item() / seconds}
+
+    def timed_step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`step`; the first compiled one is timed (it compiles) and falls back to eager on failure."""
+        if self.warmup_seconds is None and self.cfg.compile:
+            return self._timed_first_step(x, labels)
+        return self.step(x, labels)
 
     def _timed_first_step(self, x, labels):
         """The first compiled step compiles (or loads from the cache): time it and say so. If
