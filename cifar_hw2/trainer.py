@@ -287,7 +287,11 @@ class Trainer:
         try:
             out = self.step(x, labels)
         except compile_errors() as e:
-            self._compile_failed(f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}")
+            root = e                                   # the backend's own error, not dynamo's wrapper
+            while (inner := getattr(root, "inner_exception", None) or root.__cause__) is not None:
+                root = inner
+            text = str(root).strip().splitlines()
+            self._compile_failed(f"{type(root).__name__}: {text[0][:200] if text else ''}")
             return self.step(x, labels)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

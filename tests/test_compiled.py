@@ -3,11 +3,12 @@ compile): what stays eager outside the compiled regions of one B4 step, host syn
 `Trainer.step`, and the eager fallback. B4 at batch 2 with a 64 px backbone input: the op count
 does not depend on the input size, the time does."""
 import collections
+import math
 
 import pytest
 import torch
 
-from cifar_hw2.compiled import TensorDropPath, compile_model, regions, tensor_drop_paths
+from cifar_hw2.compiled import TensorDropPath, compile_model
 from cifar_hw2.config import make_config
 from cifar_hw2.processes import Processes
 from cifar_hw2.syncs import HostSyncs
@@ -79,3 +80,44 @@ def test_b4_step_leaves_few_eager_ops_and_no_host_sync(b4_trainer):
     # torch._assert_async (losses._check), so that branch is not a sync there.
     cuda_syncs = [e for e in syncs.events if "in _check" not in e]
     assert syncs.count <= 2 and cuda_syncs == [], syncs.events
+
+
+def test_a_failing_compile_says_so_in_one_line_and_trains_eager(tiny_data, tmp_path, capsys):
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    cfg = make_config("quick", data=str(tiny_data), out=str(tmp_path / "run"), train_per_class=2,
+                      val_per_class=2, test_per_class=1, batch_size=50, epochs=1, compile=True, progress="off")
+    trainer = Trainer(cfg.validate(), Processes())
+    trainer.compile_backend = broken_backend
+    trainer.setup(None)
+    assert trainer.compiled == "whole model"              # small_cnn has no repeated blocks
+    row = trainer.train_epoch(0, None, max_steps=3)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "torch.compile" in line]
+    assert len(lines) == 1 and "training continues eager" in lines[0] and "no compiler here" in lines[0]
+    assert trainer.train_model is trainer.model and trainer.compiled is None and math.isfinite(row["train_loss"])
+
+
+def test_regional_compile_keeps_the_state_dict_and_drop_path_rates():
+    from timm.layers import DropPath
+    from cifar_hw2.models import build_model
+    torch.manual_seed(0)
+    model = build_model("efficientnet_b4", 100)
+    keys = list(model.state_dict())
+    rates = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
+    same, what = compile_model(model, "regional", backend="aot_eager")
+    assert same is model and what.startswith("38 regions") and list(model.state_dict()) == keys
+    ours = [m for m in model.modules() if isinstance(m, TensorDropPath)]
+    assert [1 - m.keep.item() for m in ours] == pytest.approx(rates, rel=1e-5) and len(ours) == 31
+    assert not any(isinstance(m, DropPath) for m in model.modules())
+
+
+def test_tensor_drop_path_drops_whole_samples_at_its_rate_and_rescales():
+    torch.manual_seed(0)
+    drop = TensorDropPath(0.2).train()
+    out = drop(torch.ones(20_000, 3, 2, 2))
+    kept = out[:, 0, 0, 0] != 0
+    assert (out == out[:, :1, :1, :1]).all()                 # one draw per sample
+    assert kept.float().mean().item() == pytest.approx(0.8, abs=0.01)
+    assert out[kept].unique().tolist() == pytest.approx([1 / 0.8])
+    assert torch.equal(drop.eval()(out), out)
