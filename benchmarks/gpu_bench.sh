@@ -7,7 +7,8 @@
 #
 #   bash benchmarks/gpu_bench.sh                # → $OUT (benchmarks/gpu by default): logs, JSON, summary.txt
 #
-# Dry run on a CPU (small_cnn everywhere; it checks the script, it measures nothing about GPUs):
+# Dry run on a CPU (small_cnn everywhere; it checks the script, it measures nothing about GPUs; on
+# a slow or shared CPU give it more time and less work: BUDGET, LIMIT, COMPILE_LIMIT, STEPS, REPEATS):
 #   MODELS=small_cnn TRAIN="small_cnn:ce small_cnn:mc" DET_MODEL=small_cnn DEVICE=cpu bash benchmarks/gpu_bench.sh
 #
 # What it does, in order:
