@@ -273,7 +273,7 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
         # limit still says how long compiling took.
         synthetic_window(trainer, 1)()
         _sync(trainer.device)()
-        cache = "warm" if (trainer.compile_warm or _inductor_hits()) else "cold"
+        cache = _cache_state()
         emit("compile_warmup", trainer.warmup_seconds, "s", cache=cache, scope=cfg.compile_scope,
              path=f"first compiled step, {trainer.compiled or 'compile failed: eager'}")
     windows = {"synthetic": synthetic_window(trainer, steps), "end_to_end": trainer_window(trainer, steps),
@@ -302,10 +302,13 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
     return records
 
 
-def _inductor_hits() -> int:
-    """FX graph and AOTAutograd cache hits in this process so far (inductor's counters)."""
+def _cache_state() -> str:
+    """warm (every compiled graph came from inductor's caches), cold (none did) or partly warm,
+    from inductor's FX graph and AOTAutograd cache counters in this process."""
     from torch._dynamo.utils import counters
-    return sum(v for k, v in counters["inductor"].items() if k.endswith("cache_hit"))
+    hits = sum(v for k, v in counters["inductor"].items() if k.endswith("cache_hit"))
+    misses = sum(v for k, v in counters["inductor"].items() if k.endswith("cache_miss"))
+    return "warm" if hits and not misses else ("cold" if not hits else "partly warm")
 
 
 def warm_start_seconds(cfg: TrainConfig) -> float:
