@@ -20,5 +20,6 @@ A small package that the notebooks import. Each module holds one concern:
 - plots, widgets, notebook: figures, interactive explorers and helpers for the notebooks
 - nbtools: `notebooks --execute/--check/--repo-url`; progress: the epoch bar; speed: a CPU run's time, said up front
 - bench: where a training step spends its time; cli: `python -m cifar_hw2 COMMAND`
+- compiled: torch.compile of the step (regional, cached, eager fallback); syncs: would-be host syncs, counted
 """
 __version__ = "0.1.0"

@@ -15,9 +15,19 @@ Two steps, so that the host never waits for the device:
   2. `uint8(images, params)` applies them. AutoAugment is run op by op: the batch is sorted by what
      each sample does at step 1 of its sub-policy (which op, which signed magnitude, or nothing),
      each op runs once on its contiguous slice, then the same for step 2. The sort is planned on
-     the CPU from the drawn choices, so there is no host sync, and an op that does not fire costs
-     nothing. The number of torchvision calls is bounded by the policy, not the batch (measured:
-     ~34 for 64 images, ~56 for 512), so batches of a few hundred images amortise them (loader.DeviceBatches augments several batches per call).
+     the CPU from the drawn choices, and an op that does not fire costs nothing. The number of op
+     calls is bounded by the policy, not the batch (measured: ~34 for 64 images, ~56 for 512), so
+     batches of a few hundred images amortise them (loader.DeviceBatches augments several batches
+     per call).
+
+No host sync (tests/test_batch_augment.py counts them with syncs.HostSyncs): CPU tensors reach the
+device through pinned memory, non-blocking (`to_device`). torchvision's own functional ops would
+sync about 60 times per 512-image chunk (`torch.tensor(..., device=)` for affine matrices, grid
+divisors, fill values and the sharpness kernel; boolean-mask assignment in AutoContrast), so the
+ops that do that are computed here with the same arithmetic: the sampling grid of each affine
+action is built once on the CPU by torchvision's own helpers and kept on the device, with its
+out-of-image mask; the sharpness kernel likewise; AutoContrast uses torch.where. Outputs are
+equal to torchvision's, pixel for pixel (tested for every action of the policy).
 
 Input uint8 [B, 3, H, W] on any device; output uint8 (or, through `forward`, normalised float) on
 that device. On a GPU this takes the CPU out of the loop; tests check both paths draw the same
@@ -32,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2.functional import _geometry as tv_geometry
 
 from .augment import AUTOAUGMENT_FILL, NOISE_P, NOISE_STD, ROTATION_DEG, BatchNormalizeNoise
 
@@ -57,7 +68,9 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     keeps them until the copy is done) it is queued like a kernel."""
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+    # The meta device (the sync test's stand-in for CUDA, where nothing is copied) likewise; the
+    # CPU needs no copy and MPS (untested here) keeps the plain copy.
+    return t.to(device, non_blocking=device.type == "meta")
 
 
 def flip_batch(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
@@ -82,6 +95,78 @@ def rotate_batch(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     return out.to(x.dtype)
 
 
+# AutoAugment's geometric ops: torchvision runs each through an affine sampling grid.
+AFFINE_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+
+
+def affine_grid_cpu(name: str, magnitude: float, h: int, w: int) -> torch.Tensor | None:
+    """The sampling grid [1, h, w, 2] (float32, CPU) that torchvision's AutoAugment builds for one
+    affine op at `magnitude`, from torchvision's own helpers with its arguments
+    (`_AutoAugmentBase._apply_image_or_video_transform` → `affine` / `rotate`); None where
+    torchvision takes a fast path without a grid (a rotation by a multiple of 90°, never drawn by
+    the CIFAR-10 policy, whose rotations are at most 30°)."""
+    centre = [0.0, 0.0]
+    if name in ("ShearX", "ShearY"):
+        shear_deg = math.degrees(math.atan(magnitude))
+        angle, translate, shear = 0.0, [0.0, 0.0], [shear_deg, 0.0] if name == "ShearX" else [0.0, shear_deg]
+        centre = [-w * 0.5, -h * 0.5]        # torchvision passes center=[0, 0]: the top-left corner
+    elif name in ("TranslateX", "TranslateY"):
+        shift = float(int(magnitude))
+        angle, shear = 0.0, [0.0, 0.0]
+        translate = [shift, 0.0] if name == "TranslateX" else [0.0, shift]
+    elif name == "Rotate":
+        angle = magnitude % 360
+        if angle % 90 == 0:
+            return None
+        angle, translate, shear = -angle, [0.0, 0.0], [0.0, 0.0]   # rotate_image negates for affine
+    else:
+        raise ValueError(f"{name} is not an affine op; valid: {', '.join(AFFINE_OPS)}")
+    matrix = tv_geometry._get_inverse_affine_matrix(centre, angle, translate, 1.0, shear)
+    theta = torch.tensor(matrix, dtype=torch.float32).reshape(1, 2, 3)
+    return tv_geometry._affine_grid(theta, w=w, h=h, ow=w, oh=h)
+
+
+def apply_grid(x: torch.Tensor, grid: torch.Tensor, outside: torch.Tensor, fill: float) -> torch.Tensor:
+    """uint8 [n, C, h, w] sampled (nearest) at one grid [1, h, w, 2]; pixels whose source lies
+    outside the image (`outside`, bool [1, 1, h, w]) take `fill`: torchvision's
+    `_apply_grid_transform` for nearest interpolation, whose mask channel is the same for every
+    image of a shared grid, so it is computed once (`outside`) instead of per call."""
+    out = F.grid_sample(x.float(), grid.expand(len(x), -1, -1, -1), mode="nearest", padding_mode="zeros",
+                        align_corners=False)
+    return torch.where(outside, fill, out).round_().to(x.dtype)
+
+
+def sharpness(x: torch.Tensor, factor: float, kernel: torch.Tensor) -> torch.Tensor:
+    """torchvision's adjust_sharpness_image for uint8 [n, 3, h, w], with its 3x3 smoothing kernel
+    ([3, 1, 3, 3], float32, already on x's device) passed in rather than built per call."""
+    if x.shape[-1] <= 2 or x.shape[-2] <= 2:              # torchvision leaves such images as they are
+        return x
+    output = x.to(dtype=torch.float32, copy=True)
+    blurred = F.conv2d(output, kernel, groups=x.shape[-3]).round_()
+    view = output[..., 1:-1, 1:-1]                       # the border keeps its pixels
+    view.add_(blurred.sub_(view), alpha=(1.0 - factor))
+    return output.clamp_(0, 255).to(x.dtype)
+
+
+def sharpness_kernel() -> torch.Tensor:
+    """torchvision's sharpness kernel: 1s around a 5, normalised; [3, 1, 3, 3] float32 on the CPU."""
+    a, b = 1.0 / 13.0, 5.0 / 13.0
+    return torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=torch.float32).expand(3, 1, 3, 3).contiguous()
+
+
+def autocontrast(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's autocontrast_image for uint8 [n, C, h, w], with torch.where where it assigns
+    through a boolean mask (which makes the host wait for nonzero)."""
+    f = x.to(torch.float32)
+    minimum = f.amin(dim=(-2, -1), keepdim=True)          # [n, C, 1, 1]
+    maximum = f.amax(dim=(-2, -1), keepdim=True)
+    flat = maximum == minimum                             # a constant channel is left as it is
+    inv_scale = maximum.sub_(minimum).mul_(1.0 / 255)
+    minimum = torch.where(flat, 0.0, minimum)
+    inv_scale = torch.where(flat, 1.0, inv_scale)
+    return f.sub_(minimum).div_(inv_scale).clamp_(0, 255).to(x.dtype)
+
+
 class BatchAutoAugment(nn.Module):
     """AutoAugment with a sub-policy drawn per sample (torchvision's policies and ops)."""
 
@@ -91,6 +176,7 @@ class BatchAutoAugment(nn.Module):
         # used so that the ops and magnitudes are exactly those of v2.AutoAugment.
         self.aa = v2.AutoAugment(v2.AutoAugmentPolicy[policy], fill=fill,
                                  interpolation=InterpolationMode.NEAREST)
+        self.fill = float(fill)
         self.policies = self.aa._policies
         # actions: (op name, magnitude bin, sign); 0 is "nothing". Every (sub-policy, step) maps to
         # the action it takes with a positive and with a negative magnitude (the same if unsigned).
@@ -112,6 +198,9 @@ class BatchAutoAugment(nn.Module):
         self.positive = torch.tensor(positive)   # long [S, 2]
         self.negative = torch.tensor(negative)   # long [S, 2]
         self.probability = torch.tensor([[p for _, p, _ in sub] for sub in self.policies])  # [S, 2]
+        # Device constants, made on first use per (device, h, w) and kept: action index → (grid,
+        # outside mask) for the affine ops, and the sharpness kernel.
+        self._constants: dict[tuple[str, int, int], dict] = {}
 
     def draw(self, b: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(sub-policy [B], action [B, 2]) on the CPU, distributed as v2.AutoAugment draws them."""
@@ -145,18 +234,46 @@ class BatchAutoAugment(nn.Module):
             return x
         h, w = x.shape[-2:]
         pieces, start = [], 0
-        for (name, magnitude_bin, sign), n in zip(self.actions, counts):
+        for index, ((name, magnitude_bin, sign), n) in enumerate(zip(self.actions, counts)):
             if n == 0:
                 continue
             part = x[start:start + n]
             if name != "Identity":
-                magnitudes_fn, _ = self.aa._AUGMENTATION_SPACE[name]
-                magnitude = 0.0 if magnitude_bin is None else sign * float(magnitudes_fn(10, h, w)[magnitude_bin])
-                part = self.aa._apply_image_or_video_transform(part, name, magnitude, self.aa.interpolation,
-                                                               self.aa._fill)
+                part = self._run_action(part, index, name, self._magnitude(name, magnitude_bin, sign, h, w))
             pieces.append(part)
             start += n
         return torch.cat(pieces)
+
+    def _magnitude(self, name: str, magnitude_bin: int | None, sign: int, h: int, w: int) -> float:
+        magnitudes_fn, _ = self.aa._AUGMENTATION_SPACE[name]
+        return 0.0 if magnitude_bin is None else sign * float(magnitudes_fn(10, h, w)[magnitude_bin])
+
+    def _run_action(self, part: torch.Tensor, index: int, name: str, magnitude: float) -> torch.Tensor:
+        """One action on uint8 [n, 3, h, w]: the ops that would sync the host are done here with
+        device constants; the others (colour, posterize, solarize, equalize, invert) are
+        torchvision's, which queue their kernels without waiting."""
+        h, w = part.shape[-2:]
+        consts = self._constants.setdefault((str(part.device), h, w), {})
+        if name in AFFINE_OPS:
+            if index not in consts:
+                grid = affine_grid_cpu(name, magnitude, h, w)
+                if grid is not None:
+                    grid = to_device(grid, part.device)
+                    # Where the mask channel torchvision samples with the image would be < 0.5.
+                    ones = torch.ones(1, 1, h, w, device=part.device)
+                    outside = F.grid_sample(ones, grid, mode="nearest", padding_mode="zeros",
+                                            align_corners=False) < 0.5
+                    grid = (grid, outside)
+                consts[index] = grid
+            if consts[index] is not None:
+                return apply_grid(part, *consts[index], fill=self.fill)
+        elif name == "Sharpness":
+            if "sharpness" not in consts:
+                consts["sharpness"] = to_device(sharpness_kernel(), part.device)
+            return sharpness(part, 1.0 + magnitude, consts["sharpness"])
+        elif name == "AutoContrast":
+            return autocontrast(part)
+        return self.aa._apply_image_or_video_transform(part, name, magnitude, self.aa.interpolation, self.aa._fill)
 
 
 class BatchAugment(nn.Module):

@@ -19,6 +19,12 @@ record, and one table follows:
      the hours one row of a preset (its epochs x its training images, e.g. 200 x 45,000 for
      paper-b4) would spend in training steps at that rate (evaluation not included)
 
+With --compile, one batch size per process (a second compile in the same process would not start
+from a clean state), and the first compiled step's seconds are printed as the compile warm-up,
+with whether the caches were cold or warm; `--warm-start` then also times a fresh process's
+first step from the caches just written (the warm start of a resumed run or the next grid row).
+Records are appended to `--json` one by one as they are measured, so a run cut short keeps them.
+
 Timings exclude a warm-up window of each kind. The windows of measurements 2, 3 and 5 alternate
 for `--repeats` rounds; rates are medians over rounds, and ratios medians of the rounds' ratios
 (robust to a machine whose speed drifts during the run).
@@ -30,6 +36,7 @@ import json
 import os
 import statistics
 import time
+import contextlib
 from contextlib import contextmanager
 
 import torch
@@ -37,6 +44,7 @@ import torch
 from .augment import BatchNormalizeNoise, IMAGENET_MEAN, IMAGENET_STD, uint8_train_transform
 from .backends import backend_settings
 from .batch_augment import BatchAugment
+from .compiled import eager
 from .config import PRESETS, TrainConfig, make_config
 from .data import load_cifar100
 from .loader import AUGMENT_CHUNK_IMAGES
@@ -109,7 +117,7 @@ def synthetic_window(trainer: Trainer, steps: int):
     def window():
         trainer.train_model.train()
         for _ in range(steps):
-            trainer.step(trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
+            trainer.timed_step(trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
 
     return window
 
@@ -134,11 +142,9 @@ def bare_window(trainer: Trainer, steps: int):
     def window():
         trainer.sampler.set_epoch(next(epochs))
         trainer.train_model.train()
-        for i, (images, labels) in enumerate(trainer.loader):
-            if i == steps:
-                break
+        for images, labels in itertools.islice(trainer.loader, steps):   # no batch past the last step
             images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
-            trainer.step(trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
+            trainer.timed_step(trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
 
     return window
 
@@ -170,7 +176,8 @@ def gflop_per_image(trainer: Trainer) -> float:
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    # Compiled regions run eager here: a flop count needs no eval-mode graph.
+    with torch.no_grad(), counter, eager() if trainer.cfg.compile else contextlib.nullcontext():
         model(x.contiguous(memory_format=trainer.memory_format))
     model.train(was_training)
     return 3 * counter.get_total_flops() / 1e9
@@ -187,10 +194,18 @@ def run_bench(model: str = "small_cnn", batch_size: int | list[int] = 64, device
               precision: str = "auto", loss: str = "ce", steps: int = 32, repeats: int = 3, data: str | None = None,
               augment_on: str = "auto", compile: bool = False, workers: int | None = None,
               out: str = "runs/.bench", echo=print, compile_mode: str = "default", tf32: bool = False,
-              preset: str | None = None) -> list[dict]:
+              preset: str | None = None, compile_scope: str = "regional", json_path: str | None = None,
+              warm_start: bool = False) -> list[dict]:
     sizes = [batch_size] if isinstance(batch_size, int) else list(batch_size)
     if not sizes or any(not isinstance(b, int) or b <= 0 for b in sizes):
         raise ValueError(f"batch sizes must be positive integers, got {batch_size!r}")
+    if compile and len(sizes) > 1:
+        raise ValueError(f"with --compile, bench one batch size per process (got {sizes}): run it once per size")
+    if warm_start and not compile:
+        raise ValueError("--warm-start times a compiled model's warm start: add --compile")
+    if json_path:
+        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+        open(json_path, "w").close()     # records are appended as they come
     if steps <= 0 or repeats <= 0:
         raise ValueError("steps and repeats must be positive integers")
     preset = preset or ROW_PRESETS.get(model, "paper-b4")
@@ -200,17 +215,20 @@ def run_bench(model: str = "small_cnn", batch_size: int | list[int] = 64, device
     for i, size in enumerate(sizes):
         cfg = make_config("quick", model=model, pretrained=False, loss=loss, batch_size=size, device=device,
                           precision=precision, compile=compile, compile_mode=compile_mode, tf32=tf32,
+                          compile_scope=compile_scope,
                           augment_on=augment_on, workers=workers, train_per_class=None, test_per_class=None,
                           data=data, out=out, overwrite=True, progress="off")
         trainer = Trainer(cfg, Processes())
         with backend_settings(trainer.device, deterministic=False, tf32=tf32):
-            records += _bench_one(trainer, steps, repeats, preset, echo, augmentation=i == 0)
+            records += _bench_one(trainer, steps, repeats, preset, echo, augmentation=i == 0,
+                                  json_path=json_path, warm_start=warm_start)
         del trainer
     echo(format_table(records))
     return records
 
 
-def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, augmentation: bool) -> list[dict]:
+def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, augmentation: bool,
+               json_path: str | None = None, warm_start: bool = False) -> list[dict]:
     cfg = trainer.cfg
     prepare_out(cfg, trainer.procs)
     trainer.setup(None)
@@ -234,6 +252,9 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
         rec = {"measurement": name, "value": round(value, 3) if abs(value) >= 1 else float(f"{value:.4g}"),
                "unit": unit, **meta, **extra}
         records.append(rec)
+        if json_path:               # on disk first: a timeout later loses nothing measured
+            with open(json_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
         echo(json.dumps(rec))
 
     if augmentation:
@@ -247,6 +268,14 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
         emit("augmentation_ratio", aug["ours_per_image_32px"] / aug["pil_224px"], "x", path="ours per image / PIL 224")
     if cuda:
         torch.cuda.reset_peak_memory_stats(trainer.device)
+    if cfg.compile:
+        # Compile now, on one synthetic step, and record it at once: a run cut short by a time
+        # limit still says how long compiling took.
+        synthetic_window(trainer, 1)()
+        _sync(trainer.device)()
+        cache = _cache_state()
+        emit("compile_warmup", trainer.warmup_seconds, "s", cache=cache, scope=cfg.compile_scope,
+             path=f"first compiled step, {trainer.compiled or 'compile failed: eager'}")
     windows = {"synthetic": synthetic_window(trainer, steps), "end_to_end": trainer_window(trainer, steps),
                "bare": bare_window(trainer, steps)}
     rates, warmup = interleaved_rates(windows, cfg.batch_size * steps, repeats, _sync(trainer.device))
@@ -258,6 +287,10 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
     emit("bare_loop", median["bare"], "images/s")
     emit("trainer_over_bare_loop", ratio("end_to_end", "bare"), "x")
     emit("warmup", warmup, "s", path="first round of the three windows" + (" (compiles)" if cfg.compile else ""))
+    if cfg.compile:
+        if warm_start:
+            emit("compile_warm_start", warm_start_seconds(cfg), "s", cache="warm", scope=cfg.compile_scope,
+                 path="a fresh process's first compiled step, from the caches this run wrote")
     if cuda:
         emit("peak_gpu_memory", torch.cuda.max_memory_allocated(trainer.device) / 2**30, "GiB")
     gflop = gflop_per_image(trainer)
@@ -269,9 +302,42 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
     return records
 
 
+def _cache_state() -> str:
+    """warm (every compiled graph came from inductor's caches), cold (none did) or partly warm,
+    from inductor's FX graph and AOTAutograd cache counters in this process."""
+    from torch._dynamo.utils import counters
+    hits = sum(v for k, v in counters["inductor"].items() if k.endswith("cache_hit"))
+    misses = sum(v for k, v in counters["inductor"].items() if k.endswith("cache_miss"))
+    return "warm" if hits and not misses else ("cold" if not hits else "partly warm")
+
+
+def warm_start_seconds(cfg: TrainConfig) -> float:
+    """Seconds of the first compiled step in a fresh process with `cfg` (its caches warm)."""
+    import subprocess
+    import sys
+    code = ("import json, sys; from cifar_hw2.bench import _first_step_seconds; "
+            "print('WARM', _first_step_seconds(json.loads(sys.argv[1])))")
+    run = subprocess.run([sys.executable, "-c", code, json.dumps(cfg.to_dict())], capture_output=True, text=True)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("WARM ")]
+    if run.returncode or not lines:
+        raise RuntimeError(f"the warm-start process failed: {run.stderr.strip()[-500:]}")
+    return float(lines[-1].split()[1])
+
+
+def _first_step_seconds(config: dict) -> float:
+    cfg = TrainConfig(**config)
+    trainer = Trainer(cfg, Processes())
+    with backend_settings(trainer.device, deterministic=False, tf32=cfg.tf32):
+        trainer.setup(None)
+        window = synthetic_window(trainer, 1)
+        window()
+    return trainer.warmup_seconds
+
+
 COLUMNS = [("train_step_synthetic", "synthetic img/s", "{:.0f}"), ("end_to_end", "end to end", "{:.0f}"),
            ("end_to_end_over_synthetic", "e2e/syn", "{:.3f}"), ("trainer_over_bare_loop", "trainer/bare", "{:.3f}"),
-           ("warmup", "warm-up s", "{:.1f}"), ("peak_gpu_memory", "peak GiB", "{:.1f}"),
+           ("warmup", "warm-up s", "{:.1f}"), ("compile_warmup", "compile s", "{:.1f}"),
+           ("compile_warm_start", "warm start s", "{:.1f}"), ("peak_gpu_memory", "peak GiB", "{:.1f}"),
            ("gflop_per_image", "GFLOP/img", "{:.3g}"), ("achieved_tflops", "TFLOP/s", "{:.3g}"),
            ("hours_per_row", "h/row", "{:.2f}")]
 

@@ -22,7 +22,7 @@ import os
 import shlex
 import sys
 
-from .config import COMPILE_MODES, PRESETS, TrainConfig, field_help, make_config
+from .config import COMPILE_MODES, COMPILE_SCOPES, PRESETS, TrainConfig, field_help, make_config
 from .precision import PRECISIONS
 
 EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=("test", "val"))
     ev.add_argument("--data", default=None, help="folder holding cifar-100-python/ (default: the run's)")
     ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: the run's eval_batch_size)")
 
     grid = sub.add_parser("grid", help="run the experiment grid (Table 1 and more) with papermill",
                           formatter_class=Defaults,
@@ -204,10 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto: bf16 on CUDA compute capability >= 8.0, fp16 + GradScaler on older CUDA, fp32 elsewhere")
     bench.add_argument("--loss", default="ce")
     bench.add_argument("--augment-on", default="auto", choices=("auto", "loader", "device"))
-    bench.add_argument("--compile", action="store_true",
-                       help="torch.compile the model; the warm-up column shows what compiling cost")
+    bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                       help="torch.compile the model (one batch size per process); the compile warm-up is printed")
     bench.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
                        help="with --compile; reduce-overhead adds CUDA graphs (unmeasured on a GPU so far)")
+    bench.add_argument("--compile-scope", default="regional", choices=COMPILE_SCOPES,
+                       help="with --compile: regional (each repeated block on its own) or whole (one graph)")
+    bench.add_argument("--warm-start", action="store_true",
+                       help="with --compile: also time a fresh process's first step from the caches just written")
     bench.add_argument("--tf32", action="store_true", help="TF32 for fp32 matmuls on CUDA (unmeasured on a GPU so far)")
     bench.add_argument("--preset", default=None, choices=tuple(PRESETS),
                        help="the preset whose row the hours column estimates (default: paper-b4 for B4, "
@@ -217,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train steps per timed window (rounded up to whole augmentation chunks on the device path)")
     bench.add_argument("--repeats", type=int, default=3, help="timed windows (the median is reported)")
     bench.add_argument("--data", default=None, help="folder holding cifar-100-python/")
-    bench.add_argument("--json", default=None, help="also write the records to this file (JSON lines)")
+    bench.add_argument("--json", default=None,
+                       help="also write the records to this file (JSON lines, appended as each is measured)")
     dat = sub.add_parser("data", help="download CIFAR-100 once into the data folder (if missing) and check it",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                          description="The CLI, the notebooks and the tests all read this one folder.")
@@ -311,7 +316,7 @@ def submit_train(config, slurm, dry_run: bool) -> int:
 
 def run_evaluate(args) -> int:
     from .evaluate import evaluate_checkpoint
-    if args.batch_size <= 0:
+    if args.batch_size is not None and args.batch_size <= 0:
         raise ValueError(f"batch size must be a positive integer, got {args.batch_size}")
     result = evaluate_checkpoint(args.checkpoint, args.split, args.data, args.device, args.batch_size)
     print(json.dumps(result, indent=2))
@@ -342,11 +347,9 @@ def run_bench(args) -> int:
     from .bench import run_bench as bench
     records = bench(args.model, args.batch_size, args.device, args.precision, args.loss, args.steps, args.repeats,
                     args.data, args.augment_on, args.compile, args.workers, compile_mode=args.compile_mode,
-                    tf32=args.tf32, preset=args.preset)
-    if args.json:
-        from .checkpoint import atomic_write_text
-        atomic_write_text(args.json, "".join(json.dumps(r) + "\n" for r in records))
-    return 0
+                    tf32=args.tf32, preset=args.preset, compile_scope=args.compile_scope, json_path=args.json,
+                    warm_start=args.warm_start)
+    return 0 if records else EXIT_FAILED
 
 
 COMMANDS = {"train": run_train, "evaluate": run_evaluate, "grid": run_grid, "report": run_report,

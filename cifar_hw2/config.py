@@ -25,6 +25,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PROGRESS = ("auto", "bar", "epoch", "off")
 AUGMENT_ON = ("auto", "loader", "device")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_SCOPES = ("regional", "whole")     # compiled.SCOPES
 QUICK_ENV = "CIFAR_HW2_QUICK"
 
 
@@ -75,6 +76,7 @@ class TrainConfig:
     channels_last: bool = True        # CUDA only
     compile: bool = False             # torch.compile the training model; compiling can take minutes (printed as the warm-up; cached under ~/.cache/cifar_hw2/inductor for the next run), so a short run may not pay it back
     compile_mode: str = "default"     # with --compile: default | reduce-overhead (adds CUDA graphs; opt-in, unmeasured on a GPU) | max-autotune | max-autotune-no-cudagraphs
+    compile_scope: str = "regional"   # with --compile: regional (each repeated timm block compiled on its own; identical blocks share code, far shorter warm-up) | whole (one graph for the model)
     tf32: bool = False                # TF32 tensor cores for fp32 matmuls on CUDA (convolutions use TF32 by PyTorch's default); opt-in, unmeasured on a GPU
     deterministic: bool = False       # deterministic kernels (cuDNN, cuBLAS, torch.use_deterministic_algorithms), cudnn.benchmark off: CUDA runs repeat bit for bit, possibly slower; the CPU is deterministic always
     progress: str = "auto"            # auto: bars in notebooks/terminals, a line per epoch in logs
@@ -94,6 +96,7 @@ class TrainConfig:
         _choice("augment_on", self.augment_on, AUGMENT_ON)
         _choice("precision", self.precision, PRECISIONS)
         _choice("compile_mode", self.compile_mode, COMPILE_MODES)
+        _choice("compile_scope", self.compile_scope, COMPILE_SCOPES)
         for name in ("epochs", "batch_size", "lr_period", "val_per_class", "eval_batch_size"):
             _positive_int(name, getattr(self, name))
         for name in ("train_per_class", "test_per_class"):
@@ -162,8 +165,8 @@ class TrainConfig:
 # Settings that do not change what a run computes: they may differ between a run and its resume.
 # (compile, tf32 and deterministic change kernels, so results agree up to rounding, not the experiment.)
 RUNTIME_FIELDS = {"epochs", "data", "out", "device", "workers", "eval_batch_size", "progress",
-                  "resume", "overwrite", "compile", "compile_mode", "tf32", "deterministic",
-                  "checkpoint_minutes", "time_limit"}
+                  "resume", "overwrite", "compile", "compile_mode", "compile_scope", "tf32",
+                  "deterministic", "checkpoint_minutes", "time_limit"}
 
 # Every float setting and its valid range: (low, high, low included, high included, None allowed).
 # NaN and ±inf are refused for all of them (a NaN passes every `<` test, so it would train).

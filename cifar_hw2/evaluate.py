@@ -3,6 +3,10 @@
 Both temperatures -- the NLL fit (`temperature`, `ece_ts`) and Mukhoti et al.'s ECE grid
 (`temperature_ece`, `ece_ts_ece`) -- are fitted on the validation split that the run carved from
 train (same seed and size as in its config), never on the split being reported.
+
+Logits are computed as the trainer's own evaluation computes them (fp32, eager, the run's memory
+format and eval batch size), so the numbers here equal the run's metrics.json for the same
+checkpoint (tests/test_trainer.py checks it, also for a run trained in bf16).
 """
 from __future__ import annotations
 
@@ -22,13 +26,15 @@ from .trainer import make_splits, temperature_scaled
 SPLITS = ("test", "val")
 
 
-def predict(model, split, device, batch_size: int = 256) -> torch.Tensor:
-    """Logits [N, K] (float32, CPU) of `model` on a uint8 split, in order."""
-    return predict_logits(model, split, device, batch_size, BatchNormalizeNoise().to(device))
+def predict(model, split, device, batch_size: int = 256, memory_format=torch.contiguous_format) -> torch.Tensor:
+    """Logits [N, K] (float32, CPU) of `model` on a uint8 split, in order (fp32, no autocast)."""
+    return predict_logits(model, split, device, batch_size, BatchNormalizeNoise().to(device),
+                          memory_format=memory_format)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data: str | None = None,
-                        device: str = "auto", batch_size: int = 256) -> dict:
+                        device: str = "auto", batch_size: int | None = None) -> dict:
+    """Metrics of a checkpoint on `split`; batch_size None: the run's eval_batch_size."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     state = load_checkpoint(checkpoint)
@@ -36,11 +42,14 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data: str |
     dev = pick_device(device)
     model = build_model(cfg.model, state["num_classes"], pretrained=False, upsample_mode=cfg.upsample_mode)
     model.load_state_dict(state["model"])
-    model.to(dev)
+    # As Trainer: channels_last where the run used it (CUDA), so kernels and logits are the same.
+    memory_format = torch.channels_last if (dev.type == "cuda" and cfg.channels_last) else torch.contiguous_format
+    model.to(dev, memory_format=memory_format)
+    batch_size = batch_size or cfg.eval_batch_size
     _, val, test = make_splits(cfg, data, test=split == "test")
     target = val if split == "val" else test
-    val_logits = predict(model, val, dev, batch_size)
-    logits = val_logits if split == "val" else predict(model, target, dev, batch_size)
+    val_logits = predict(model, val, dev, batch_size, memory_format)
+    logits = val_logits if split == "val" else predict(model, target, dev, batch_size, memory_format)
     calib, _ = temperature_scaled(val_logits, val.labels, logits, target.labels)
     result = {"checkpoint": str(checkpoint), "epoch": state["epoch"], "split": split, "images": len(target),
               **classification_metrics(logits, target.labels), **calib}

@@ -140,6 +140,7 @@ def build_model(name: str, num_classes: int = 100, pretrained: bool | str | os.P
     backbone = _create_timm(name, spec, num_classes, pretrained)
     if name == "swin_b":
         _zero_head(backbone.head.fc)
+        set_fused_attention(backbone, True)
     return Classifier(name, backbone, spec.input_size, upsample_mode, features_nhwc=(name == "swin_b"))
 
 
@@ -222,6 +223,22 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     worker.start()
     worker.join(timeout + 1)
     return bool(result and result[0])
+
+
+def set_fused_attention(model: nn.Module, on: bool = True) -> int:
+    """Switch timm's attention layers to F.scaled_dot_product_attention (fused kernels: flash or
+    memory-efficient attention on CUDA) or back; returns how many layers it set.
+
+    timm leaves it off for Swin (`use_fused_attn(experimental=True)`), so each window attention
+    materialises its full score tensor [B·windows, heads, 144, 144] through a matmul, an fp32
+    softmax and another matmul. The fused path adds the relative position bias and the shift mask
+    as `attn_mask`: the same function (tests/test_models.py compares both paths)."""
+    n = 0
+    for module in model.modules():
+        if hasattr(module, "fused_attn") and isinstance(getattr(module, "fused_attn"), bool):
+            module.fused_attn = on
+            n += 1
+    return n
 
 
 def _zero_head(fc: nn.Linear) -> None:

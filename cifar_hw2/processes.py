@@ -90,9 +90,12 @@ def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
     return timm_convert(model)
 
 
-def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+def wrap_ddp(model: nn.Module, device: torch.device, broadcast_buffers: bool = True) -> nn.Module:
+    """DDP around `model`. broadcast_buffers=False where SyncBatchNorm already keeps the running
+    statistics equal (one all-reduce per step fewer); plain BatchNorm keeps DDP's broadcast."""
     from torch.nn.parallel import DistributedDataParallel as DDP
-    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+               broadcast_buffers=broadcast_buffers)
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ writes files and progress.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import random
 import sys
@@ -32,6 +33,8 @@ from .augment import BatchNormalizeNoise
 from .backends import backend_settings, use_inductor_cache
 from .batch_augment import BatchAugment
 from .checkpoint import CheckpointError, checkpoint_epoch, save_checkpoint, write_csv, write_json
+from .compiled import (compile_errors, compile_model, compile_unavailable, eager, load_artifacts, regions,
+                       save_artifacts, uncompile)
 from .config import ConfigError, TrainConfig
 from .data import NUM_CLASSES, load_cifar100, stratified_subset, train_val_split
 from .loader import DeviceBatches, SeededBatchSampler, batch_seed, make_train_loader, predict_logits
@@ -119,6 +122,7 @@ class Trainer:
         self.memory_format = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
         # reduce-overhead / max-autotune replay CUDA graphs: each step must say a new one begins.
         self.graphed = cfg.compile and cuda and cfg.compile_mode in ("reduce-overhead", "max-autotune")
+        self.compile_backend = "inductor"   # tests set "aot_eager" (no C++ compile on the CPU)
         if cfg.batch_size % procs.world:
             raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {procs.world} processes")
         # Signals and the test hook only; fit() gives a run its checkpoint timer and time limit
@@ -134,7 +138,8 @@ class Trainer:
         self.model = build_model(cfg.model, NUM_CLASSES, pretrained=cfg.pretrained,
                                  upsample_mode=cfg.upsample_mode)
         self.model.to(self.device, memory_format=self.memory_format)
-        if procs.world > 1 and self.device.type == "cuda":
+        synced = procs.world > 1 and self.device.type == "cuda"
+        if synced:
             # BatchNorm statistics over the global batch, as on one GPU (needs NCCL; not on CPU).
             self.model = convert_sync_batchnorm(self.model)
         self.loss_fn = build_loss(cfg.loss, num_classes=NUM_CLASSES, **cfg.loss_kwargs())
@@ -185,13 +190,41 @@ class Trainer:
                                       f"{self.position['world']} process(es): resume it with as many (now "
                                       f"{procs.world}), since each one's place in the epoch is saved")
         self.train_model = self.model
-        self.compile_cache = None
-        if cfg.compile:
-            self.compile_cache = str(use_inductor_cache())
-            self.train_model = torch.compile(self.train_model, mode=cfg.compile_mode)
-        self.warmup_seconds: float | None = None   # the first compiled step, measured once
         if procs.world > 1:
-            self.train_model = wrap_ddp(self.train_model, self.device)
+            # DDP first, then compile: the compiler's DDP support then overlaps the gradient
+            # all-reduce with backward. SyncBatchNorm already syncs the statistics every step, so
+            # DDP need not broadcast the buffers as well.
+            self.train_model = wrap_ddp(self.model, self.device, broadcast_buffers=not synced)
+        self.eager_train_model = self.train_model
+        self.compile_cache = self.compiled = None
+        self.compile_warm = False       # portable cache artifacts were loaded before compiling
+        self.warmup_seconds: float | None = None   # the first compiled step, measured once
+        if cfg.compile:
+            self._compile()
+
+    def _compile(self) -> None:
+        """torch.compile per cfg (compiled.py). Where it cannot run, say so in one line and train eager."""
+        cfg = self.cfg
+        why_not = compile_unavailable(self.device)
+        if why_not:
+            return self._compile_failed(why_not)
+        self.compile_cache = str(use_inductor_cache())
+        self.compile_warm = load_artifacts(self.out)
+        regional = cfg.compile_scope == "regional" and regions(self.model) is not None
+        # regional: the model's blocks are compiled in place (under DDP too); whole: one graph of
+        # the module the step calls (the DDP wrapper under torchrun).
+        target = self.model if regional else self.train_model
+        compiled, self.compiled = compile_model(target, cfg.compile_scope if regional else "whole",
+                                                cfg.compile_mode, self.compile_backend)
+        if not regional:
+            self.train_model = compiled
+
+    def _compile_failed(self, why: str) -> None:
+        uncompile(self.model)
+        self.train_model, self.graphed, self.compiled = self.eager_train_model, False, None
+        self.warmup_seconds = 0.0
+        if self.procs.main:
+            print(f"torch.compile is not available here ({why}); training continues eager", flush=True)
 
     # ---- one step
     def step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,16 +281,13 @@ class Trainer:
             if bar is not None:
                 bar.update(first)
         total = len(self.loader) if max_steps is None else min(max_steps, len(self.loader))
-        for step, (images, labels) in enumerate(batches, start=first):
-            if step >= total:
-                break
+        # islice: never fetch a batch past the last step (on the device path that would augment a
+        # whole chunk no step trains on). A resumed epoch's loader starts at step `first`.
+        for step, (images, labels) in enumerate(itertools.islice(batches, max(total - first, 0)), start=first):
             images = images.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)
             x = self.augment(images).contiguous(memory_format=self.memory_format)
-            if self.warmup_seconds is None and cfg.compile:
-                loss, logits = self._timed_first_step(x, labels)
-            else:
-                loss, logits = self.step(x, labels)
+            loss, logits = self.timed_step(x, labels)
             # Metrics stay on the device; no .item() per step.
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             loss_sum += loss.double() * labels.shape[0]
@@ -346,16 +376,36 @@ class Trainer:
             raise RunFileError(f"could not write {path}: {e.strerror or e}. {self._kept()}; free space or "
                                f"fix the folder, then resume: {self.resume_command}") from None
 
+    def timed_step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`step`; the first compiled one is timed (it compiles) and falls back to eager on failure."""
+        if self.warmup_seconds is None and self.cfg.compile:
+            return self._timed_first_step(x, labels)
+        return self.step(x, labels)
+
     def _timed_first_step(self, x, labels):
-        """The first compiled step compiles (or loads from the cache): time it and say so."""
+        """The first compiled step compiles (or loads from the cache): time it and say so. If
+        compiling fails (no C++ compiler or Triton, an unsupported GPU), say so in one line and
+        redo the step eager (a failure in backward leaves this batch's BatchNorm statistics
+        counted once more: negligible)."""
         start = time.perf_counter()
-        out = self.step(x, labels)
+        try:
+            out = self.step(x, labels)
+        except compile_errors() as e:
+            root = e                                   # the backend's own error, not dynamo's wrapper
+            while (inner := getattr(root, "inner_exception", None) or root.__cause__) is not None:
+                root = inner
+            text = str(root).strip().splitlines()
+            self._compile_failed(f"{type(root).__name__}: {text[0][:200] if text else ''}")
+            return self.step(x, labels)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.warmup_seconds = time.perf_counter() - start
+        saved = save_artifacts(self.out) if self.procs.main else None
         if self.procs.main and _progress_mode(self.cfg.progress) != "off":
-            print(f"torch.compile ({self.cfg.compile_mode}) warm-up: {self.warmup_seconds:.1f} s for the first step "
-                  f"(cache: {self.compile_cache})", flush=True)
+            start_kind = "warm, from the artifacts beside the run" if self.compile_warm else "cache folder"
+            print(f"torch.compile ({self.cfg.compile_mode}, {self.compiled}) warm-up: {self.warmup_seconds:.1f} s "
+                  f"for the first step ({start_kind}: {self.compile_cache}"
+                  + (f"; artifacts saved to {saved}" if saved else "") + ")", flush=True)
         return out
 
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
@@ -368,9 +418,16 @@ class Trainer:
 
     # ---- evaluation
     def predict(self, split) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits [N, K] (float32, CPU) in the split's order, and labels [N]."""
-        logits = predict_logits(self.model, split, self.device, self.cfg.eval_batch_size, self.augment,
-                                self.autocast, self.memory_format, self.procs.rank, self.procs.world)
+        """Logits [N, K] (float32, CPU) in the split's order, and labels [N].
+
+        fp32 and eager, as `evaluate` computes them (evaluate.eval_logits), so a checkpoint has one
+        set of calibration numbers (ECE, NLL, temperatures), not a bf16 one from training and an
+        fp32 one from evaluate. Compiled regions run eager here: no graph for eval mode or for
+        the short last batch."""
+        with eager() if self.cfg.compile else contextlib.nullcontext():
+            logits = predict_logits(self.model, split, self.device, self.cfg.eval_batch_size, self.augment,
+                                    memory_format=self.memory_format, rank=self.procs.rank,
+                                    world_size=self.procs.world)
         if self.procs.world > 1:
             logits = gather_interleaved(logits.to(self.device), len(split), self.procs.world).cpu()
         return logits, split.labels

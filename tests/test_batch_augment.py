@@ -172,3 +172,38 @@ def test_device_batches_do_not_depend_on_the_chunk_size(images):
     changed = torch.cat([x for x, _ in runs[0]]) != split.images[torch.cat([torch.tensor([i for i, _ in b])
                                                                              for b in sampler])]
     assert changed.any(dim=(1, 2, 3)).float().mean() > 0.5
+
+
+def test_every_action_equals_torchvision_exactly(images):
+    """Each action of the policy (the ops computed here with device constants included) gives
+    torchvision's output pixel for pixel, on a batch that shares one grid or kernel."""
+    aa = BatchAutoAugment()
+    batch = images.repeat(2, 1, 1, 1)
+    batch[0] = 7                                          # a constant image: AutoContrast's flat case
+    for index, (name, magnitude_bin, sign) in enumerate(aa.actions):
+        magnitude = aa._magnitude(name, magnitude_bin, sign, 32, 32) if name != "Identity" else 0.0
+        ours = aa._run_action(batch, index, name, magnitude) if name != "Identity" else batch
+        theirs = torch.stack([aa.aa._apply_image_or_video_transform(im, name, magnitude, aa.aa.interpolation,
+                                                                      aa.aa._fill) for im in batch])
+        assert torch.equal(ours, theirs), (name, magnitude_bin, sign)
+
+
+def test_a_device_chunk_makes_no_host_sync():
+    """One 512-image chunk of the device path, on the meta device (shapes only, as fast as the
+    planning): no host sync of any kind. torchvision's own affine op makes several, which shows
+    the counter sees them."""
+    from cifar_hw2.syncs import HostSyncs
+    aug = BatchAugment().to("meta")                       # normalisation's buffers too
+    params = aug.draw(512, torch.Generator().manual_seed(0))
+    assert (params.action > 0).any(dim=1).float().mean() > 0.5
+    x = torch.zeros(512, 3, 32, 32, dtype=torch.uint8, device="meta")
+    aug.uint8(x, params)                                  # first use makes the device constants
+    for _ in range(2):
+        with HostSyncs() as syncs:
+            out = aug(x, generator=torch.Generator().manual_seed(1))
+        assert syncs.count == 0, syncs.events
+    assert out.shape == (512, 3, 32, 32) and out.device.type == "meta"
+    with HostSyncs() as syncs:
+        v2.functional.affine(x[:8], angle=5.0, translate=[1, 0], scale=1.0, shear=[0.0, 0.0], fill=128)
+        v2.functional.autocontrast(x[:8])
+    assert syncs.count >= 3, syncs.events

@@ -99,3 +99,21 @@ def test_pretrained_from_a_local_file(tmp_path):
         build_model("efficientnet_b4", pretrained=str(tmp_path / "bad.pth"))
     with pytest.raises(ModelError, match="trained from scratch"):
         build_model("small_cnn", pretrained=True)
+
+
+def test_swin_uses_fused_attention_and_matches_the_unfused_path():
+    """Swin-B's window attention runs through F.scaled_dot_product_attention; its features equal
+    those of timm's unfused matmul + softmax path to 1e-4 of their scale (fp32, CPU)."""
+    from cifar_hw2.models import build_model, set_fused_attention
+    torch.manual_seed(0)
+    model = build_model("swin_b", 100, pretrained=False).eval()
+    layers = [m for m in model.modules() if type(m).__name__ == "WindowAttention"]
+    assert len(layers) == 24 and all(m.fused_attn for m in layers)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        _, fused = model(x, return_features=True)
+        assert set_fused_attention(model, False) == 24
+        _, plain = model(x, return_features=True)
+    assert fused.shape == (1, 1024, 12, 12)
+    scale = plain.abs().max().item()
+    assert scale > 0 and (fused - plain).abs().max().item() <= 1e-4 * scale

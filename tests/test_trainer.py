@@ -200,3 +200,17 @@ def test_compile_trains_like_eager_and_saves_plain_weights(tiny_data, tmp_path):
     state = load_checkpoint(tmp_path / "compiled" / "best.pt", "small_cnn", 100)
     assert not any(k.startswith("_orig_mod.") for k in state["model"])
     assert state["model"].keys() == load_checkpoint(tmp_path / "eager" / "best.pt", "small_cnn", 100)["model"].keys()
+
+
+def test_training_and_evaluate_give_one_calibration_number_per_checkpoint(tiny_data, tmp_path):
+    """A run trained in bf16 autocast: its in-training evaluation (history.csv) and `evaluate` on
+    its best.pt compute logits the same way (fp32, eager), so ECE, NLL and both temperatures agree.
+    Before, training evaluated in bf16 and evaluate in fp32, and they differed."""
+    from cifar_hw2.evaluate import evaluate_checkpoint
+    history = fit(tiny(tiny_data, tmp_path / "bf16", epochs=1, precision="bf16", train_per_class=2))
+    row = history[0]
+    result = evaluate_checkpoint(tmp_path / "bf16" / "best.pt", "test", device="cpu")
+    for ours, theirs in (("test_top1", "top1"), ("test_nll", "nll"), ("test_ece", "ece"),
+                         ("temperature", "temperature"), ("test_ece_ts", "ece_ts"),
+                         ("temperature_ece", "temperature_ece")):
+        assert row[ours] == pytest.approx(result[theirs], rel=1e-6, abs=1e-9), ours

@@ -1,0 +1,197 @@
+"""torch.compile for the training step: regional compilation, static shapes, portable caches,
+and a one-line fallback to eager.
+
+Why regional. One B4 training step dispatches ~2,400 aten ops (~2,300 CUDA launches at ~30 µs of
+host time each: the step is launch-bound, ~85 ms at batch 32 and 64 alike on an H200). Fusion plus
+CUDA graphs (`--compile-mode reduce-overhead`) removes that, but compiling the whole model did not
+finish its warm-up within 150 s. B4's 32 MBConv blocks and Swin-B's 24 transformer blocks are a
+few kinds repeated: compiling each block on its own (PyTorch's "regional compilation" recipe,
+`module.compile()` per block) lets identical blocks reuse one compiled graph, so only the distinct
+kinds are compiled. The pieces between blocks (stem, head, norms, patch embedding, downsampling)
+are compiled as regions of their own, so that little stays eager: the loss, dropout before the
+head, the optimizer (tests/test_compiled.py bounds what is left).
+
+Two things would defeat the sharing, and are handled here:
+  - timm's DropPath keeps its probability as a Python float, which dynamo specialises on: every
+    block's rate differs (0 → 0.2 across the net), so each block would compile on its own and
+    dynamo would stop after 8 and run the rest eager. `TensorDropPath` holds it in a buffer (not
+    in the state dict; checkpoints are unchanged), a graph input instead of a constant.
+  - dynamo's recompile limit (8 per code object) is raised to the number of regions.
+
+`dynamic=False`: one static batch size per compiled model (the train loader drops the last partial
+batch). Evaluation runs eager (`eager()`), so its short last batch never reaches a graph.
+
+Caches: inductor's on-disk caches live in backends.inductor_cache_dir() (kept across runs and grid
+rows); where torch offers portable cache artifacts (torch.compiler.save_cache_artifacts, torch >=
+2.7), they are also saved beside the run after the first step and loaded before compiling, so a
+resumed run starts warm even on a machine whose inductor cache is empty.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+SCOPES = ("regional", "whole")
+ARTIFACTS = "compile_cache.bin"   # beside the run: torch.compiler.save_cache_artifacts()
+
+
+class TensorDropPath(nn.Module):
+    """timm's DropPath (stochastic depth, per sample, scaled by 1/keep) with its keep probability
+    in a 0-dim buffer, so that blocks with different rates share one compiled graph."""
+
+    def __init__(self, drop_prob: float, scale_by_keep: bool = True, device=None):
+        super().__init__()
+        self.active = drop_prob > 0          # a rate of 0 is the identity (traced as such)
+        self.scale_by_keep = scale_by_keep
+        self.register_buffer("keep", torch.tensor(1.0 - drop_prob, device=device), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.active and self.training):
+            return x
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)          # one draw per sample: [B, 1, 1, 1]
+        mask = x.new_empty(shape).bernoulli_(self.keep.to(x.dtype))
+        if self.scale_by_keep:
+            mask = mask / self.keep.to(x.dtype)
+        return x * mask
+
+
+def tensor_drop_paths(model: nn.Module) -> int:
+    """Replace every timm DropPath in `model` by a TensorDropPath (same rate); returns how many."""
+    from timm.layers import DropPath
+    n = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, DropPath):
+                device = next((p.device for p in parent.parameters()), None)
+                setattr(parent, name, TensorDropPath(child.drop_prob, child.scale_by_keep, device=device))
+                n += 1
+    return n
+
+
+def regions(model: nn.Module) -> list[nn.Module] | None:
+    """The modules compiled one by one for a Classifier of models.py, in forward order; None for a
+    model without repeated blocks (small_cnn), which is compiled whole."""
+    bb = getattr(model, "backbone", None)
+    if bb is None:
+        return None
+    if hasattr(bb, "blocks") and hasattr(bb, "conv_stem"):           # timm EfficientNet
+        return [bb.conv_stem, bb.bn1, *(block for stage in bb.blocks for block in stage),
+                bb.conv_head, bb.bn2, bb.global_pool, bb.classifier]
+    if hasattr(bb, "layers") and hasattr(bb, "patch_embed"):          # timm Swin
+        parts = [bb.patch_embed]
+        for stage in bb.layers:
+            parts += [stage.downsample, *stage.blocks]
+        return parts + [bb.norm, bb.head]
+    return None
+
+
+def compile_model(model: nn.Module, scope: str = "regional", mode: str = "default",
+                  backend: str = "inductor") -> tuple[nn.Module, str]:
+    """Compile `model` for training; returns (the module to call, what was done, in words).
+
+    regional: every region of `regions(model)` is compiled in place (`module.compile`), and
+    `model` itself is returned (its state dict and parameters are untouched); whole: one
+    torch.compile of the whole model, returned as a wrapper. Nothing compiles until the first call.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"unknown compile scope {scope!r}; valid: {', '.join(SCOPES)}")
+    kwargs = dict(mode=mode, dynamic=False) if backend == "inductor" else dict(backend=backend, dynamic=False)
+    parts = regions(model) if scope == "regional" else None
+    if parts is None:
+        return torch.compile(model, **kwargs), "whole model"
+    dropped = tensor_drop_paths(model)
+    _raise_recompile_limit(len(parts))
+    for part in parts:
+        part.compile(**kwargs)
+    return model, f"{len(parts)} regions" + (f", {dropped} DropPath rates as tensors" if dropped else "")
+
+
+def uncompile(model: nn.Module) -> None:
+    """Undo `compile_model(scope="regional")` in place: every region runs eager again."""
+    for module in model.modules():
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
+
+
+def _raise_recompile_limit(n: int) -> None:
+    """Each region kind compiles once per distinct shape; allow one compile per region and more."""
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):          # renamed in torch 2.6; either exists
+        if hasattr(config, name) and getattr(config, name) < n:
+            setattr(config, name, n)
+    if hasattr(config, "accumulated_recompile_limit"):
+        config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 4 * n)
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile (inductor) cannot run on `device`, or None if it can be tried."""
+    if device.type == "cuda":
+        try:
+            from torch.utils._triton import has_triton
+        except ImportError:
+            return None
+        if not has_triton():
+            return "Triton is not installed or does not support this GPU"
+    if device.type == "mps":
+        return "inductor does not support MPS in this project (untested)"
+    return None
+
+
+def compile_errors() -> tuple[type[BaseException], ...]:
+    """The exception types a failed compile raises at the first call (dynamo's, and inductor's,
+    e.g. no C++ compiler or no Triton); anything else (a real error in the step) is not caught."""
+    import torch._dynamo.exc as dynamo_exc
+    kinds = [dynamo_exc.TorchDynamoException]
+    try:
+        import torch._inductor.exc as inductor_exc
+        kinds += [getattr(inductor_exc, name) for name in ("InductorError", "CppCompileError")
+                  if hasattr(inductor_exc, name)]
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+def eager():
+    """A context in which compiled code runs eagerly (evaluation, flop counting): no graph is
+    compiled for eval mode or for a short last batch. torch >= 2.6: set_stance; older: dynamo's
+    disable switch."""
+    stance = getattr(torch.compiler, "set_stance", None)
+    if stance is not None:
+        return stance("force_eager")
+    return torch._dynamo.config.patch(disable=True)
+
+
+def load_artifacts(folder: Path) -> bool:
+    """Load the portable cache artifacts saved beside a run, if torch has them and they exist."""
+    path = Path(folder) / ARTIFACTS
+    load = getattr(torch.compiler, "load_cache_artifacts", None)
+    if load is None or not path.is_file():
+        return False
+    try:
+        load(path.read_bytes())
+        return True
+    except Exception as e:          # a cache from another torch version: compile afresh
+        print(f"torch.compile: could not load {path} ({type(e).__name__}); compiling afresh", flush=True)
+        return False
+
+
+def save_artifacts(folder: Path) -> Path | None:
+    """Save what has been compiled so far as portable artifacts beside the run (torch >= 2.7)."""
+    save = getattr(torch.compiler, "save_cache_artifacts", None)
+    if save is None:
+        return None
+    try:
+        result = save()
+    except Exception:
+        return None
+    if not result:
+        return None
+    data = result[0]
+    path = Path(folder) / ARTIFACTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path

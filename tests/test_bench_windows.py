@@ -1,0 +1,55 @@
+"""What bench's timed windows and the epoch loop augment: exactly the chunks they train on (the
+device path augments whole chunks of batches; fetching one batch past the last step used to
+augment one more chunk), and the JSON lines written as records come."""
+import json
+
+import pytest
+
+from cifar_hw2 import bench
+from cifar_hw2.config import make_config
+from cifar_hw2.processes import Processes
+from cifar_hw2.trainer import Trainer
+
+
+@pytest.fixture()
+def counted(tiny_data, tmp_path):
+    """A small_cnn trainer on 1,000 images, batch 50: 20 batches, 10 per 512-image chunk; and a
+    list that grows by one per augmented chunk."""
+    cfg = make_config("quick", data=str(tiny_data), out=str(tmp_path / "run"), train_per_class=10,
+                      val_per_class=2, test_per_class=1, batch_size=50, epochs=1, progress="off")
+    trainer = Trainer(cfg.validate(), Processes())
+    trainer.setup(None)
+    assert trainer.loader.batches_per_chunk == 10 and len(trainer.loader) == 20
+    calls, augment = [], trainer.loader.augment.uint8
+    trainer.loader.augment.uint8 = lambda images, params: calls.append(len(images)) or augment(images, params)
+    return trainer, calls
+
+
+@pytest.mark.parametrize("steps, chunks", [(10, 1), (11, 2)])
+def test_windows_augment_exactly_the_chunks_they_train(counted, steps, chunks):
+    trainer, calls = counted
+    trainer.train_epoch(0, None, max_steps=steps)
+    assert len(calls) == chunks
+    calls.clear()
+    bench.trainer_window(trainer, steps)()
+    assert len(calls) == chunks
+    calls.clear()
+    bench.bare_window(trainer, steps)()
+    assert len(calls) == chunks
+
+
+def test_bench_refuses_two_compiled_batch_sizes_and_writes_json_as_it_goes(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="one batch size per process"):
+        bench.run_bench(batch_size=[16, 32], compile=True, data=str(tiny_data))
+    path = tmp_path / "b.jsonl"
+    seen = []
+
+    def echo(line):               # each record is on disk by the time it is printed
+        if line.startswith("{"):
+            seen.append(len(path.read_text().splitlines()))
+
+    bench.run_bench(batch_size=50, device="cpu", steps=4, repeats=1, data=str(tiny_data), out=str(tmp_path / "o"),
+                    echo=echo, json_path=str(path))
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert seen == list(range(1, len(records) + 1)) and records[0]["measurement"] == "augmentation_per_core"
+    assert records[-1]["measurement"] == "hours_per_row"
