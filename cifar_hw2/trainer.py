@@ -28,6 +28,7 @@ from .augment import BatchNormalizeNoise
 from .backends import backend_settings, use_inductor_cache
 from .batch_augment import BatchAugment
 from .checkpoint import save_checkpoint, write_json
+from .notebook import shown_path
 from .config import ConfigError, TrainConfig
 from .data import NUM_CLASSES, load_cifar100, stratified_subset, train_val_split
 from .loader import DeviceBatches, SeededBatchSampler, batch_seed, make_train_loader, predict_logits
@@ -297,9 +298,9 @@ class Trainer:
         if show != "off":
             print(self.first_line(), flush=True)
         if self.start_epoch >= cfg.epochs and show != "off":
-            print(f"{self.out}: all {cfg.epochs} epochs are done already.")
+            print(f"{shown_path(self.out)}: all {cfg.epochs} epochs are done already.")
         elif self.start_epoch > 0 and show != "off":
-            print(f"{self.out}: resuming after epoch {self.start_epoch} of {cfg.epochs}.", flush=True)
+            print(f"{shown_path(self.out)}: resuming after epoch {self.start_epoch} of {cfg.epochs}.", flush=True)
         for epoch in range(self.start_epoch, cfg.epochs):
             self.sampler.set_epoch(epoch)
             start = time.perf_counter()
@@ -337,7 +338,7 @@ class Trainer:
         """What this run picked and why, printed first (config.json holds the same)."""
         cfg = self.cfg
         compiled = f"compile {cfg.compile_mode}" if cfg.compile else "eager"
-        return (f"{self.out}: {self.device}, precision {self.precision.name} ({self.precision.reason}), "
+        return (f"{shown_path(self.out)}: {self.device}, precision {self.precision.name} ({self.precision.reason}), "
                 f"{compiled}, deterministic {'on' if cfg.deterministic else 'off'}, {self.procs.world} process(es)")
 
     def _skipped_note(self) -> str:
