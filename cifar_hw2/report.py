@@ -324,17 +324,24 @@ def _mean_sd(key: str, ms) -> str:
     return f"{scale * mean:.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if sd is not None else "")
 
 
-def seed_sections(runs: list[Run]) -> list[str]:
-    """Markdown for settings run with several seeds; nothing when every setting has one."""
+# The seed summary in two parts, for a notebook: one table of all METRICS is ~1,090 px wide.
+SEED_SPLIT = (("top1", "top5", "nll"), ("ece", "ece_ts", "ece_ts_ece", "temperature", "temperature_ece"))
+
+
+def seed_sections(runs: list[Run], split: bool = False) -> list[str]:
+    """Markdown for settings run with several seeds; nothing when every setting has one. With
+    `split`, the summary is two narrower tables (accuracy, calibration), as notebook 05 shows it."""
     from .spread import METRICS, difference_rows, seed_groups, summary_rows
     groups = seed_groups(runs)
     if all(len(g.runs) < 2 for g in groups):
         return []
     summary = [{"setting": row["setting"], "n": row["n"], "seeds": row["seeds"],
                 **{k: _mean_sd(k, row[k]) for k in METRICS}} for row in summary_rows(groups)]
+    parts = SEED_SPLIT if split else (METRICS,)
     lines = ["\n## Seeds: mean ± sd\n",
              "Best-by-validation epoch; mean ± sample sd over the seeds (accuracy and ECE in %).\n",
-             markdown_table(summary)]
+             "\n".join(markdown_table([{k: row[k] for k in ("setting", "n", "seeds", *keys)} for row in summary])
+                       for keys in parts)]
     diffs = difference_rows(groups)
     if diffs:
         lines += ["## Differences between settings, against the seed spread\n",
