@@ -197,7 +197,12 @@ def reliability_diagram(rel: Reliability, title: str = "", ax=None, strip=None, 
     counts = rel.counts.numpy().astype(float)
     has = counts > 0
     acc, conf = rel.accuracy.numpy()[has], rel.confidence.numpy()[has]
-    ax.bar(centers[has], acc, width=width, edgecolor="black", lw=0.5, color="#4C72B0", label="accuracy of the bin")
+    # Opacity by count as well: a bin holding fewer images than an even share (N / bins) is paler.
+    alpha = np.clip(counts[has] * len(counts) / max(counts.sum(), 1), 0.25, 1.0)
+    bars = ax.bar(centers[has], acc, width=width, edgecolor="black", lw=0.5, color="#4C72B0",
+                  label="accuracy of the bin (paler: fewer images)")
+    for bar, a in zip(bars, alpha):
+        bar.set_alpha(float(a))
     ax.vlines(centers[has], acc, conf, color="#C44E52", lw=2.5, label="gap to confidence")
     ax.plot(centers[has], conf, ls="none", marker="_", ms=9, mew=1.5, color="black", label="mean confidence")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
@@ -207,40 +212,51 @@ def reliability_diagram(rel: Reliability, title: str = "", ax=None, strip=None, 
         share = 100 * counts / max(counts.sum(), 1)
         strip.bar(centers, share, width=width, color="#8C8C8C", edgecolor="black", lw=0.3)
         strip.set(xlim=(0, 1), ylim=(0, max(share.max() * 1.15, 1)))
-        strip.tick_params(labelsize=8)
+        strip.tick_params(labelsize=9)
         strip.set_xlabel("confidence")
         ax.tick_params(labelbottom=False)
     else:
         ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     if legend:
-        ax.legend(loc="upper left", fontsize=8)
+        # beside the axes, not over them: a bin at high accuracy would hide behind it
+        ax.legend(*_reliability_legend(ax), loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=9, frameon=False)
     return ax.figure if own else ax
 
 
-def reliability_grid(diagrams: dict[str, Reliability], ncols: int = 4, width: float = 11.5):
+def _reliability_legend(ax) -> tuple[list, list[str]]:
+    """The diagram's legend entries, the bars' shown at full opacity (the first bar may be pale)."""
+    from matplotlib.container import BarContainer
+    from matplotlib.patches import Patch
+    handles, labels = ax.get_legend_handles_labels()
+    return [Patch(facecolor="#4C72B0", edgecolor="black", lw=0.5) if isinstance(h, BarContainer) else h
+            for h in handles], labels
+
+
+def reliability_grid(diagrams: dict[str, Reliability], ncols: int = 4, panel: float = 2.875):
     """One diagram per entry, each over a strip with the share of images per bin, and one legend
-    for all of them above the grid. `width` in inches: 11.5 at the notebooks' 80 dpi is 920 px,
-    inside JupyterLab's 968 px at a 1400 px window, so the figure is shown at its own size."""
+    for all of them above the grid. `panel`, the width of one diagram in inches: four of them at the
+    notebooks' 80 dpi are 920 px, inside JupyterLab's 968 px at a 1400 px window, so the figure
+    is shown at its own size, not scaled down."""
     n = len(diagrams)
     ncols = min(ncols, max(n, 1))
     nrows = max(-(-n // ncols), 1)
-    panel = width / ncols
-    fig = plt.figure(figsize=(width, nrows * panel * 1.32 + 0.5), layout="constrained")
+    fig = plt.figure(figsize=(ncols * panel, nrows * panel * 1.32 + 0.5), layout="constrained")
     grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[4, 1] * nrows)
     for i, (title, rel) in enumerate(diagrams.items()):
         r, c = divmod(i, ncols)
         ax = fig.add_subplot(grid[2 * r, c])
         strip = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
         reliability_diagram(rel, title, ax=ax, strip=strip, legend=False)
-        strip.set_ylabel("% of images", fontsize=8)
+        strip.set_ylabel("% of images", fontsize=9)
         if c:   # labels on the left column only: the panels share their axes' meaning
             ax.set_ylabel(""), strip.set_ylabel("")
         if r < nrows - 1 and i + ncols < n:
             strip.set_xlabel("")
     if n:
-        handles, labels = fig.axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside upper center", ncols=len(labels), fontsize=10, frameon=False)
+        handles, labels = _reliability_legend(fig.axes[0])
+        fig.legend(handles, labels, loc="outside upper center", ncols=len(labels) if ncols >= 3 else 1,
+                   fontsize=10, frameon=False)
     return fig
 
 
@@ -263,6 +279,8 @@ def ece_before_after(groups: dict[str, dict[str, list[float]]], title: str = "")
                 ax.plot([xi] * len(values), values, ls="none", marker="o", ms=4, color="black")
     seeds = [len(next(iter(groups[label].values()))) for label in labels]
     ax.set_xticks(np.arange(len(labels)), [f"{label}\n({n} seed{'s' * (n > 1)})" for label, n in zip(labels, seeds)])
+    if any(n > 1 for n in seeds):
+        ax.plot([], [], ls="none", marker="o", ms=4, color="black", label="one seed (bar: their mean)")
     ax.set(ylabel="test ECE (%)", title=title or "ECE before and after temperature scaling")
     ax.legend(fontsize=9, frameon=False)
     fig.tight_layout()
