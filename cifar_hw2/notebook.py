@@ -102,13 +102,66 @@ def repo_path(path: str | os.PathLike) -> Path:
     return REPO_ROOT / p if in_checkout() and not p.is_absolute() else p
 
 
-# 05's comparison, in two tables narrow enough for a notebook at 1400 px (one had 16 columns).
+def shown_path(path: str | os.PathLike) -> str:
+    """`path` as messages show it: relative to the repository root when inside the checkout, else
+    to the working folder when below it, else as given. An absolute path names the machine that
+    ran a notebook, and would end up in its committed output (tests/test_notebooks.py checks)."""
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        return str(p)
+    resolved = p.resolve()
+    for base in ([REPO_ROOT] if in_checkout() else []) + [Path.cwd().resolve()]:
+        if resolved.is_relative_to(base):
+            return str(resolved.relative_to(base))
+    return str(p)
+
+
+# The reference runs that ship with the project. In a checkout they are results/cpu-reference/;
+# an installed package (Colab opens 05 without a clone) carries the same files as
+# cifar_hw2/cpu_reference, which pyproject.toml maps onto that folder rather than copying it.
+REFERENCE = "results/cpu-reference"
+PACKAGED_REFERENCE = Path(__file__).resolve().parent / "cpu_reference"
+
+
+def reference_path(path: str | os.PathLike = REFERENCE) -> Path:
+    """Where 05's `reference` runs are: `path` from the repository root, or for the default, when
+    no checkout holds it, the copy installed with the package."""
+    found = repo_path(path)
+    if not found.exists() and Path(path) == Path(REFERENCE) and PACKAGED_REFERENCE.is_dir():
+        return PACKAGED_REFERENCE
+    return found
+
+
+# Columns that say what was run rather than how it did. Where every row has the same value, the
+# table says it once above instead of repeating it in a column (the notebook is 968 px wide).
+SETTING_COLUMNS = ("model", "batch_size", "epochs", "best_epoch")
+
+
+def narrow_table(rows: list[dict]) -> str:
+    """Markdown for `rows` with the columns that are empty in every row left out (for CPU runs
+    the Table 1 columns always are), and setting columns shared by all rows said once above."""
+    if not rows:
+        return "(no rows)\n"
+    from .report import _fmt, markdown_table
+    keys = [k for k in rows[0] if any(r[k] is not None for r in rows)]
+    shared = [k for k in SETTING_COLUMNS if k in keys and len(rows) > 1 and len({r[k] for r in rows}) == 1]
+    head = ("Every run: " + ", ".join(f"{k} {_fmt(k, rows[0][k])}" for k in shared) + ".\n\n") if shared else ""
+    return head + markdown_table([{k: r[k] for k in keys if k not in shared} for r in rows])
+
+
+def run_tables(rows: list[dict]) -> list[str]:
+    """report.comparison_table rows as two Markdown tables, accuracy and calibration (one table
+    of 16 columns did not fit a notebook at 1400 px)."""
+    from .report import ACCURACY_COLUMNS, CALIBRATION_COLUMNS
+    return [f"**{title}**\n\n" + narrow_table([{k: row[k] for k in keys} for row in rows])
+            for title, keys in (("Accuracy (%)", ACCURACY_COLUMNS),
+                                ("Calibration (ECE in %; NLL in nats)", CALIBRATION_COLUMNS))]
+
+
 def show_run_tables(rows: list[dict]) -> None:
-    """Display report.comparison_table rows as an accuracy table and a calibration table."""
     from IPython.display import Markdown, display
-    from .report import ACCURACY_COLUMNS, CALIBRATION_COLUMNS, markdown_table
-    for title, keys in (("Accuracy (%)", ACCURACY_COLUMNS), ("Calibration (ECE in %; NLL in nats)", CALIBRATION_COLUMNS)):
-        display(Markdown(f"**{title}**\n\n" + markdown_table([{k: row[k] for k in keys} for row in rows])))
+    for table in run_tables(rows):
+        display(Markdown(table))
 
 
 def train_config_from_parameters(preset: str, out: str, resume: bool = True, **params) -> TrainConfig:
@@ -164,4 +217,5 @@ def _holds_other_quick_run(config: TrainConfig) -> bool:
 
 
 __all__ = ["REPO_URL", "ConfigError", "setup", "save_figure", "repo_path", "train_config_from_parameters",
-           "colab_badge", "setup_cell"]
+           "colab_badge", "setup_cell", "shown_path", "reference_path",
+           "show_run_tables"]

@@ -180,39 +180,134 @@ def run_curves(history: list[dict], title: str = ""):
     return fig
 
 
-def reliability_diagram(rel: Reliability, title: str = "", ax=None):
+def reliability_diagram(rel: Reliability, title: str = "", ax=None, strip=None, legend: bool = True):
     """Bars: accuracy per confidence bin; diagonal: perfect calibration; a black tick at each bin's
-    mean confidence, joined to the bar's top by a red line: the gap.
+    mean confidence, joined to the bar's top by a red line: the gap. `strip`, an axes below, gets
+    the share of the images in each bin: a bin of 3 images at accuracy 1.0 says little, and
+    without the counts it looks like one of 3,000.
 
     The gap is drawn as a line beside nothing, not as a translucent bar, because where confidence
     is below accuracy a bar would overlap the accuracy bar and mix into a colour nothing explains.
     """
     own = ax is None
     if own:
-        fig, ax = plt.subplots(figsize=(3.6, 3.6))
+        fig, (ax, strip) = plt.subplots(2, 1, figsize=(3.6, 4.3), sharex=True, height_ratios=[4, 1])
     width = float(rel.edges[1] - rel.edges[0])
     centers = (rel.edges[:-1] + width / 2).numpy()
-    has = rel.counts.numpy() > 0
+    counts = rel.counts.numpy().astype(float)
+    has = counts > 0
     acc, conf = rel.accuracy.numpy()[has], rel.confidence.numpy()[has]
-    ax.bar(centers[has], acc, width=width, edgecolor="black", lw=0.5, color="#4C72B0", label="accuracy")
+    # Opacity by count as well: a bin holding fewer images than an even share (N / bins) is paler.
+    alpha = np.clip(counts[has] * len(counts) / max(counts.sum(), 1), 0.25, 1.0)
+    bars = ax.bar(centers[has], acc, width=width, edgecolor="black", lw=0.5, color="#4C72B0",
+                  label="accuracy of the bin (paler: fewer images)")
+    for bar, a in zip(bars, alpha):
+        bar.set_alpha(float(a))
     ax.vlines(centers[has], acc, conf, color="#C44E52", lw=2.5, label="gap to confidence")
     ax.plot(centers[has], conf, ls="none", marker="_", ms=9, mew=1.5, color="black", label="mean confidence")
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
-           title=f"{title}\nECE {100 * rel.ece:.2f} %" if title else f"ECE {100 * rel.ece:.2f} %")
-    ax.legend(loc="upper left", fontsize=7)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1))
+    ax.set_title(f"{title}\nECE {100 * rel.ece:.2f} %" if title else f"ECE {100 * rel.ece:.2f} %", fontsize=10)
+    if strip is not None:
+        share = 100 * counts / max(counts.sum(), 1)
+        strip.bar(centers, share, width=width, color="#8C8C8C", edgecolor="black", lw=0.3)
+        strip.set(xlim=(0, 1), ylim=(0, max(share.max() * 1.15, 1)))
+        strip.tick_params(labelsize=9)
+        strip.set_xlabel("confidence")
+        ax.tick_params(labelbottom=False)
+    else:
+        ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    if legend:
+        # beside the axes, not over them: a bin at high accuracy would hide behind it
+        ax.legend(*_reliability_legend(ax), loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=9, frameon=False)
     return ax.figure if own else ax
 
 
-def reliability_grid(diagrams: dict[str, Reliability], ncols: int = 4):
+def _reliability_legend(ax) -> tuple[list, list[str]]:
+    """The diagram's legend entries, the bars' shown at full opacity (the first bar may be pale)."""
+    from matplotlib.container import BarContainer
+    from matplotlib.patches import Patch
+    handles, labels = ax.get_legend_handles_labels()
+    return [Patch(facecolor="#4C72B0", edgecolor="black", lw=0.5) if isinstance(h, BarContainer) else h
+            for h in handles], labels
+
+
+def reliability_grid(diagrams: dict[str, Reliability], ncols: int = 4, panel: float = 2.875):
+    """One diagram per entry, each over a strip with the share of images per bin, and one legend
+    for all of them above the grid. `panel`, the width of one diagram in inches: four of them at the
+    notebooks' 80 dpi are 920 px, inside JupyterLab's 968 px at a 1400 px window, so the figure
+    is shown at its own size, not scaled down."""
     n = len(diagrams)
     ncols = min(ncols, max(n, 1))
     nrows = max(-(-n // ncols), 1)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.5 * nrows), squeeze=False)
-    for ax, (title, rel) in zip(axes.flat, diagrams.items()):
-        reliability_diagram(rel, title, ax=ax)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
+    fig = plt.figure(figsize=(ncols * panel, nrows * panel * 1.32 + 0.5), layout="constrained")
+    grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[4, 1] * nrows)
+    for i, (title, rel) in enumerate(diagrams.items()):
+        r, c = divmod(i, ncols)
+        ax = fig.add_subplot(grid[2 * r, c])
+        strip = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
+        reliability_diagram(rel, title, ax=ax, strip=strip, legend=False)
+        strip.set_ylabel("% of images", fontsize=9)
+        if c:   # labels on the left column only: the panels share their axes' meaning
+            ax.set_ylabel(""), strip.set_ylabel("")
+        if r < nrows - 1 and i + ncols < n:
+            strip.set_xlabel("")
+    if n:
+        handles, labels = _reliability_legend(fig.axes[0])
+        fig.legend(handles, labels, loc="outside upper center", ncols=len(labels) if ncols >= 3 else 1,
+                   fontsize=10, frameon=False)
+    return fig
+
+
+def ece_before_after(groups: dict[str, dict[str, list[float]]], title: str = ""):
+    """Bars: ECE (%) per loss before and after temperature scaling, the mean over the seeds, with a
+    dot for each seed (one seed: the dot is the bar). `groups`: {loss label: {"before": [...],
+    "after T (NLL fit)": [...], ...}}, fractions, one value per seed."""
+    labels = list(groups)
+    stages = list(next(iter(groups.values()))) if groups else []
+    colors = ["#C44E52", "#DD8452", "#55A868", "#4C72B0"][:len(stages)]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.8 / max(len(stages), 1)
+    for j, (stage, color) in enumerate(zip(stages, colors)):
+        x = np.arange(len(labels)) + (j - (len(stages) - 1) / 2) * width
+        means = [100 * np.mean(groups[label][stage]) for label in labels]
+        ax.bar(x, means, width=width * 0.92, color=color, label=stage)
+        for xi, label in zip(x, labels):
+            values = 100 * np.asarray(groups[label][stage])
+            if len(values) > 1:
+                ax.plot([xi] * len(values), values, ls="none", marker="o", ms=4, color="black")
+    seeds = [len(next(iter(groups[label].values()))) for label in labels]
+    ax.set_xticks(np.arange(len(labels)), [f"{label}\n({n} seed{'s' * (n > 1)})" for label, n in zip(labels, seeds)])
+    if any(n > 1 for n in seeds):
+        ax.plot([], [], ls="none", marker="o", ms=4, color="black", label="one seed (bar: their mean)")
+    ax.set(ylabel="test ECE (%)", title=title or "ECE before and after temperature scaling")
+    ax.legend(fontsize=9, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def seed_curves(groups: dict[str, list[list[dict]]], metric: str = "test_top1", title: str = "",
+                styles: dict[str, tuple] | None = None):
+    """One colour per group (e.g. a loss): for several seeds the mean per epoch and a band from the
+    lowest to the highest seed; a single seed as a thin line. `styles` may give a group's
+    (colour, linestyle)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    palette = sns_palette(max(len(groups), 1))
+    for i, (label, histories) in enumerate(groups.items()):
+        color, ls = (styles or {}).get(label, (palette[i], "-"))
+        n = min(len(h) for h in histories)
+        epochs = [int(r["epoch"]) for r in histories[0][:n]]
+        values = 100 * np.array([[float(r[metric]) for r in h[:n]] for h in histories])
+        if len(histories) > 1:
+            ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.2, lw=0)
+            ax.plot(epochs, values.mean(0), color=color, ls=ls, lw=2, marker="o", ms=3,
+                    label=f"{label}: mean of {len(histories)} seeds (band: lowest to highest)")
+        else:
+            ax.plot(epochs, values[0], color=color, ls=ls, lw=1, label=f"{label}: 1 seed")
+    ax.set(xlabel="epoch", ylabel=metric.replace("_", " ") + " (%)", title=title)
+    if groups:
+        ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -191,14 +191,47 @@ def reliability_of(run: Run, which: str = "best", scaled: bool = False) -> Relia
 # Figures 7 and 8, and reliability diagrams
 
 def figure7(runs: list[Run]):
-    """Test accuracy per epoch by loss, for the model with the most runs (report Figure 7)."""
-    from .plots import training_curves
+    """Test accuracy per epoch by loss, for the model with the most runs (report Figure 7): one
+    colour per loss, seeds of one setting as their mean with a band (plots.seed_curves)."""
+    from .plots import seed_curves, sns_palette
+    from .spread import seed_groups
     models = [r.config["model"] for r in runs]
     model = max(set(models), key=models.count)
-    chosen = [r for r in runs if r.config["model"] == model]
-    labels = _distinct([f"{r.loss_label} · bs {r.config['batch_size']}" for r in chosen], chosen)
-    return training_curves({label: r.history for label, r in zip(labels, chosen)},
-                           title=f"Test accuracy by loss — {MODEL_LABEL.get(model, model)}")
+    groups = seed_groups([r for r in runs if r.config["model"] == model])
+    losses = list(dict.fromkeys(g.runs[0].loss_label for g in groups))
+    colors = dict(zip(losses, sns_palette(len(losses))))
+    curves, styles, used = {}, {}, {}
+    for g in groups:
+        first = g.runs[0]
+        label = _unique(f"{first.loss_label} · bs {first.config['batch_size']}", curves)
+        curves[label] = [r.history for r in g.runs]
+        # a second setting of one loss (another batch size, say): same colour, another line style
+        used[first.loss_label] = used.get(first.loss_label, -1) + 1
+        styles[label] = (colors[first.loss_label], ("-", "--", ":", "-.")[used[first.loss_label] % 4])
+    return seed_curves(curves, title=f"Test accuracy by loss — {MODEL_LABEL.get(model, model)}", styles=styles)
+
+
+def _unique(label: str, taken) -> str:
+    """`label`, or with a number appended where settings that differ elsewhere share it."""
+    n, out = 2, label
+    while out in taken:
+        out, n = f"{label} ({n})", n + 1
+    return out
+
+
+def ece_figure(runs: list[Run]):
+    """ECE before and after temperature scaling (both fits), per setting, mean over its seeds:
+    the comparison the calibration papers make."""
+    from .plots import ece_before_after
+    from .spread import seed_groups
+    several_models = len({r.config["model"] for r in runs}) > 1
+    groups = {}
+    for g in seed_groups(runs):
+        first = g.runs[0]
+        label = f"{first.model_label} · " * several_models + f"{first.loss_label} · bs {first.config['batch_size']}"
+        groups[_unique(label, groups)] = {"before": g.values("ece"), "after T (NLL fit)": g.values("ece_ts"),
+                                          "after T (ECE grid)": g.values("ece_ts_ece")}
+    return ece_before_after(groups, title="Test ECE before and after temperature scaling (T fitted on validation)")
 
 
 def figure8(runs: list[Run]):
@@ -253,7 +286,8 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
     figures = {"fig7": ("fig7_accuracy_by_loss.png", figure7(runs)),
                "fig8": ("fig8_accuracy_by_model.png", figure8(runs)),
                "reliability": ("reliability.png", reliability_figure(runs)),
-               "reliability_ts": ("reliability_after_ts.png", reliability_figure(runs, scaled=True))}
+               "reliability_ts": ("reliability_after_ts.png", reliability_figure(runs, scaled=True)),
+               "ece": ("ece_before_after_ts.png", ece_figure(runs))}
     for key, (name, fig) in figures.items():
         fig.savefig(root / name)
         plt.close(fig)
@@ -273,7 +307,8 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
           "\n## Calibration\n", TEMPERATURE_NOTE + "\n", markdown_table(calibration_table(runs)),
           *seed_sections(runs),
           "\n![Figure 7](fig7_accuracy_by_loss.png)\n\n![Figure 8](fig8_accuracy_by_model.png)\n",
-          "\n## Reliability (test, best epoch)\n\n![before](reliability.png)\n\n![after](reliability_after_ts.png)\n"]
+          "\n## Reliability (test, best epoch)\n\n![ECE before and after T](ece_before_after_ts.png)\n\n"
+          "![before](reliability.png)\n\n![after](reliability_after_ts.png)\n"]
     atomic_write_text(paths["md"], "\n".join(md))
     return paths
 
@@ -289,17 +324,24 @@ def _mean_sd(key: str, ms) -> str:
     return f"{scale * mean:.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if sd is not None else "")
 
 
-def seed_sections(runs: list[Run]) -> list[str]:
-    """Markdown for settings run with several seeds; nothing when every setting has one."""
+# The seed summary in two parts, for a notebook: one table of all METRICS is ~1,090 px wide.
+SEED_SPLIT = (("top1", "top5", "nll"), ("ece", "ece_ts", "ece_ts_ece", "temperature", "temperature_ece"))
+
+
+def seed_sections(runs: list[Run], split: bool = False) -> list[str]:
+    """Markdown for settings run with several seeds; nothing when every setting has one. With
+    `split`, the summary is two narrower tables (accuracy, calibration), as notebook 05 shows it."""
     from .spread import METRICS, difference_rows, seed_groups, summary_rows
     groups = seed_groups(runs)
     if all(len(g.runs) < 2 for g in groups):
         return []
     summary = [{"setting": row["setting"], "n": row["n"], "seeds": row["seeds"],
                 **{k: _mean_sd(k, row[k]) for k in METRICS}} for row in summary_rows(groups)]
+    parts = SEED_SPLIT if split else (METRICS,)
     lines = ["\n## Seeds: mean ± sd\n",
              "Best-by-validation epoch; mean ± sample sd over the seeds (accuracy and ECE in %).\n",
-             markdown_table(summary)]
+             "\n".join(markdown_table([{k: row[k] for k in ("setting", "n", "seeds", *keys)} for row in summary])
+                       for keys in parts)]
     diffs = difference_rows(groups)
     if diffs:
         lines += ["## Differences between settings, against the seed spread\n",

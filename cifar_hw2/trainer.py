@@ -35,6 +35,7 @@ from .batch_augment import BatchAugment
 from .checkpoint import CheckpointError, checkpoint_epoch, save_checkpoint, write_csv, write_json
 from .compiled import (compile_errors, compile_model, compile_unavailable, eager, load_artifacts, regions,
                        save_artifacts, uncompile)
+from .notebook import shown_path
 from .config import ConfigError, TrainConfig
 from .data import NUM_CLASSES, load_cifar100, stratified_subset, train_val_split
 from .loader import DeviceBatches, SeededBatchSampler, batch_seed, make_train_loader, predict_logits
@@ -462,9 +463,9 @@ class Trainer:
         if show != "off":
             print(self.first_line(), flush=True)
         if self.start_epoch >= cfg.epochs and show != "off":
-            print(f"{self.out}: all {cfg.epochs} epochs are done already.")
+            print(f"{shown_path(self.out)}: all {cfg.epochs} epochs are done already.")
         elif self.saved and show != "off":
-            print(f"{self.out}: resuming {self._where(*self.saved, len(self.loader))}.", flush=True)
+            print(f"{shown_path(self.out)}: resuming {self._where(*self.saved, len(self.loader))}.", flush=True)
         try:
             self._epochs(show)
         except _StopHere as stop:
@@ -541,7 +542,7 @@ class Trainer:
         """What this run picked and why, printed first (config.json holds the same)."""
         cfg = self.cfg
         compiled = f"compile {cfg.compile_mode}" if cfg.compile else "eager"
-        return (f"{self.out}: {self.device}, precision {self.precision.name} ({self.precision.reason}), "
+        return (f"{shown_path(self.out)}: {self.device}, precision {self.precision.name} ({self.precision.reason}), "
                 f"{compiled}, deterministic {'on' if cfg.deterministic else 'off'}, {self.procs.world} process(es)")
 
     def _skipped_note(self) -> str:

@@ -1,5 +1,10 @@
 """Interactive explorers for the notebooks (ipywidgets), with a static fallback.
 
+The sliders are a widget, but the figure they redraw is not: it is an ordinary image output that
+each change replaces (a display handle). A notebook saved after the sliders were used and opened
+again, where the widget's state is gone ("Error displaying widget: model not found"), still shows
+the last figure drawn.
+
 With `interactive=False`, or where ipywidgets is missing, each explorer shows one static figure
 for its default values; that is what a headless run (papermill, nbval) should ask for. Either
 way an explorer displays its figure itself and returns None: returning the figure as well would
@@ -23,10 +28,21 @@ def _show_once(fig) -> None:
 
 
 def _show(render, **sliders) -> None:
-    """Display ipywidgets sliders that redraw render(**values)."""
+    """Display the sliders, then render(**values) as a plain image that every change replaces."""
     import ipywidgets
     from IPython.display import display
-    display(ipywidgets.interactive(lambda **values: _show_once(render(**values)), **sliders))
+    for name, slider in sliders.items():
+        slider.description = name
+
+    def draw():
+        fig = render(**{name: slider.value for name, slider in sliders.items()})
+        plt.close(fig)   # the handle shows it; the inline backend must not show it again
+        return fig
+
+    display(ipywidgets.HBox(list(sliders.values()), layout=ipywidgets.Layout(flex_flow="row wrap")))
+    handle = display(draw(), display_id=True)
+    for slider in sliders.values():
+        slider.observe(lambda change: handle.update(draw()), names="value")
 
 
 def augmentation_explorer(images: torch.Tensor, interactive: bool = True):

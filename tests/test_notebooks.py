@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from cifar_hw2 import nbtools
-from cifar_hw2.notebook import REPO_URL
+from cifar_hw2.notebook import REPO_URL, narrow_table, run_tables, shown_path
 from cifar_hw2.report import ACCURACY_COLUMNS, CALIBRATION_COLUMNS
 from cifar_hw2.report import comparison_table, find_runs, markdown_table
 
@@ -118,9 +118,50 @@ def test_05s_reference_tables_are_results_as_they_are_now():
     """05 shows results/cpu-reference as committed; re-run the notebooks when it changes."""
     rows = comparison_table(find_runs(ROOT / "results" / "cpu-reference"))
     shown = [out.data["text/markdown"] for cell, out in _outputs("05_compare.ipynb")
-             if "find_runs(repo_path(reference))" in cell.source]
-    expected = [markdown_table([{k: r[k] for k in keys} for r in rows]) for keys in (ACCURACY_COLUMNS, CALIBRATION_COLUMNS)]
-    assert [text.split("\n\n", 1)[1] for text in shown] == expected
+             if "find_runs(reference_path(reference))" in cell.source]
+    assert shown == run_tables(rows)
+    # CPU runs have no Table 1 row: those columns are left out, not shown as a column of "–"
+    assert all("report_top1" not in text and "| – |" not in text for text in shown)
+
+
+def test_narrow_table_drops_empty_columns_and_says_shared_settings_once():
+    rows = [{"run": "a", "model": "small_cnn", "epochs": 7, "report_top1": None, "top5": 0.5},
+            {"run": "b", "model": "small_cnn", "epochs": 6, "report_top1": None, "top5": None}]
+    text = narrow_table(rows)
+    assert text.startswith("Every run: model small_cnn.\n\n")
+    assert text.splitlines()[2] == "| run | epochs | top5 |" and "| b | 6 | – |" in text
+    assert narrow_table(rows[:1]).splitlines()[0] == "| run | model | epochs | top5 |"   # one row: nothing shared
+
+
+# An absolute path in a committed output names the machine (and folder) that executed it.
+ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[A-Za-z_][\w.-]*/)+[\w.-]*|\b[A-Za-z]:\\[\w.-]")
+
+
+def _output_texts(out) -> list[str]:
+    texts = [out.get("text", "")] + [v for k, v in out.get("data", {}).items() if k.startswith("text/")]
+    texts += [str(v) for v in out.get("evalue", [])] + list(out.get("traceback", []))
+    return ["".join(t) if isinstance(t, list) else str(t) for t in texts]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_outputs_show_no_absolute_paths(path):
+    found = [m.group() for _, out in _outputs(path.name) for text in _output_texts(out)
+             for m in ABSOLUTE_PATH.finditer(text)]
+    assert found == [], f"absolute paths in {path.name}'s outputs (show them with notebook.shown_path): {found}"
+
+
+def test_the_absolute_path_check_sees_paths_and_not_urls_or_units():
+    hits = lambda text: [m.group() for m in ABSOLUTE_PATH.finditer(text)]
+    assert hits("/work/main/runs/04_train: cpu") == ["/work/main/runs/04_train"]
+    assert hits("see /home/me/data.") == ["/home/me/data."] and hits(r"C:\Users\me") == ["C:\\U"]
+    assert hits("https://github.com/x/y 579 img/s lr / lr0 1/6 runs/04_train ~/.cache/cifar_hw2") == []
+
+
+def test_shown_path_is_relative_to_the_repository():
+    assert shown_path(ROOT / "runs" / "04_train") == str(Path("runs") / "04_train")
+    assert shown_path("runs/x") == "runs/x"
+    outside = Path("/nonexistent-root-for-test/run")
+    assert shown_path(outside) == str(outside)   # outside the checkout and the working folder: as given
 
 
 def test_train_notebook_parameters():
