@@ -185,4 +185,6 @@ def test_an_interrupted_grid_resumes_its_row(tmp_path):
     final = json.loads((runs / "b4-bs64-flsd53" / "metrics.json").read_text())
     assert final["complete"] and final["epochs_done"] == 6
     executed = (runs / "b4-bs64-flsd53" / "04_train.ipynb").read_text()
-    assert f"resuming after epoch {done['epochs_done']} of 6" in executed
+    # Ctrl-C saves last.pt where the step it interrupted ended (inside an epoch, or at its end)
+    assert (f"resuming in epoch {done['epochs_done'] + 1} of 6, after step" in executed
+            or f"resuming after epoch {done['epochs_done']} of 6" in executed)
