@@ -26,7 +26,7 @@ _FIGURES = tempfile.mkdtemp(prefix="cifar_hw2-figures-")
 os.environ["CIFAR_HW2_FIGURES"] = _FIGURES          # the nbval kernels inherit it
 
 from cifar_hw2 import data  # noqa: E402  (after the environment above, which the package reads)
-from cifar_hw2.nbtools import notebook_reads_data  # noqa: E402
+from cifar_hw2.notebook.nbtools import notebook_reads_data  # noqa: E402
 
 NO_DATA = (f"CIFAR-100 is not in {data.data_root()} and tests never download it: run "
            f"`python -m cifar_hw2 data` once (161 MB), or set {data.ENV_VAR} to a folder holding "

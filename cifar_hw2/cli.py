@@ -22,8 +22,8 @@ import os
 import shlex
 import sys
 
-from .config import COMPILE_MODES, COMPILE_SCOPES, PRESETS, TrainConfig, field_help, make_config
-from .precision import PRECISIONS
+from .training.config import COMPILE_MODES, COMPILE_SCOPES, PRESETS, TrainConfig, field_help, make_config
+from .training.precision import PRECISIONS
 
 EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
 EXIT_WRITE_FAILED, EXIT_STOPPED, EXIT_INTERRUPTED = 74, 75, 130     # sysexits' EX_IOERR, EX_TEMPFAIL; 128 + SIGINT
@@ -144,7 +144,7 @@ def slurm_options(args):
         if given:
             raise ValueError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --launcher slurm")
         return None
-    from .slurm import SlurmOptions
+    from .experiments.slurm import SlurmOptions
     return SlurmOptions(gpus=args.slurm_gpus, nodes=args.slurm_nodes, time=args.slurm_time,
                         partition=args.slurm_partition, account=args.slurm_account, options=args.slurm_option)
 
@@ -229,10 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     dat.add_argument("--data", default=None, help="folder for cifar-100-python/ (default: $CIFAR_HW2_DATA, "
                                                   "else ~/.cache/cifar_hw2/data)")
     nbs = sub.add_parser("notebooks", help="point the notebooks at a repository; check them; re-execute them",
-                         description="Maintain notebooks/*.ipynb (see cifar_hw2/nbtools.py).")
+                         description="Maintain notebooks/*.ipynb (see cifar_hw2/notebook/nbtools.py).")
     nbs.add_argument("--repo-url", metavar="URL", default=None,
                      help="the repository the Colab badges and setup cells use, e.g. https://github.com/you/cifar-hw2; "
-                          "rewrites REPO_URL in cifar_hw2/notebook.py and every notebook")
+                          "rewrites REPO_URL in cifar_hw2/notebook/helpers.py and every notebook")
     nbs.add_argument("--check", action="store_true", help="exit 1 if a badge, setup cell or kernelspec disagrees")
     nbs.add_argument("--execute", action="store_true",
                      help="run 01-05 in order in quick mode from a clean runs/04_train and save their outputs")
@@ -247,7 +247,7 @@ def run_data(args) -> int:
 
 
 def run_notebooks(args) -> int:
-    from . import nbtools
+    from .notebook import nbtools
     if not (args.repo_url or args.check or args.execute):
         raise ValueError("notebooks: give --repo-url URL, --check or --execute")
     if args.repo_url:
@@ -257,7 +257,7 @@ def run_notebooks(args) -> int:
         nbtools.execute_all()
     if args.check:
         found = nbtools.problems()
-        print("\n".join(found) if found else "notebooks agree with cifar_hw2/notebook.py")
+        print("\n".join(found) if found else "notebooks agree with cifar_hw2/notebook/helpers.py")
         return EXIT_FAILED if found else 0
     return 0
 
@@ -278,8 +278,8 @@ def resume_command(argv: list[str]) -> str:
 
 
 def run_train(args) -> int:
-    from .speed import slow_device_notice
-    from .trainer import fit
+    from .training.speed import slow_device_notice
+    from .training.trainer import fit
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "argv", *LAUNCH_FLAGS)}
     config = make_config(args.preset, **overrides)
     slurm = slurm_options(args)
@@ -297,9 +297,9 @@ def run_train(args) -> int:
 def submit_train(config, slurm, dry_run: bool) -> int:
     """train --launcher slurm: the folder is checked now, not after the job has waited in the queue."""
     from pathlib import Path
-    from .processes import Processes
-    from .runfolder import check_out_folder, prepare_out
-    from .slurm import status, submit, submitit
+    from .training.processes import Processes
+    from .training.runfolder import check_out_folder, prepare_out
+    from .experiments.slurm import status, submit, submitit
     submitit()                               # installed? (one line saying how, if not)
     config = dataclasses.replace(config, out=str(Path(config.out).resolve()))
     check_out_folder(config.out)
@@ -315,7 +315,7 @@ def submit_train(config, slurm, dry_run: bool) -> int:
 
 
 def run_evaluate(args) -> int:
-    from .evaluate import evaluate_checkpoint
+    from .experiments.evaluate import evaluate_checkpoint
     if args.batch_size is not None and args.batch_size <= 0:
         raise ValueError(f"batch size must be a positive integer, got {args.batch_size}")
     result = evaluate_checkpoint(args.checkpoint, args.split, args.data, args.device, args.batch_size)
@@ -324,7 +324,7 @@ def run_evaluate(args) -> int:
 
 
 def run_grid(args) -> int:
-    from .grid import print_status, run_grid as grid
+    from .experiments.grid import print_status, run_grid as grid
     if args.nproc <= 0:
         raise ValueError(f"--nproc must be a positive integer, got {args.nproc}")
     if args.status:
@@ -336,7 +336,7 @@ def run_grid(args) -> int:
 
 
 def run_report(args) -> int:
-    from .report import write_report
+    from .experiments.report import write_report
     paths = write_report(args.runs, args.title)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -344,7 +344,7 @@ def run_report(args) -> int:
 
 
 def run_bench(args) -> int:
-    from .bench import run_bench as bench
+    from .perf.bench import run_bench as bench
     records = bench(args.model, args.batch_size, args.device, args.precision, args.loss, args.steps, args.repeats,
                     args.data, args.augment_on, args.compile, args.workers, compile_mode=args.compile_mode,
                     tf32=args.tf32, preset=args.preset, compile_scope=args.compile_scope, json_path=args.json,
@@ -360,9 +360,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    from .checkpoint import CheckpointError
+    from .training.checkpoint import CheckpointError
     from .data import DataError
-    from .trainer import NonFiniteLossError, RunFileError, RunStopped
+    from .training.trainer import NonFiniteLossError, RunFileError, RunStopped
     try:
         return COMMANDS[args.command](args)
     except RunStopped:

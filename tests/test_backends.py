@@ -6,11 +6,11 @@ import os
 import pytest
 import torch
 
-from cifar_hw2.backends import CUBLAS_ENV, backend_settings, inductor_cache_dir, use_inductor_cache
-from cifar_hw2.loader import DeviceBatches, SeededBatchSampler
+from cifar_hw2.training.backends import CUBLAS_ENV, backend_settings, inductor_cache_dir, use_inductor_cache
+from cifar_hw2.training.loader import DeviceBatches, SeededBatchSampler
 from cifar_hw2.models import build_model
-from cifar_hw2.processes import convert_sync_batchnorm
-from cifar_hw2.trainer import fit
+from cifar_hw2.training.processes import convert_sync_batchnorm
+from cifar_hw2.training.trainer import fit
 
 from test_trainer import read_history, tiny
 

@@ -156,7 +156,7 @@ def test_eval_mode_only_normalises(images):
 def test_device_batches_do_not_depend_on_the_chunk_size(images):
     """Each batch draws from its own seed: augmenting 1 or 4 batches per call gives the same batches."""
     from cifar_hw2.data import CifarSplit
-    from cifar_hw2.loader import DeviceBatches, SeededBatchSampler
+    from cifar_hw2.training.loader import DeviceBatches, SeededBatchSampler
     n = 96
     split = CifarSplit(images.repeat(12, 1, 1, 1), torch.arange(n) % 100, torch.arange(n) % 20,
                        [str(i) for i in range(100)], [str(i) for i in range(20)])
@@ -192,7 +192,7 @@ def test_a_device_chunk_makes_no_host_sync():
     """One 512-image chunk of the device path, on the meta device (shapes only, as fast as the
     planning): no host sync of any kind. torchvision's own affine op makes several, which shows
     the counter sees them."""
-    from cifar_hw2.syncs import HostSyncs
+    from cifar_hw2.perf.syncs import HostSyncs
     aug = BatchAugment().to("meta")                       # normalisation's buffers too
     params = aug.draw(512, torch.Generator().manual_seed(0))
     assert (params.action > 0).any(dim=1).float().mean() > 0.5

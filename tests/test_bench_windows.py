@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from cifar_hw2 import bench
-from cifar_hw2.config import make_config
-from cifar_hw2.processes import Processes
-from cifar_hw2.trainer import Trainer
+from cifar_hw2.perf import bench
+from cifar_hw2.training.config import make_config
+from cifar_hw2.training.processes import Processes
+from cifar_hw2.training.trainer import Trainer
 
 
 @pytest.fixture()

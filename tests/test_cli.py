@@ -115,7 +115,7 @@ def test_cpu_fp16_trains_and_says_what_it_picked(tiny_data, tmp_path):
 
 
 def test_bench_prints_every_measurement_and_one_table_for_several_batch_sizes(tiny_data, tmp_path):
-    from cifar_hw2.bench import run_bench
+    from cifar_hw2.perf.bench import run_bench
     lines = []
     records = run_bench("small_cnn", batch_size=[16, 20], device="cpu", steps=3, repeats=1, data=str(tiny_data),
                         out=str(tmp_path / "bench"), echo=lines.append)

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from cifar_hw2.compiled import TensorDropPath, compile_model
-from cifar_hw2.config import make_config
-from cifar_hw2.processes import Processes
-from cifar_hw2.syncs import HostSyncs
-from cifar_hw2.trainer import Trainer
+from cifar_hw2.training.compiled import TensorDropPath, compile_model
+from cifar_hw2.training.config import make_config
+from cifar_hw2.training.processes import Processes
+from cifar_hw2.perf.syncs import HostSyncs
+from cifar_hw2.training.trainer import Trainer
 
 # Profiler events that mark code run by a compiled graph (forward and backward).
 COMPILED_MARKS = ("Torch-Compiled Region", "CompiledFunction", "Compiled", "## Call CompiledFxGraph")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cifar_hw2.stopping import TEST_SIGNAL_ENV
+from cifar_hw2.training.stopping import TEST_SIGNAL_ENV
 
 from test_long_runs import assert_same_run
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cifar_hw2.grid import Outcome, grid_rows, run_grid, select
-from cifar_hw2.reference import REPORT_TABLE1
-from cifar_hw2.report import comparison_table, find_runs, write_report
+from cifar_hw2.experiments.grid import Outcome, grid_rows, run_grid, select
+from cifar_hw2.experiments.reference import REPORT_TABLE1
+from cifar_hw2.experiments.report import comparison_table, find_runs, write_report
 from conftest import needs_real_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +103,8 @@ def test_two_row_quick_grid_then_report(tmp_path):
 
 
 def test_report_finds_the_table1_row_by_grid_key_or_by_config(tiny_data, tmp_path):
-    from cifar_hw2.config import make_config
-    from cifar_hw2.trainer import fit
+    from cifar_hw2.training.config import make_config
+    from cifar_hw2.training.trainer import fit
     fit(make_config("quick", data=str(tiny_data), out=str(tmp_path / "r" / "one"), train_per_class=10,
                     val_per_class=2, test_per_class=None, epochs=1, workers=0, progress="off", loss="ce"))
     # "b4": what a full B4 run records (its config matches Table 1); "standin": a quick grid row's
@@ -131,7 +131,7 @@ def trimmed_row(row, runs, data, env, nproc=1):
     in this process and trimmed to one epoch on 2 images per class: every row's real config in
     seconds, where papermill would take minutes."""
     from cifar_hw2.notebook import train_config_from_parameters
-    from cifar_hw2.trainer import fit
+    from cifar_hw2.training.trainer import fit
     config = train_config_from_parameters(**row.parameters(runs / row.key, data))
     config = dataclasses.replace(config, epochs=1, train_per_class=2, val_per_class=1, test_per_class=1,
                                  progress="off").validate()

@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from cifar_hw2 import cli
-from cifar_hw2.checkpoint import load_checkpoint
-from cifar_hw2.config import FLOAT_RANGES, ConfigError, make_config
-from cifar_hw2.folderlock import FolderInUse, hold
-from cifar_hw2.stopping import TEST_SIGNAL_ENV, RunStopped
-from cifar_hw2.trainer import Trainer, fit
+from cifar_hw2.training.checkpoint import load_checkpoint
+from cifar_hw2.training.config import FLOAT_RANGES, ConfigError, make_config
+from cifar_hw2.training.folderlock import FolderInUse, hold
+from cifar_hw2.training.stopping import TEST_SIGNAL_ENV, RunStopped
+from cifar_hw2.training.trainer import Trainer, fit
 
 from test_trainer import read_history
 
@@ -149,7 +149,7 @@ def test_the_time_limit_stops_with_status_0_and_says_resume_to_continue(tiny_dat
 
 def test_a_locked_folder_is_refused_with_host_and_pid_and_a_dead_holder_never_blocks(tiny_data, tmp_path):
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom cifar_hw2.folderlock import hold\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom cifar_hw2.training.folderlock import hold\n"
                                "with hold(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)", str(out)],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -301,7 +301,7 @@ def test_loader_workers_leave_stop_signals_to_the_main_process(name, tiny_data):
     """A Ctrl-C reaches the whole process group (Slurm signals every process of a job): a worker
     must not die of it while the main process still reads batches up to its next refresh point."""
     from cifar_hw2.data import load_cifar100
-    from cifar_hw2.loader import make_train_loader
+    from cifar_hw2.training.loader import make_train_loader
     loader, sampler = make_train_loader(load_cifar100("train", str(tiny_data)), 12, seed=0, workers=1)
     sampler.set_epoch(0)
     batches = iter(loader)

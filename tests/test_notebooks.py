@@ -8,10 +8,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cifar_hw2 import nbtools
-from cifar_hw2.notebook import REPO_URL, narrow_table, run_tables, shown_path
-from cifar_hw2.report import ACCURACY_COLUMNS, CALIBRATION_COLUMNS
-from cifar_hw2.report import comparison_table, find_runs, markdown_table
+from cifar_hw2.notebook import nbtools
+from cifar_hw2.notebook import REPO_URL, shown_path
+from cifar_hw2.notebook.helpers import narrow_table, run_tables
+from cifar_hw2.experiments.report import ACCURACY_COLUMNS, CALIBRATION_COLUMNS
+from cifar_hw2.experiments.report import comparison_table, find_runs, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -40,17 +41,17 @@ def test_title_purpose_badge_setup_and_parameters(path):
 
 
 def test_badges_setup_cells_and_kernelspecs_agree_with_notebook_py():
-    """REPO_URL in cifar_hw2/notebook.py is the one place the address is written."""
+    """REPO_URL in cifar_hw2/notebook/helpers.py is the one place the address is written."""
     assert nbtools.problems() == []
-    for path in [*NOTEBOOKS, ROOT / "README.md", *sorted((ROOT / "cifar_hw2").glob("*.py"))]:
-        if path.name != "notebook.py":
+    for path in [*NOTEBOOKS, ROOT / "README.md", *sorted((ROOT / "cifar_hw2").rglob("*.py"))]:
+        if path != ROOT / "cifar_hw2" / "notebook" / "helpers.py":
             assert "github.com/cifar-hw2" not in path.read_text() or path.suffix == ".ipynb", path
 
 
 def test_repo_url_rewrites_every_badge_and_setup_cell(tmp_path):
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
-    source = tmp_path / "notebook.py"
-    shutil.copy(ROOT / "cifar_hw2" / "notebook.py", source)
+    source = tmp_path / "helpers.py"
+    shutil.copy(ROOT / "cifar_hw2" / "notebook" / "helpers.py", source)
     fork = "https://github.com/someone/my-fork"
     changed = nbtools.set_repo_url(fork + ".git", tmp_path / "notebooks", source)
     assert len(changed) == 1 + len(NOTEBOOKS)

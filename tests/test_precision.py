@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from cifar_hw2.checkpoint import load_checkpoint
-from cifar_hw2.config import ConfigError, make_config, upgrade_saved
-from cifar_hw2.precision import choose_precision
-from cifar_hw2.processes import Processes
-from cifar_hw2.runfolder import settings_changed
-from cifar_hw2.trainer import Trainer, fit
+from cifar_hw2.training.checkpoint import load_checkpoint
+from cifar_hw2.training.config import ConfigError, make_config, upgrade_saved
+from cifar_hw2.training.precision import choose_precision
+from cifar_hw2.training.processes import Processes
+from cifar_hw2.training.runfolder import settings_changed
+from cifar_hw2.training.trainer import Trainer, fit
 
 from test_trainer import read_history, tiny
 

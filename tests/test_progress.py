@@ -1,7 +1,7 @@
 """The epoch bar: live widget in a notebook, plain text once closed; rate-limited everywhere."""
 import pytest
 
-from cifar_hw2 import progress
+from cifar_hw2.training import progress
 
 
 class FakeHandle:

@@ -3,6 +3,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,23 +32,81 @@ def test_torch_is_never_pinned_to_an_exact_version():
             assert "==" not in dep, dep
 
 
-def test_package_docstring_names_every_module():
-    import cifar_hw2
-    modules = {p.stem for p in (ROOT / "cifar_hw2").glob("*.py")} - {"__init__", "__main__"}
+def _docstring_names(doc: str) -> set[str]:
     # list items "- a, b: what; c: what": the names before each colon
-    named = {name.strip() for group in re.findall(r"(?:^- |; )([\w, ]+):", cifar_hw2.__doc__, re.M)
-             for name in group.split(",")}
-    assert named == modules
+    return {name.strip() for group in re.findall(r"(?:^- |; )([\w, ]+):", doc, re.M) for name in group.split(",")}
+
+
+def test_every_docstring_map_names_every_module():
+    """The package docstring names each top-level module and subpackage; each subpackage's, its modules."""
+    import importlib
+    import cifar_hw2
+    package = ROOT / "cifar_hw2"
+    top = {p.stem for p in package.glob("*.py")} | {p.parent.name for p in package.glob("*/__init__.py")}
+    assert _docstring_names(cifar_hw2.__doc__) == top - {"__init__", "__main__"}
+    for init in sorted(package.glob("*/__init__.py")):
+        sub = importlib.import_module(f"cifar_hw2.{init.parent.name}")
+        assert _docstring_names(sub.__doc__) == {p.stem for p in init.parent.glob("*.py")} - {"__init__"}, sub
+        assert "May import" in sub.__doc__, sub
+
+
+# The floors, bottom up: a module imports only floors below its own, and its own subpackage.
+# The science (top-level modules) imports nothing of the package's machinery; training nothing of
+# experiments, perf, notebook or cli; experiments and perf (one floor) nothing of each other.
+FLOORS = {"science": 0, "training": 1, "experiments": 2, "perf": 2, "notebook": 3, "cli": 4}
+
+
+def _group(module: str) -> str:
+    """'training.trainer' → 'training'; 'losses' → 'science'; 'cli', '__main__' → 'cli'."""
+    head, _, rest = module.partition(".")
+    if rest:
+        return head
+    return "cli" if module in ("cli", "__main__") else "science"
+
+
+def package_imports(package: Path) -> dict[str, set[str]]:
+    """{module: modules it imports}, as dotted names under the package ('training.trainer';
+    'training.__init__' for a subpackage, '__init__' for the package), from every relative import,
+    also inside functions."""
+    import ast
+
+    def name(parts: list[str]) -> str:    # a module's path parts → its node name
+        if (package / Path(*parts, "__init__.py")).exists():
+            parts = [*parts, "__init__"]
+        return ".".join(parts[-1:] if parts == ["__init__"] else parts)
+
+    graph = {}
+    for path in package.rglob("*.py"):
+        parts = list(path.relative_to(package).with_suffix("").parts)
+        here = parts[:-1]                     # the package the module's relative imports start from
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.level):
+                continue
+            target = here[:len(here) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            for alias in node.names:          # `from .x import a`: a may be a module x.a
+                is_module = (package / Path(*target, alias.name)).with_suffix(".py").exists() or \
+                    (package / Path(*target, alias.name, "__init__.py")).exists()
+                deps.add(name(target + [alias.name]) if is_module else name(target))
+        graph[name(parts[:-1] if parts[-1] == "__init__" else parts)] = deps
+    return graph
+
+
+def layering_violations(package: Path) -> list[str]:
+    """Every import that goes up a floor or sideways into another subpackage of the same floor."""
+    found = []
+    for module, deps in sorted(package_imports(package).items()):
+        for dep in sorted(deps):
+            if dep == "__init__" or _group(dep) == _group(module):
+                continue
+            if FLOORS[_group(dep)] >= FLOORS[_group(module)]:
+                found.append(f"{module} ({_group(module)}) imports {dep} ({_group(dep)})")
+    return found
 
 
 def test_the_package_import_graph_has_no_cycle():
-    """Every `from .x import` (also inside functions): modules form a DAG, so any one imports alone."""
-    import ast
-    graph = {}
-    for path in (ROOT / "cifar_hw2").glob("*.py"):
-        tree = ast.parse(path.read_text())
-        graph[path.stem] = {n.module or "__init__" for n in ast.walk(tree)
-                            if isinstance(n, ast.ImportFrom) and n.level == 1}
+    """Modules form a DAG, so any one imports alone."""
+    graph = package_imports(ROOT / "cifar_hw2")
     done, active = set(), []
 
     def visit(module):
@@ -61,11 +121,52 @@ def test_the_package_import_graph_has_no_cycle():
 
     for module in sorted(graph):
         visit(module)
-    assert {"processes", "runfolder", "trainer"} <= set(graph)   # the trainer's three jobs, one module each
+    # the trainer's three jobs, one module each; the subpackages are seen (not just top-level files)
+    assert {"training.processes", "training.runfolder", "training.trainer", "experiments.grid"} <= set(graph)
+
+
+def test_each_floor_imports_only_the_floors_below_it():
+    assert layering_violations(ROOT / "cifar_hw2") == []
+
+
+@pytest.mark.parametrize("module, bad_import, expected", [
+    ("losses.py", "from .training import trainer", "losses (science) imports training.trainer (training)"),
+    ("models.py", "from .training.config import TrainConfig", "models (science) imports training.config"),
+    ("training/trainer.py", "from ..experiments.report import find_runs", "training.trainer (training) imports "
+                                                                         "experiments.report (experiments)"),
+    ("training/config.py", "from ..notebook import helpers", "training.config (training) imports notebook.helpers"),
+    ("experiments/grid.py", "from ..perf import bench", "experiments.grid (experiments) imports perf.bench (perf)"),
+])
+def test_the_layering_check_fails_on_a_bad_import(tmp_path, module, bad_import, expected):
+    """The check above can fail: a copy of the package with one import that goes up is caught."""
+    import shutil
+    copy = tmp_path / "cifar_hw2"
+    shutil.copytree(ROOT / "cifar_hw2", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    target = copy / module
+    target.write_text(target.read_text() + f"\n\ndef _bad():\n    {bad_import}\n")
+    found = layering_violations(copy)
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_modules_moved_into_subpackages_keep_their_old_import_path():
+    """`cifar_hw2.trainer` (the path before the layout by role) is the module itself, with a warning."""
+    import importlib
+    import sys
+    import cifar_hw2
+    assert cifar_hw2.MOVED["trainer"] == "training.trainer"
+    for old, new in cifar_hw2.MOVED.items():
+        assert (ROOT / "cifar_hw2" / Path(*new.split("."))).with_suffix(".py").exists(), new
+        assert not (ROOT / "cifar_hw2" / f"{old}.py").exists(), old
+    sys.modules.pop("cifar_hw2.config", None)
+    with pytest.warns(FutureWarning, match="cifar_hw2.config has moved to cifar_hw2.training.config"):
+        old = importlib.import_module("cifar_hw2.config")
+    assert old is importlib.import_module("cifar_hw2.training.config")
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("cifar_hw2.no_such_module")
 
 
 def test_only_the_notebooks_whose_parameters_name_data_need_the_dataset():
-    from cifar_hw2.nbtools import notebook_reads_data
+    from cifar_hw2.notebook.nbtools import notebook_reads_data
     reads = {p.name[:2]: notebook_reads_data(p) for p in sorted((ROOT / "notebooks").glob("0*.ipynb"))}
     assert reads == {"01": True, "02": False, "03": True, "04": True, "05": False}
 

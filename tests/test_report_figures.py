@@ -7,7 +7,7 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_hex
 
-from cifar_hw2.report import ece_figure, figure7, find_runs, reliability_figure
+from cifar_hw2.experiments.report import ece_figure, figure7, find_runs, reliability_figure
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "cpu-reference"
 

@@ -1,6 +1,6 @@
 """Notebook 04's plan cell: on Colab it times this run's own steps and says what a session holds."""
-from cifar_hw2.bench import session_plan
-from cifar_hw2.config import make_config
+from cifar_hw2.perf.bench import session_plan
+from cifar_hw2.training.config import make_config
 
 
 def test_off_colab_it_measures_nothing_and_says_how_to(tiny_data, tmp_path):

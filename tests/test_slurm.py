@@ -2,8 +2,8 @@
 and requeues as on a cluster, without one."""
 import pytest
 
-from cifar_hw2.stopping import TEST_SIGNAL_ENV
-from cifar_hw2.trainer import fit
+from cifar_hw2.training.stopping import TEST_SIGNAL_ENV
+from cifar_hw2.training.trainer import fit
 
 from test_long_runs import MINI, assert_same_run
 
@@ -12,8 +12,8 @@ ROWS = ("b4-bs64-ce-homework", "b4-bs64-flsd53")     # quick stand-ins: CE and F
 
 def test_a_two_row_grid_on_the_local_executor_survives_a_requeue_mid_epoch(tiny_data, tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    from cifar_hw2.grid import grid_rows, print_status, row_config, submit_rows
-    from cifar_hw2.slurm import SlurmOptions, read
+    from cifar_hw2.experiments.grid import grid_rows, print_status, row_config, submit_rows
+    from cifar_hw2.experiments.slurm import SlurmOptions, read
     rows = [r for r in grid_rows() if r.key in ROWS]
     runs, overrides = tmp_path / "runs", {**MINI, "progress": "epoch"}
     # The first row's job gets submitit's time-limit signal (SIGUSR2) after step 4 of epoch 2.
@@ -61,8 +61,8 @@ def test_without_submitit_the_slurm_launcher_says_how_to_install_it(tmp_path, mo
 
 
 def test_slurm_time_takes_sbatchs_forms():
-    from cifar_hw2.config import ConfigError
-    from cifar_hw2.slurm import SlurmOptions
+    from cifar_hw2.training.config import ConfigError
+    from cifar_hw2.experiments.slurm import SlurmOptions
     for text, minutes in [("90", 90), ("1:30", 2), ("2:00:00", 120), ("1-12", 2160), ("1-12:30", 2190),
                           ("1-00:00:01", 1441)]:
         assert SlurmOptions(time=text).minutes() == minutes, text

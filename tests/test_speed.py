@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cifar_hw2.config import make_config
-from cifar_hw2.speed import cpu_epoch_hours, slow_device_notice
+from cifar_hw2.training.config import make_config
+from cifar_hw2.training.speed import cpu_epoch_hours, slow_device_notice
 
 ROOT = Path(__file__).resolve().parents[1]
 

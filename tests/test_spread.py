@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cifar_hw2.report import write_report
-from cifar_hw2.spread import difference_rows, seed_groups, summary_rows
-from cifar_hw2.report import find_runs
+from cifar_hw2.experiments.report import write_report
+from cifar_hw2.experiments.spread import difference_rows, seed_groups, summary_rows
+from cifar_hw2.experiments.report import find_runs
 
 
 def fake_run(root: Path, name: str, loss: str, seed: int, top1: float, ece: float):

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_hw2.checkpoint import CheckpointError, load_checkpoint
-from cifar_hw2.config import ConfigError, make_config
-from cifar_hw2.trainer import HISTORY_COLUMNS, NonFiniteLossError, Trainer, fit
+from cifar_hw2.training.checkpoint import CheckpointError, load_checkpoint
+from cifar_hw2.training.config import ConfigError, make_config
+from cifar_hw2.training.trainer import HISTORY_COLUMNS, NonFiniteLossError, Trainer, fit
 
 TIMING = {"seconds", "images_per_s"}
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,7 +181,7 @@ def test_progress_bar_redraws_at_most_about_once_a_second(tiny_data, tmp_path, m
             self.draws += 1
             return super().display(*args, **kwargs)
 
-    monkeypatch.setattr("cifar_hw2.progress.text_tqdm", CountingBar)
+    monkeypatch.setattr("cifar_hw2.training.progress.text_tqdm", CountingBar)
     start = time.perf_counter()
     fit(tiny(tiny_data, tmp_path / "run", epochs=2, batch_size=10, progress="bar"))   # 100 steps/epoch
     elapsed = time.perf_counter() - start
@@ -206,7 +206,7 @@ def test_training_and_evaluate_give_one_calibration_number_per_checkpoint(tiny_d
     """A run trained in bf16 autocast: its in-training evaluation (history.csv) and `evaluate` on
     its best.pt compute logits the same way (fp32, eager), so ECE, NLL and both temperatures agree.
     Before, training evaluated in bf16 and evaluate in fp32, and they differed."""
-    from cifar_hw2.evaluate import evaluate_checkpoint
+    from cifar_hw2.experiments.evaluate import evaluate_checkpoint
     history = fit(tiny(tiny_data, tmp_path / "bf16", epochs=1, precision="bf16", train_per_class=2))
     row = history[0]
     result = evaluate_checkpoint(tmp_path / "bf16" / "best.pt", "test", device="cpu")

@@ -3,7 +3,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from cifar_hw2 import widgets
+from cifar_hw2.notebook import widgets
 
 
 @pytest.mark.parametrize("explorer", ["augmentation", "gamma"])

@@ -5,7 +5,7 @@
     history.csv    one row per epoch (HISTORY_COLUMNS)
     metrics.json   test metrics of the final epoch and of the best-by-validation epoch (fractions)
     last.pt        everything needed to resume; best.pt  the weights of the best-by-val epoch
-    .lock          held while a run is alive (folderlock.py); slurm.json  its Slurm job (slurm.py)
+    .lock          held while a run is alive (folderlock.py); slurm.json  its Slurm job (experiments/slurm.py)
 
 Under torchrun only rank 0 writes these; every write is atomic (checkpoint.py).
 """
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from .. import __version__
 from .checkpoint import CheckpointError, load_checkpoint, write_csv, write_json
 from .config import RUNTIME_FIELDS, ConfigError, TrainConfig, upgrade_saved
-from .data import NUM_CLASSES
+from ..data import NUM_CLASSES
 
 RUN_FILES = ("config.json", "history.csv", "metrics.json", "last.pt", "best.pt")
-JOB_FILE = "slurm.json"     # the Slurm job of a run submitted through slurm.py
+JOB_FILE = "slurm.json"     # the Slurm job of a run submitted through experiments/slurm.py
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc",
                    "val_top1", "val_top5", "val_nll", "val_ece",

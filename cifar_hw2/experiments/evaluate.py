@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from .augment import BatchNormalizeNoise
-from .checkpoint import load_checkpoint, write_json
-from .config import TrainConfig, upgrade_saved
-from .loader import predict_logits
-from .metrics import classification_metrics
-from .models import build_model
-from .processes import pick_device
-from .trainer import make_splits, temperature_scaled
+from ..augment import BatchNormalizeNoise
+from ..training.checkpoint import load_checkpoint, write_json
+from ..training.config import TrainConfig, upgrade_saved
+from ..training.loader import predict_logits
+from ..metrics import classification_metrics
+from ..models import build_model
+from ..training.processes import pick_device
+from ..training.trainer import make_splits, temperature_scaled
 
 SPLITS = ("test", "val")
 

@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt
 import torch
 from torchvision.transforms import v2
 
-from .augment import normalize_transform, noise_transform
-from .plots import denormalize, image_rows, loss_and_gradient
+from ..augment import normalize_transform, noise_transform
+from ..plots import denormalize, image_rows, loss_and_gradient
 
 
 def _show_once(fig) -> None:
@@ -74,7 +74,7 @@ def augmentation_explorer(images: torch.Tensor, interactive: bool = True):
 
 def gamma_explorer(interactive: bool = True):
     """A γ slider: the focal loss and its gradient on the true logit against p_t."""
-    from .losses import build_loss
+    from ..losses import build_loss
 
     def render(gamma=2.0):
         p = torch.linspace(0.01, 0.99, 200, dtype=torch.float64)

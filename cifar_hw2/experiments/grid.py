@@ -14,7 +14,7 @@ one resumes from its last.pt; a failed row is reported and the others go on; the
 if any row failed. With CIFAR_HW2_QUICK=1 every row runs the `quick` preset (small CNN, CPU): a
 quick stand-in for its row, and a loss that cannot run on the small CNN is replaced by its stand-in
 (config.QUICK_STAND_IN). Each row records the Table 1 row it stands for in runs/<key>/grid.json,
-where the report finds it. A row whose folder another process holds (folderlock.py) is skipped.
+where the report finds it. A row whose folder another process holds (training/folderlock.py) is skipped.
 Slurm rows run the trainer directly in their job (no notebook: its figures come from `report`).
 """
 from __future__ import annotations
@@ -29,13 +29,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import atomic_write_text
-from .config import QUICK_STAND_IN, TrainConfig, quick_mode
-from .folderlock import describe_holder, holder
-from .notebook import FIGURES_ENV
+from ..training.checkpoint import atomic_write_text
+from ..training.config import QUICK_STAND_IN, TrainConfig, quick_mode
+from ..training.folderlock import describe_holder, holder
+from ..training.paths import FIGURES_ENV, REPO_ROOT
 from .reference import HOMEWORK_LOSS, MODEL_LABEL, REPORT_TABLE1, TABLE1_BY_KEY, find_table1_row
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_train.ipynb"
+NOTEBOOK = REPO_ROOT / "notebooks" / "04_train.ipynb"
 SHORT = {"efficientnet_b4": "b4", "swin_b": "swin", "small_cnn": "cnn"}
 PRESET = {"efficientnet_b4": "paper-b4", "swin_b": "paper-swin"}
 ROW_FILE = "grid.json"   # in each row's folder: the grid row and the Table 1 row it stands for
@@ -161,7 +161,7 @@ def row_config(row: GridRow, runs: Path, data: str | None, **overrides) -> Train
     import contextlib
     import dataclasses
     import io
-    from .notebook import train_config_from_parameters
+    from ..training.parameters import train_config_from_parameters
     with contextlib.redirect_stdout(io.StringIO()):     # its quick-mode notes, once per row, are the grid's
         cfg = train_config_from_parameters(**row.parameters((runs / row.key).resolve(), data))
     return dataclasses.replace(cfg, **overrides).validate() if overrides else cfg
@@ -232,7 +232,7 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
              nproc: int = 1, dry_run: bool = False, echo=print, runner=run_row, slurm=None) -> list[Outcome]:
     """Run the selected rows. `runner(row, runs, data, env, nproc) -> Outcome` runs one row
     (run_row; tests pass a trimmed in-process one). `slurm` (slurm.SlurmOptions): submit them instead."""
-    from .runfolder import check_out_folder
+    from ..training.runfolder import check_out_folder
     runs = Path(runs)
     rows = select(grid_rows(), list(only))
     check_out_folder(runs)

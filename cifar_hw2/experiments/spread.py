@@ -16,7 +16,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from .config import RUNTIME_FIELDS
+from ..training.config import RUNTIME_FIELDS
 
 # metrics.json "best" keys summarised across seeds (fractions; temperatures are plain numbers).
 METRICS = ("top1", "top5", "nll", "ece", "ece_ts", "ece_ts_ece", "temperature", "temperature_ece")

@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import atomic_write_text
-from .metrics import Reliability
+from ..training.checkpoint import atomic_write_text
+from ..metrics import Reliability
 from .reference import MODEL_LABEL, REPORT_TABLE1, TABLE1_BY_KEY, ReportRow, find_table1_row
 
 
@@ -193,7 +193,7 @@ def reliability_of(run: Run, which: str = "best", scaled: bool = False) -> Relia
 def figure7(runs: list[Run]):
     """Test accuracy per epoch by loss, for the model with the most runs (report Figure 7): one
     colour per loss, seeds of one setting as their mean with a band (plots.seed_curves)."""
-    from .plots import seed_curves, sns_palette
+    from ..plots import seed_curves, sns_palette
     from .spread import seed_groups
     models = [r.config["model"] for r in runs]
     model = max(set(models), key=models.count)
@@ -222,7 +222,7 @@ def _unique(label: str, taken) -> str:
 def ece_figure(runs: list[Run]):
     """ECE before and after temperature scaling (both fits), per setting, mean over its seeds:
     the comparison the calibration papers make."""
-    from .plots import ece_before_after
+    from ..plots import ece_before_after
     from .spread import seed_groups
     several_models = len({r.config["model"] for r in runs}) > 1
     groups = {}
@@ -236,7 +236,7 @@ def ece_figure(runs: list[Run]):
 
 def figure8(runs: list[Run]):
     """Test accuracy per epoch by model: each model's best run (report Figure 8)."""
-    from .plots import training_curves
+    from ..plots import training_curves
     best = {}
     for r in runs:
         m = r.config["model"]
@@ -247,7 +247,7 @@ def figure8(runs: list[Run]):
 
 
 def reliability_figure(runs: list[Run], scaled: bool = False):
-    from .plots import reliability_grid
+    from ..plots import reliability_grid
     suffix = " (after T)" if scaled else ""
     labels = _distinct([r.loss_label for r in runs], runs)
     return reliability_grid({f"{label}{suffix}": reliability_of(r, scaled=scaled) for label, r in zip(labels, runs)})
@@ -314,7 +314,7 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Seeds: mean ± sd, and which differences exceed the spread (cifar_hw2/spread.py)
+# Seeds: mean ± sd, and which differences exceed the spread (spread.py)
 
 def _mean_sd(key: str, ms) -> str:
     mean, sd = ms

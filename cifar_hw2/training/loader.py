@@ -23,9 +23,9 @@ import signal
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .augment import uint8_train_transform
-from .batch_augment import AugmentParams, to_device
-from .data import CifarDataset, CifarSplit
+from ..augment import uint8_train_transform
+from ..batch_augment import AugmentParams, to_device
+from ..data import CifarDataset, CifarSplit
 
 
 def batch_seed(seed: int, epoch: int, index: int) -> int:

@@ -14,12 +14,12 @@ import os
 from pathlib import Path
 from dataclasses import dataclass
 
-from .data import NUM_CLASSES
-from .losses import LOSSES, NEEDS_FEATURES, build_loss
-from .models import MODELS, feature_channels
-from .optim import OPTIMIZERS
+from ..data import NUM_CLASSES
+from ..losses import LOSSES, NEEDS_FEATURES, build_loss
+from ..models import MODELS, feature_channels
+from ..optim import OPTIMIZERS
 from .precision import PRECISIONS
-from .schedule import SCHEDULES
+from ..schedule import SCHEDULES
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PROGRESS = ("auto", "bar", "epoch", "off")

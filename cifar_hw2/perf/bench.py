@@ -42,16 +42,16 @@ from pathlib import Path
 
 import torch
 
-from .augment import BatchNormalizeNoise, IMAGENET_MEAN, IMAGENET_STD, uint8_train_transform
-from .backends import backend_settings
-from .batch_augment import BatchAugment
-from .compiled import eager
-from .config import PRESETS, TrainConfig, make_config
-from .data import load_cifar100
-from .loader import AUGMENT_CHUNK_IMAGES
-from .processes import Processes
-from .runfolder import prepare_out
-from .trainer import Trainer
+from ..augment import BatchNormalizeNoise, IMAGENET_MEAN, IMAGENET_STD, uint8_train_transform
+from ..training.backends import backend_settings
+from ..batch_augment import BatchAugment
+from ..training.compiled import eager
+from ..training.config import PRESETS, TrainConfig, make_config
+from ..data import load_cifar100
+from ..training.loader import AUGMENT_CHUNK_IMAGES
+from ..training.processes import Processes
+from ..training.runfolder import prepare_out
+from ..training.trainer import Trainer
 
 # The preset whose row `hours_per_row` estimates, per model: the report's runs, and for small_cnn
 # the CPU reference.
@@ -316,7 +316,7 @@ def warm_start_seconds(cfg: TrainConfig) -> float:
     """Seconds of the first compiled step in a fresh process with `cfg` (its caches warm)."""
     import subprocess
     import sys
-    code = ("import json, sys; from cifar_hw2.bench import _first_step_seconds; "
+    code = ("import json, sys; from cifar_hw2.perf.bench import _first_step_seconds; "
             "print('WARM', _first_step_seconds(json.loads(sys.argv[1])))")
     run = subprocess.run([sys.executable, "-c", code, json.dumps(cfg.to_dict())], capture_output=True, text=True)
     lines = [line for line in run.stdout.splitlines() if line.startswith("WARM ")]

@@ -29,21 +29,21 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .augment import BatchNormalizeNoise
+from ..augment import BatchNormalizeNoise
 from .backends import backend_settings, use_inductor_cache
-from .batch_augment import BatchAugment
+from ..batch_augment import BatchAugment
 from .checkpoint import CheckpointError, checkpoint_epoch, save_checkpoint, write_csv, write_json
 from .compiled import (compile_errors, compile_model, compile_unavailable, eager, load_artifacts, regions,
                        save_artifacts, uncompile)
-from .notebook import shown_path
+from .paths import shown_path
 from .config import ConfigError, TrainConfig
-from .data import NUM_CLASSES, load_cifar100, stratified_subset, train_val_split
+from ..data import NUM_CLASSES, load_cifar100, stratified_subset, train_val_split
 from .loader import DeviceBatches, SeededBatchSampler, batch_seed, make_train_loader, predict_logits
-from .losses import NEEDS_FEATURES, build_loss
-from .metrics import (classification_metrics, expected_calibration_error, fit_temperature,
+from ..losses import NEEDS_FEATURES, build_loss
+from ..metrics import (classification_metrics, expected_calibration_error, fit_temperature,
                       fit_temperature_ece, reliability)
-from .models import build_model
-from .optim import build_optimizer
+from ..models import build_model
+from ..optim import build_optimizer
 from .precision import choose_precision
 from .processes import (Processes, average_buffers, convert_sync_batchnorm, gather_interleaved, init_processes,
                         pick_device, weights_digest, wrap_ddp)
@@ -52,7 +52,7 @@ from .runfolder import (HISTORY_COLUMNS, check_out_folder, config_record, metric
                         rng_tuples, settings_changed)
 from .stopping import RunStopped, StopControl, signal_name
 from .progress import epoch_bar
-from .schedule import build_scheduler
+from ..schedule import build_scheduler
 
 # Re-exported: code written against the one-module trainer imports these from here.
 __all__ = ["Trainer", "fit", "NonFiniteLossError", "RunFileError", "RunStopped", "make_splits", "temperature_scaled", "HISTORY_COLUMNS",
@@ -79,7 +79,7 @@ DEFAULT_RESUME = "fit() again with resume=True (notebook 04: run it again; resum
 
 
 # --------------------------------------------------------------------------------------------
-# Helpers shared with evaluate.py
+# Helpers shared with experiments/evaluate.py
 
 def make_splits(cfg: TrainConfig, data: str | None = None, test: bool = True):
     """(train, val, test) of a run: validation carved from train (stratified, seeded), test whole

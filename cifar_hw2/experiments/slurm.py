@@ -7,7 +7,7 @@
 A job runs one task per GPU; each task is a rank of the run, started from submitit's job
 environment (helpers.TorchDistributedEnvironment sets MASTER_ADDR/PORT, RANK, WORLD_SIZE,
 LOCAL_RANK; no torchrun). Slurm sends SIGUSR2 `signal_delay_s` before the time limit (submitit's
-`--signal`); the trainer finishes its step and writes last.pt there (stopping.py), and the job is
+`--signal`); the trainer finishes its step and writes last.pt there (training/stopping.py), and the job is
 requeued through submitit's checkpointing interface (TrainJob.checkpoint): it resumes from
 last.pt. SIGUSR1 (a `--signal` of one's own) is treated the same. SIGTERM (preemption, scancel)
 also stops cleanly; Slurm requeues a preempted job itself where the cluster is set to.
@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import write_json
-from .config import ConfigError, TrainConfig
-from .runfolder import JOB_FILE
+from ..training.checkpoint import write_json
+from ..training.config import ConfigError, TrainConfig
+from ..training.runfolder import JOB_FILE
 INSTALL = 'pip install -e ".[slurm]" (or pip install submitit)'
 # Slurm states (sacct/squeue) in the four words `grid --status` uses.
 SCHEDULER_STATES = {"running": ("RUNNING", "COMPLETING", "STOPPED", "SUSPENDED"),
@@ -148,8 +148,8 @@ class TrainJob:
     def __call__(self) -> str:
         import signal as signals
         module = submitit()
-        from .stopping import RunStopped
-        from .trainer import fit
+        from ..training.stopping import RunStopped
+        from ..training.trainer import fit
         env = module.JobEnvironment()
         if env.num_tasks > 1:
             # One GPU per task: LOCAL_RANK picks it, so CUDA_VISIBLE_DEVICES stays as Slurm set it.
@@ -219,7 +219,7 @@ def submit(configs: list[TrainConfig], names: list[str], options: SlurmOptions, 
 def status(out: str | Path) -> tuple[str, str]:
     """(done | running | queued | failed | stopped | interrupted | new, details) of a run folder, from
     its metrics.json, last.pt, lock and slurm.json (and the scheduler, where sacct answers)."""
-    from .folderlock import describe_holder, holder
+    from ..training.folderlock import describe_holder, holder
     out = Path(out)
     try:
         metrics = json.loads((out / "metrics.json").read_text())

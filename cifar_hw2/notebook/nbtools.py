@@ -1,8 +1,8 @@
 """Maintain the notebooks: `python -m cifar_hw2 notebooks ...`.
 
     --repo-url URL   point the project at another repository (a fork, the real home): rewrites
-                     REPO_URL in cifar_hw2/notebook.py and every notebook's Colab badge and setup cell
-    --check          report notebooks whose badge, setup cell or kernelspec disagree with notebook.py
+                     REPO_URL in cifar_hw2/notebook/helpers.py and every notebook's Colab badge and setup cell
+    --check          report notebooks whose badge, setup cell or kernelspec disagree with notebook/helpers.py
     --execute        run the five notebooks in order, in quick mode, from one clean state, and save
                      their outputs (what is committed). Needs CIFAR-100 ($CIFAR_HW2_DATA).
 
@@ -19,10 +19,11 @@ from pathlib import Path
 
 import nbformat
 
-from . import data
-from . import notebook as nbmod
+from .. import data
+from ..training.paths import FIGURES_ENV, REPO_ROOT
+from . import helpers as nbmod
 
-NOTEBOOKS_DIR = nbmod.REPO_ROOT / "notebooks"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 GITHUB = re.compile(r"^https://github\.com/[A-Za-z0-9][\w.-]*/[\w.-]+$")
 OWN_RUN = "04_train"   # notebook 04's default out folder, under runs/
@@ -46,7 +47,7 @@ def notebook_reads_data(path: Path) -> bool:
 
 
 def problems(url: str = nbmod.REPO_URL, folder: Path = NOTEBOOKS_DIR) -> list[str]:
-    """What disagrees with notebook.py: badges, setup cells, kernelspecs. Empty when all agree."""
+    """What disagrees with helpers.py: badges, setup cells, kernelspecs. Empty when all agree."""
     found = []
     for path in notebook_paths(folder):
         nb = nbformat.read(path, as_version=4)
@@ -61,7 +62,7 @@ def problems(url: str = nbmod.REPO_URL, folder: Path = NOTEBOOKS_DIR) -> list[st
 
 
 def set_repo_url(url: str, folder: Path = NOTEBOOKS_DIR, source: Path | None = None) -> list[Path]:
-    """Write `url` into notebook.py (`source`) and every notebook's badge and setup cell in
+    """Write `url` into helpers.py (`source`) and every notebook's badge and setup cell in
     `folder`. Returns the files it changed."""
     url = url.rstrip("/").removesuffix(".git")
     if not GITHUB.match(url):
@@ -102,7 +103,7 @@ def execute_all(timeout: int | None = None, echo=print) -> list[Path]:
 
     No cell timeout by default: 04 trains for ~1.5 min on 2 quiet cores, but over an hour when
     the machine is shared (seen at nice 15), and a timeout would throw that work away."""
-    runs = nbmod.REPO_ROOT / "runs"
+    runs = REPO_ROOT / "runs"
     others = sorted(str(p.parent.relative_to(runs)) for p in runs.rglob("metrics.json")
                     if p.parent != runs / OWN_RUN) if runs.exists() else []
     if others:
@@ -114,8 +115,8 @@ def execute_all(timeout: int | None = None, echo=print) -> list[Path]:
     shutil.rmtree(runs / OWN_RUN, ignore_errors=True)   # 04 trains from scratch, not a resume
     # The kernels inherit this environment: quick mode, no weight downloads, this checkout's package.
     os.environ.update({"CIFAR_HW2_QUICK": "1", "HF_HUB_OFFLINE": "1"})
-    os.environ.pop(nbmod.FIGURES_ENV, None)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(nbmod.REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ.pop(FIGURES_ENV, None)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     paths = notebook_paths()
     for path in paths:
         execute(path, timeout, echo)
@@ -131,4 +132,4 @@ def execute(path: Path, timeout: int | None = None, echo=print) -> None:
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     _tidy(nb)
     nbformat.write(nb, path)
-    echo(f"{path.relative_to(nbmod.REPO_ROOT)}: executed in {time.perf_counter() - start:.0f} s")
+    echo(f"{path.relative_to(REPO_ROOT)}: executed in {time.perf_counter() - start:.0f} s")

@@ -1,0 +1,11 @@
+"""Many runs and what they mean: the report's Table 1, the grid that runs it, and the report.
+
+- reference: the report's Table 1 as data
+- grid: the experiment grid, each row through notebook 04 (papermill) or a Slurm job
+- slurm: the grid and single runs as Slurm jobs through submitit, requeued at their time limit
+- report: run folders against Table 1, with figures and calibration
+- spread: runs that differ only by seed, mean ± sd, and differences against that spread
+- evaluate: a saved checkpoint's metrics
+
+May import: the science, the training machinery and itself. Never perf, notebook or cli.
+"""

@@ -1,0 +1,15 @@
+"""The machinery that trains one model: what `python -m cifar_hw2 train` and notebook 04 run.
+
+- config: every setting of a run, the presets and their checks; parameters: notebook 04's cell → a config
+- loader: training and evaluation batches, seeded per (seed, epoch), augmented on the device
+- trainer: fit(), Trainer.step, the epoch loop with evaluation, temperature scaling
+- checkpoint: crash-safe files and checkpoints; runfolder: config, history, metrics, checkpoints of a run
+- stopping: signals, the time limit and timed checkpoints; folderlock: one run per out folder
+- processes: devices, torchrun process groups, DDP and SyncBatchNorm
+- precision: bf16 / fp16 (with GradScaler) / fp32 by device; backends: cudnn, TF32, determinism, compile caches
+- compiled: torch.compile of the step (regional, cached, eager fallback)
+- progress: the epoch bar; speed: a CPU run's time, said up front; paths: the repository and shown paths
+
+May import: the science (cifar_hw2.data, augment, models, losses, …) and itself. Never the
+experiments, perf, notebook or cli floors: one run must not depend on how many are run or shown.
+"""

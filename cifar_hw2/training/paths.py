@@ -1,0 +1,49 @@
+"""Where things are: the repository, the figures folder, and paths as messages show them.
+
+The package runs from a clone (a student's checkout, CI) or installed without one (Colab opens a
+notebook straight from GitHub). Relative paths mean "from the repository root" in a checkout, so
+04 writes runs/04_train where 05 looks for it, whether Jupyter runs it from notebooks/ or
+papermill from the root. Messages never print an absolute path: it names the machine that ran a
+notebook and would end up in its committed output (tests/test_notebooks.py checks).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]      # cifar_hw2/
+REPO_ROOT = PACKAGE_DIR.parent                         # the clone, when there is one
+FIGURES_ENV = "CIFAR_HW2_FIGURES"   # another folder for figures (the tests use one: see conftest.py)
+
+
+def in_checkout() -> bool:
+    """True when the package is used from a clone of the repository (not an installed copy)."""
+    return (REPO_ROOT / "pyproject.toml").exists()
+
+
+def figures_dir() -> Path:
+    """$CIFAR_HW2_FIGURES if set; else figures/ at the repository root in a checkout, else ./figures."""
+    if os.environ.get(FIGURES_ENV):
+        return Path(os.environ[FIGURES_ENV])
+    return REPO_ROOT / "figures" if in_checkout() else Path("figures")
+
+
+def repo_path(path: str | os.PathLike) -> Path:
+    """In a checkout, a relative path is taken from the repository root, so that a notebook reads
+    and writes the same folders (runs/, results/) whether it runs from notebooks/ (Jupyter, nbval)
+    or from the root (papermill): 04 writes runs/04_train where 05 looks for it."""
+    p = Path(path).expanduser()
+    return REPO_ROOT / p if in_checkout() and not p.is_absolute() else p
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """`path` as messages show it: relative to the repository root when inside the checkout, else
+    to the working folder when below it, else as given."""
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        return str(p)
+    resolved = p.resolve()
+    for base in ([REPO_ROOT] if in_checkout() else []) + [Path.cwd().resolve()]:
+        if resolved.is_relative_to(base):
+            return str(resolved.relative_to(base))
+    return str(p)
