@@ -43,7 +43,8 @@ def test_title_purpose_badge_setup_and_parameters(path):
 def test_badges_setup_cells_and_kernelspecs_agree_with_notebook_py():
     """REPO_URL in cifar_hw2/notebook/helpers.py is the one place the address is written."""
     assert nbtools.problems() == []
-    for path in [*NOTEBOOKS, ROOT / "README.md", *sorted((ROOT / "cifar_hw2").rglob("*.py"))]:
+    for path in [*NOTEBOOKS, ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+                 *sorted((ROOT / "cifar_hw2").rglob("*.py"))]:
         if path != ROOT / "cifar_hw2" / "notebook" / "helpers.py":
             assert "github.com/cifar-hw2" not in path.read_text() or path.suffix == ".ipynb", path
 
