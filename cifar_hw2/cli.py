@@ -7,7 +7,7 @@
     bench      data-path and trainer throughput (JSON records and a table)
     notebooks  point badges and setup cells at a repository (--repo-url), check, re-execute
 
-Exit statuses (EXIT_STATUSES, also in the README): 0 done (also a run stopped by its --time-limit,
+Exit statuses (EXIT_STATUSES, also in docs/long-runs.md): 0 done (also a run stopped by its --time-limit,
 which says "resume to continue"); 1 failed (a crash, a NaN loss, a failed grid row); 2 bad input,
 one line on stderr, never a traceback; 74 a run file could not be written (a full disk): the last
 good checkpoint is kept; 75 stopped by SIGTERM, SIGUSR1, SIGUSR2 or Ctrl-C after writing last.pt
