@@ -152,3 +152,18 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, n_bins: 
         "nll": nll(logits, targets),
         "ece": expected_calibration_error(logits, targets, n_bins),
     }
+
+
+def temperature_scaled(val_logits: torch.Tensor, val_labels: torch.Tensor, logits: torch.Tensor,
+                       labels: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """Both temperatures, fitted on validation (never on the split reported), the ECE of `logits`
+    [N, K] after each, and the logits scaled by the NLL fit:
+
+        temperature, ece_ts          T minimising validation NLL (Guo et al. 2017)
+        temperature_ece, ece_ts_ece  T from the 0.1..10 grid by validation ECE, the protocol of
+                                     Mukhoti et al. 2020's code (their tables' "after TS")
+    """
+    t, t_ece = fit_temperature(val_logits, val_labels), fit_temperature_ece(val_logits, val_labels)
+    scaled = logits / t
+    return {"temperature": t, "ece_ts": expected_calibration_error(scaled, labels),
+            "temperature_ece": t_ece, "ece_ts_ece": expected_calibration_error(logits / t_ece, labels)}, scaled

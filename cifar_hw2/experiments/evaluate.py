@@ -15,13 +15,12 @@ from pathlib import Path
 import torch
 
 from ..augment import BatchNormalizeNoise
+from ..metrics import classification_metrics, temperature_scaled
+from ..models import build_model
 from ..training.checkpoint import load_checkpoint, write_json
 from ..training.config import TrainConfig, upgrade_saved
-from ..training.loader import predict_logits
-from ..metrics import classification_metrics
-from ..models import build_model
+from ..training.loader import make_splits, predict_logits
 from ..training.processes import pick_device
-from ..training.trainer import make_splits, temperature_scaled
 
 SPLITS = ("test", "val")
 

@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..training.checkpoint import atomic_write_text
 from ..metrics import Reliability
+from ..training.checkpoint import atomic_write_text
 from .reference import MODEL_LABEL, REPORT_TABLE1, TABLE1_BY_KEY, ReportRow, find_table1_row
 
 

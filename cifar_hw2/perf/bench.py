@@ -43,11 +43,11 @@ from pathlib import Path
 import torch
 
 from ..augment import BatchNormalizeNoise, IMAGENET_MEAN, IMAGENET_STD, uint8_train_transform
-from ..training.backends import backend_settings
 from ..batch_augment import BatchAugment
+from ..data import load_cifar100
+from ..training.backends import backend_settings
 from ..training.compiled import eager
 from ..training.config import PRESETS, TrainConfig, make_config
-from ..data import load_cifar100
 from ..training.loader import AUGMENT_CHUNK_IMAGES
 from ..training.processes import Processes
 from ..training.runfolder import prepare_out

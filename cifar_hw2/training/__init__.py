@@ -2,12 +2,13 @@
 
 - config: every setting of a run, the presets and their checks; parameters: notebook 04's cell → a config
 - loader: training and evaluation batches, seeded per (seed, epoch), augmented on the device
-- trainer: fit(), Trainer.step, the epoch loop with evaluation, temperature scaling
+- trainer: fit(), Trainer.step and the loop: setup, resume, train an epoch, evaluate, checkpoint, record
 - checkpoint: crash-safe files and checkpoints; runfolder: config, history, metrics, checkpoints of a run
 - stopping: signals, the time limit and timed checkpoints; folderlock: one run per out folder
 - processes: devices, torchrun process groups, DDP and SyncBatchNorm
 - precision: bf16 / fp16 (with GradScaler) / fp32 by device; backends: cudnn, TF32, determinism, compile caches
 - compiled: torch.compile of the step (regional, cached, eager fallback)
+- runstate: what last.pt holds beyond the weights: RNG states, a position inside an epoch
 - progress: the epoch bar; speed: a CPU run's time, said up front; paths: the repository and shown paths
 
 May import: the science (cifar_hw2.data, augment, models, losses, …) and itself. Never the

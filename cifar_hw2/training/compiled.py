@@ -108,6 +108,28 @@ def compile_model(model: nn.Module, scope: str = "regional", mode: str = "defaul
     return model, f"{len(parts)} regions" + (f", {dropped} DropPath rates as tensors" if dropped else "")
 
 
+def compile_for_training(model: nn.Module, train_model: nn.Module, scope: str, mode: str,
+                         backend: str) -> tuple[nn.Module, str]:
+    """Compile what a training step calls; returns (the module the step calls now, in words).
+
+    regional (where `regions` knows the model): its blocks are compiled in place, so `train_model`
+    (`model` itself, or its DDP wrapper under torchrun) is still what the step calls; otherwise one
+    graph of `train_model`, the wrapper included."""
+    if scope == "regional" and regions(model) is not None:
+        return train_model, compile_model(model, "regional", mode, backend)[1]
+    return compile_model(train_model, "whole", mode, backend)
+
+
+def failure_line(error: BaseException) -> str:
+    """A failed compile in one line: the backend's own error (no C++ compiler, no Triton, ...),
+    not dynamo's wrapper around it."""
+    root = error
+    while (inner := getattr(root, "inner_exception", None) or root.__cause__) is not None:
+        root = inner
+    text = str(root).strip().splitlines()
+    return f"{type(root).__name__}: {text[0][:200] if text else ''}"
+
+
 def uncompile(model: nn.Module) -> None:
     """Undo `compile_model(scope="regional")` in place: every region runs eager again."""
     for module in model.modules():

@@ -18,8 +18,8 @@ from ..data import NUM_CLASSES
 from ..losses import LOSSES, NEEDS_FEATURES, build_loss
 from ..models import MODELS, feature_channels
 from ..optim import OPTIMIZERS
-from .precision import PRECISIONS
 from ..schedule import SCHEDULES
+from .precision import PRECISIONS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PROGRESS = ("auto", "bar", "epoch", "off")

@@ -11,7 +11,8 @@ batch carries its own seed, derived from (seed, epoch, batch number), so the aug
 batch does not depend on which worker or chunk made it, on how many workers there are, or on
 whether the run was resumed mid-way.
 
-Evaluation needs no loader: the split is already a uint8 tensor; we slice it.
+Evaluation needs no loader: the split is already a uint8 tensor; we slice it. A run's three
+splits come from `make_splits` (validation carved from train, used to pick best.pt; test reported).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..augment import uint8_train_transform
 from ..batch_augment import AugmentParams, to_device
-from ..data import CifarDataset, CifarSplit
+from ..data import CifarDataset, CifarSplit, load_cifar100, stratified_subset, train_val_split
 
 
 def batch_seed(seed: int, epoch: int, index: int) -> int:
@@ -166,3 +167,16 @@ def predict_logits(model, split: CifarSplit, device: torch.device, batch_size: i
         with autocast():
             outs.append(model(x.contiguous(memory_format=memory_format)).float())
     return torch.cat(outs).cpu()
+
+
+def make_splits(cfg, data: str | None = None, test: bool = True):
+    """(train, val, test) of a run (`cfg`: a TrainConfig): validation carved from train
+    (stratified, seeded), test whole or a stratified subset. `data` overrides cfg.data; test=False
+    skips loading it (None)."""
+    folder = data or cfg.data
+    train, val = train_val_split(load_cifar100("train", folder), cfg.val_per_class, cfg.seed, cfg.train_per_class)
+    if not test:
+        return train, val, None
+    test_full = load_cifar100("test", folder)
+    return train, val, (stratified_subset(test_full, cfg.test_per_class, cfg.seed) if cfg.test_per_class
+                        else test_full)

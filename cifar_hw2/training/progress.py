@@ -1,7 +1,10 @@
 """The per-epoch progress bar: live while a run trains, one plain line once the epoch is over.
 
-    bar = epoch_bar(total, "epoch 3/6", mode)      None unless mode == "bar"
-    bar.update(k); bar.set_postfix(..., refresh=False); bar.close()
+    with shown_epoch(total, "epoch 3/6", mode) as bar:    None unless mode == "bar"
+        bar.update(k); bar.set_postfix(..., refresh=False)
+
+`progress_mode` picks the mode ("auto": a bar in a notebook or a terminal, else one line per
+epoch) and `epoch_line` is that line.
 
 In a terminal it is tqdm's text bar. In a notebook it is tqdm's widget, displayed through an
 IPython display handle; on close, that output is replaced by the bar's final text line. A saved
@@ -17,6 +20,7 @@ mark -- including the kernel's "idle" message, which then fails the cell. At 1 r
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from tqdm.std import tqdm as text_tqdm
@@ -74,3 +78,28 @@ def epoch_bar(total: int, desc: str, mode: str):
     if in_notebook():
         return _notebook_bar_class()(**kwargs, leave=False)
     return text_tqdm(**kwargs, leave=False, dynamic_ncols=True)
+
+
+@contextlib.contextmanager
+def shown_epoch(total: int, desc: str, mode: str):
+    """`epoch_bar`, closed when the epoch ends (also when it stops inside)."""
+    bar = epoch_bar(total, desc, mode)
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def progress_mode(mode: str) -> str:
+    """bar / epoch / off; "auto" is a bar in a notebook or a terminal, else a line per epoch (a log)."""
+    if mode != "auto":
+        return mode
+    return "bar" if "ipykernel" in sys.modules or sys.stderr.isatty() else "epoch"
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """The line printed after each epoch: a history row (fractions), shortened."""
+    return (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4f} "
+            f"acc {row['train_acc']:.3f}  val top1 {row['val_top1']:.3f}  test top1 {row['test_top1']:.3f} "
+            f"ece {row['test_ece']:.3f}  {row['images_per_s']:.0f} img/s")

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..data import NUM_CLASSES
 from .checkpoint import CheckpointError, load_checkpoint, write_csv, write_json
 from .config import RUNTIME_FIELDS, ConfigError, TrainConfig, upgrade_saved
-from ..data import NUM_CLASSES
 
 RUN_FILES = ("config.json", "history.csv", "metrics.json", "last.pt", "best.pt")
 JOB_FILE = "slurm.json"     # the Slurm job of a run submitted through experiments/slurm.py

@@ -121,6 +121,14 @@ def signal_name(signum: int | None) -> str:
     return signal.Signals(signum).name if signum else "a signal"
 
 
+def where(epochs_done: int, step: int, epochs: int, total: int | None = None) -> str:
+    """A place in a run, as the stop and resume lines say it: "after epoch 2 of 6", or "in epoch 3
+    of 6, after step 67 of 156" (`step` steps into the epoch after `epochs_done`)."""
+    if step == 0:
+        return f"after epoch {epochs_done} of {epochs}"
+    return f"in epoch {epochs_done + 1} of {epochs}, after step {step}" + (f" of {total}" if total else "")
+
+
 def _test_signal(rank: int, out: str):
     spec = os.environ.get(TEST_SIGNAL_ENV, "").split()
     if not spec:

@@ -1,17 +1,24 @@
 """`fit(config) -> history`: the training loop with its evaluation, checkpoints and exact resume.
 
-One epoch = train on the train split, evaluate on the validation split (carved from train, used to
-pick best.pt) and on the test split (reported, as the homework did, but never used to choose),
-then one scheduler step. What the run folder holds: runfolder.py. Processes and DDP:
-processes.py. Precision: precision.py; backend switches and the compile cache: backends.py.
+The loop, as `Trainer.run` reads:
+
+    setup      the splits, the model, the loss, the optimizer and schedule, the batches
+    resume     from last.pt: weights, optimizer, history, RNG states, the place inside an epoch
+    for each epoch:
+        train_epoch   `Trainer.step` over the epoch's batches (it may stop inside: see below)
+        evaluate      validation (picks best.pt) and test (reported, never used to choose), fp32
+        checkpoint    last.pt, then best.pt when validation improved
+        record        history.csv, metrics.json, the epoch's line
+
+What the run folder holds: runfolder.py. Processes and DDP: processes.py. Precision:
+precision.py; backend switches and the compile cache: backends.py; compiling the step: compiled.py.
 
 Exact resume: every epoch's randomness (batch order, augmentation, dropout, noise, MC masks) is
 derived from (seed, epoch), so re-running an epoch after a crash gives the same numbers; last.pt
 is written atomically after each epoch and also keeps the RNG states, the history and (fp16) the
 loss scaler's state. It is also written inside an epoch (every `checkpoint_minutes`, and when a
-signal or the time limit stops the run: stopping.py) with the position: the step, every rank's
-RNG states, running sums and buffers, so a resumed run continues at that step with the same
-numbers. One run per out folder: folderlock.py.
+signal or the time limit stops the run: stopping.py) with the position (runstate.py), so a
+resumed run continues at that step with the same numbers. One run per out folder: folderlock.py.
 
 Under `torchrun`, each process trains on its shard with DistributedDataParallel; rank 0 alone
 writes files and progress.
@@ -21,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import random
-import sys
 import time
 from pathlib import Path
 
@@ -30,33 +35,32 @@ import torch
 import torch.distributed as dist
 
 from ..augment import BatchNormalizeNoise
-from .backends import backend_settings, use_inductor_cache
 from ..batch_augment import BatchAugment
-from .checkpoint import CheckpointError, checkpoint_epoch, save_checkpoint, write_csv, write_json
-from .compiled import (compile_errors, compile_model, compile_unavailable, eager, load_artifacts, regions,
-                       save_artifacts, uncompile)
-from .paths import shown_path
-from .config import ConfigError, TrainConfig
-from ..data import NUM_CLASSES, load_cifar100, stratified_subset, train_val_split
-from .loader import DeviceBatches, SeededBatchSampler, batch_seed, make_train_loader, predict_logits
+from ..data import NUM_CLASSES
 from ..losses import NEEDS_FEATURES, build_loss
-from ..metrics import (classification_metrics, expected_calibration_error, fit_temperature,
-                      fit_temperature_ece, reliability)
+from ..metrics import classification_metrics, reliability, temperature_scaled
 from ..models import build_model
 from ..optim import build_optimizer
+from ..schedule import build_scheduler
+from .backends import backend_settings, use_inductor_cache
+from .checkpoint import checkpoint_epoch, save_checkpoint, write_csv, write_json
+from .compiled import (compile_errors, compile_for_training, compile_unavailable, eager, failure_line,
+                       load_artifacts, save_artifacts, uncompile)
+from .config import ConfigError, TrainConfig
+from .folderlock import hold
+from .loader import DeviceBatches, SeededBatchSampler, batch_seed, make_splits, make_train_loader, predict_logits
+from .paths import shown_path
 from .precision import choose_precision
 from .processes import (Processes, average_buffers, convert_sync_batchnorm, gather_interleaved, init_processes,
                         pick_device, weights_digest, wrap_ddp)
-from .folderlock import hold
-from .runfolder import (HISTORY_COLUMNS, check_out_folder, config_record, metrics_record, prepare_out, rng_lists,
-                        rng_tuples, settings_changed)
-from .stopping import RunStopped, StopControl, signal_name
-from .progress import epoch_bar
-from ..schedule import build_scheduler
+from .progress import epoch_line, progress_mode, shown_epoch
+from .runfolder import HISTORY_COLUMNS, check_out_folder, config_record, metrics_record, prepare_out, settings_changed
+from .runstate import check_world, host_rng, rank_position, restore_host_rng, restore_rank
+from .stopping import RunStopped, StopControl, signal_name, where
 
 # Re-exported: code written against the one-module trainer imports these from here.
-__all__ = ["Trainer", "fit", "NonFiniteLossError", "RunFileError", "RunStopped", "make_splits", "temperature_scaled", "HISTORY_COLUMNS",
-           "pick_device", "prepare_out", "settings_changed", "Processes"]
+__all__ = ["Trainer", "fit", "NonFiniteLossError", "RunFileError", "RunStopped", "make_splits", "temperature_scaled",
+           "HISTORY_COLUMNS", "pick_device", "prepare_out", "settings_changed", "Processes"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -77,38 +81,6 @@ class _StopHere(Exception):
 
 DEFAULT_RESUME = "fit() again with resume=True (notebook 04: run it again; resume = True is its default)"
 
-
-# --------------------------------------------------------------------------------------------
-# Helpers shared with experiments/evaluate.py
-
-def make_splits(cfg: TrainConfig, data: str | None = None, test: bool = True):
-    """(train, val, test) of a run: validation carved from train (stratified, seeded), test whole
-    or a stratified subset. `data` overrides cfg.data; test=False skips loading it (None)."""
-    folder = data or cfg.data
-    train, val = train_val_split(load_cifar100("train", folder), cfg.val_per_class, cfg.seed, cfg.train_per_class)
-    if not test:
-        return train, val, None
-    test_full = load_cifar100("test", folder)
-    return train, val, (stratified_subset(test_full, cfg.test_per_class, cfg.seed) if cfg.test_per_class
-                        else test_full)
-
-
-def temperature_scaled(val_logits, val_labels, logits, labels) -> tuple[dict, torch.Tensor]:
-    """Both temperatures, fitted on validation (never on the split reported), the ECE of `logits`
-    after each, and the logits scaled by the NLL fit:
-
-        temperature, ece_ts          T minimising validation NLL (Guo et al. 2017)
-        temperature_ece, ece_ts_ece  T from the 0.1..10 grid by validation ECE, the protocol of
-                                     Mukhoti et al. 2020's code (their tables' "after TS")
-    """
-    t, t_ece = fit_temperature(val_logits, val_labels), fit_temperature_ece(val_logits, val_labels)
-    scaled = logits / t
-    return {"temperature": t, "ece_ts": expected_calibration_error(scaled, labels),
-            "temperature_ece": t_ece, "ece_ts_ece": expected_calibration_error(logits / t_ece, labels)}, scaled
-
-
-# --------------------------------------------------------------------------------------------
-# The trainer
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, procs: Processes, resume_command: str | None = None):
@@ -133,14 +105,28 @@ class Trainer:
 
     # ---- setup
     def setup(self, state: dict | None) -> None:
-        cfg, procs = self.cfg, self.procs
-        self.train_split, self.val_split, self.test_split = make_splits(cfg)
-        torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
+        """Build the run's parts; with `state` (last.pt's), continue from where it stopped."""
+        self.train_split, self.val_split, self.test_split = make_splits(self.cfg)
+        self._build_model()
+        self._build_batches()
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.calibration: dict = {}  # reliability bins of the test split, final and best epoch
+        self.start_epoch = 0
+        self.position = None        # where last.pt stopped inside an epoch, if it did
+        if state is not None:
+            self.resume(state)
+        self._wrap_for_training()
+
+    def _build_model(self) -> None:
+        """The model (the same initial weights on every rank and every run), its loss and optimizer."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, NUM_CLASSES, pretrained=cfg.pretrained,
                                  upsample_mode=cfg.upsample_mode)
         self.model.to(self.device, memory_format=self.memory_format)
-        synced = procs.world > 1 and self.device.type == "cuda"
-        if synced:
+        self.synced = self.procs.world > 1 and self.device.type == "cuda"
+        if self.synced:
             # BatchNorm statistics over the global batch, as on one GPU (needs NCCL; not on CPU).
             self.model = convert_sync_batchnorm(self.model)
         self.loss_fn = build_loss(cfg.loss, num_classes=NUM_CLASSES, **cfg.loss_kwargs())
@@ -151,6 +137,10 @@ class Trainer:
         self.scaler = self.precision.make_scaler()          # fp16 only
         # Steps the scaler skipped (inf/NaN gradients in fp16), on the device: no sync per step.
         self.skipped_steps = torch.zeros((), device=self.device, dtype=torch.long)
+
+    def _build_batches(self) -> None:
+        """This process's training batches, augmented on the device or in loader workers."""
+        cfg, procs = self.cfg, self.procs
         # Normalisation (and, in training, noise) always runs on the device, per batch.
         self.augment = BatchNormalizeNoise(cfg.noise_p, cfg.noise_std).to(self.device)
         # auto: the batched device path wherever it is measured (benchmarks/RESULTS.md): on CUDA
@@ -168,57 +158,31 @@ class Trainer:
                 self.train_split, per_process, cfg.seed, flip=cfg.flip, rotation=cfg.rotation,
                 autoaugment=cfg.autoaugment, rank=procs.rank, world_size=procs.world, workers=cfg.workers,
                 pin_memory=self.device.type == "cuda")
-        self.history: list[dict] = []
-        self.best: dict | None = None
-        self.calibration: dict = {}  # reliability bins of the test split, final and best epoch
-        self.start_epoch = 0
-        self.position = None        # where last.pt stopped inside an epoch, if it did
-        if state is not None:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.history, self.best, self.start_epoch = state["history"], state["best"], state["epoch"]
-            self.calibration = state["calibration"]
-            if self.scaler is not None and state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
-            self.skipped_steps.fill_(state.get("skipped_steps", 0))
-            torch.set_rng_state(state["rng"]["torch"])
-            random.setstate(rng_tuples(state["rng"]["python"]))
-            self.position = state.get("position")
-            self.saved = (self.start_epoch, self.position["step"] if self.position else 0)
-            if self.position and self.position["world"] != procs.world:
-                raise CheckpointError(f"{self.out / 'last.pt'} was written inside epoch {self.start_epoch + 1} by "
-                                      f"{self.position['world']} process(es): resume it with as many (now "
-                                      f"{procs.world}), since each one's place in the epoch is saved")
+
+    def _wrap_for_training(self) -> None:
+        """What the step calls: the model, under torchrun its DDP wrapper, compiled if asked."""
         self.train_model = self.model
-        if procs.world > 1:
+        if self.procs.world > 1:
             # DDP first, then compile: the compiler's DDP support then overlaps the gradient
             # all-reduce with backward. SyncBatchNorm already syncs the statistics every step, so
             # DDP need not broadcast the buffers as well.
-            self.train_model = wrap_ddp(self.model, self.device, broadcast_buffers=not synced)
+            self.train_model = wrap_ddp(self.model, self.device, broadcast_buffers=not self.synced)
         self.eager_train_model = self.train_model
         self.compile_cache = self.compiled = None
         self.compile_warm = False       # portable cache artifacts were loaded before compiling
         self.warmup_seconds: float | None = None   # the first compiled step, measured once
-        if cfg.compile:
+        if self.cfg.compile:
             self._compile()
 
     def _compile(self) -> None:
         """torch.compile per cfg (compiled.py). Where it cannot run, say so in one line and train eager."""
-        cfg = self.cfg
         why_not = compile_unavailable(self.device)
         if why_not:
             return self._compile_failed(why_not)
         self.compile_cache = str(use_inductor_cache())
         self.compile_warm = load_artifacts(self.out)
-        regional = cfg.compile_scope == "regional" and regions(self.model) is not None
-        # regional: the model's blocks are compiled in place (under DDP too); whole: one graph of
-        # the module the step calls (the DDP wrapper under torchrun).
-        target = self.model if regional else self.train_model
-        compiled, self.compiled = compile_model(target, cfg.compile_scope if regional else "whole",
-                                                cfg.compile_mode, self.compile_backend)
-        if not regional:
-            self.train_model = compiled
+        self.train_model, self.compiled = compile_for_training(self.model, self.train_model, self.cfg.compile_scope,
+                                                               self.cfg.compile_mode, self.compile_backend)
 
     def _compile_failed(self, why: str) -> None:
         uncompile(self.model)
@@ -227,7 +191,24 @@ class Trainer:
         if self.procs.main:
             print(f"torch.compile is not available here ({why}); training continues eager", flush=True)
 
-    # ---- one step
+    # ---- resume
+    def resume(self, state: dict) -> None:
+        """Continue from last.pt: weights, optimizer, schedule, history, best epoch, RNG states, and
+        the place inside an epoch where it stopped, if it did (runstate.py)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.history, self.best, self.start_epoch = state["history"], state["best"], state["epoch"]
+        self.calibration = state["calibration"]
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.skipped_steps.fill_(state.get("skipped_steps", 0))
+        restore_host_rng(state["rng"])
+        self.position = state.get("position")
+        self.saved = (self.start_epoch, self.position["step"] if self.position else 0)
+        check_world(self.position, self.procs.world, str(self.out / "last.pt"))
+
+    # ---- one step: what the loop, bench and the CUDA-graph replay all run
     def step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step on a batch on the device, already normalised ([B, 3, 32, 32]
         in the model's memory format): forward under the run's autocast, loss, backward,
@@ -261,9 +242,13 @@ class Trainer:
             self.skipped_steps += (self.scaler._scale < before).long()
         return loss.detach(), logits.detach()
 
-    # ---- one epoch of training
+    # ---- train one epoch
     def train_epoch(self, epoch: int, bar, max_steps: int | None = None, position: dict | None = None) -> dict:
-        """Train one epoch; `position` (last.pt's, written inside this epoch) continues it at its step."""
+        """Train one epoch; `position` (last.pt's, written inside this epoch) continues it at its step.
+
+        Every `refresh` steps (each step on the CPU, every 25 on a GPU, where it syncs anyway) it
+        checks the loss is finite, updates the bar, and asks `stop` whether to checkpoint here or
+        stop; a stop raises _StopHere after last.pt is written at this step."""
         cfg, dev = self.cfg, self.device
         self.train_model.train()
         loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
@@ -278,7 +263,7 @@ class Trainer:
         # Seeded after iter(): a new loader iterator draws from this RNG, a persistent one does not.
         torch.manual_seed(batch_seed(cfg.seed, epoch, -1 - self.procs.rank))
         if position:
-            seen = self._restore_position(position, loss_sum, correct)
+            seen = restore_rank(position, self.procs.rank, self.model, loss_sum, correct, dev)
             if bar is not None:
                 bar.update(first)
         total = len(self.loader) if max_steps is None else min(max_steps, len(self.loader))
@@ -300,14 +285,14 @@ class Trainer:
                 self._check_finite(first_bad, epoch)
                 if bar is not None:
                     bar.update(step + 1 - bar.n)
-                    # refresh=False: drawn at the bar's next rate-limited redraw (see run).
+                    # refresh=False: drawn at the bar's next rate-limited redraw (progress.py).
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
                                     img_s=f"{seen_here * self.procs.world / (time.perf_counter() - start):.0f}",
                                     refresh=False)
                 decision = self.stop.poll()     # the same on every rank (a collective under torchrun)
                 if decision.checkpoint or decision.stop:
                     spent = (position["seconds"] if position else 0.0) + time.perf_counter() - start
-                    self._save_position(epoch, step + 1, loss_sum, correct, seen, spent)
+                    self._checkpoint_inside(epoch, step + 1, loss_sum, correct, seen, spent)
                 if decision.stop:
                     raise _StopHere(decision, epoch, step + 1, total)
         self._check_finite(first_bad, epoch)
@@ -319,63 +304,6 @@ class Trainer:
         seconds = time.perf_counter() - start
         return {"train_loss": (totals[0] / totals[2]).item(), "train_acc": (totals[1] / totals[2]).item(),
                 "images_per_s": seen_here * self.procs.world / seconds}
-
-    # ---- a position inside an epoch
-    def _rng(self) -> dict:
-        rng = {"torch": torch.get_rng_state(), "python": rng_lists(random.getstate())}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return rng
-
-    def _save_position(self, epoch: int, step: int, loss_sum, correct, seen: int, seconds: float) -> None:
-        """last.pt at `step` steps into `epoch` (0-based): the model and optimizer as after that step,
-        and each rank's RNG states, running sums and buffers (BatchNorm statistics differ between
-        ranks until the epoch's end averages them). Every rank takes part (a gather); rank 0 writes."""
-        mine = {"loss_sum": loss_sum.cpu(), "correct": correct.cpu(), "seen": seen, "rng": self._rng()}
-        if self.procs.world > 1:
-            mine["buffers"] = {n: b.detach().cpu().clone() for n, b in self.model.named_buffers()}
-            ranks = [None] * self.procs.world
-            dist.all_gather_object(ranks, mine)
-        else:
-            ranks = [mine]
-        position = {"epoch": epoch, "step": step, "world": self.procs.world, "seconds": seconds, "ranks": ranks}
-        if self.procs.main:
-            self._write(self.out / "last.pt", save_checkpoint, self._state(epoch, position=position))
-        self.saved = (epoch, step)
-        self.stop.checkpointed()
-
-    def _restore_position(self, position: dict, loss_sum, correct) -> int:
-        mine = position["ranks"][self.procs.rank]
-        loss_sum.copy_(mine["loss_sum"])
-        correct.copy_(mine["correct"])
-        torch.set_rng_state(mine["rng"]["torch"])
-        random.setstate(rng_tuples(mine["rng"]["python"]))
-        if "cuda" in mine["rng"]:
-            torch.cuda.set_rng_state(mine["rng"]["cuda"], self.device)
-        if "buffers" in mine:
-            with torch.no_grad():
-                for name, buf in self.model.named_buffers():
-                    buf.copy_(mine["buffers"][name])
-        return mine["seen"]
-
-    def _where(self, epochs_done: int, step: int, total: int | None = None) -> str:
-        if step == 0:
-            return f"after epoch {epochs_done} of {self.cfg.epochs}"
-        return f"in epoch {epochs_done + 1} of {self.cfg.epochs}, after step {step}" + (f" of {total}" if total else "")
-
-    def _kept(self) -> str:
-        if self.saved is None:
-            return "No checkpoint was written yet"
-        return f"The last good checkpoint {self.out / 'last.pt'} ({self._where(*self.saved)}) is kept"
-
-    def _write(self, path: Path, write, *args) -> None:
-        """One file of the run folder, atomically; a failure (a full disk) is one line that says
-        what is kept and how to go on. The old file is intact, and no temp file is left."""
-        try:
-            write(path, *args)
-        except OSError as e:
-            raise RunFileError(f"could not write {path}: {e.strerror or e}. {self._kept()}; free space or "
-                               f"fix the folder, then resume: {self.resume_command}") from None
 
     def timed_step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`step`; the first compiled one is timed (it compiles) and falls back to eager on failure."""
@@ -392,17 +320,13 @@ class Trainer:
         try:
             out = self.step(x, labels)
         except compile_errors() as e:
-            root = e                                   # the backend's own error, not dynamo's wrapper
-            while (inner := getattr(root, "inner_exception", None) or root.__cause__) is not None:
-                root = inner
-            text = str(root).strip().splitlines()
-            self._compile_failed(f"{type(root).__name__}: {text[0][:200] if text else ''}")
+            self._compile_failed(failure_line(e))
             return self.step(x, labels)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.warmup_seconds = time.perf_counter() - start
         saved = save_artifacts(self.out) if self.procs.main else None
-        if self.procs.main and _progress_mode(self.cfg.progress) != "off":
+        if self.procs.main and progress_mode(self.cfg.progress) != "off":
             start_kind = "warm, from the artifacts beside the run" if self.compile_warm else "cache folder"
             print(f"torch.compile ({self.cfg.compile_mode}, {self.compiled}) warm-up: {self.warmup_seconds:.1f} s "
                   f"for the first step ({start_kind}: {self.compile_cache}"
@@ -417,14 +341,14 @@ class Trainer:
             raise NonFiniteLossError(f"the loss became NaN or infinite at epoch {epoch + 1}, step {step + 1}; "
                                      f"the run stopped. Kept {kept}. Try a lower --lr.")
 
-    # ---- evaluation
+    # ---- evaluate
     def predict(self, split) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [N, K] (float32, CPU) in the split's order, and labels [N].
 
-        fp32 and eager, as `evaluate` computes them (evaluate.eval_logits), so a checkpoint has one
-        set of calibration numbers (ECE, NLL, temperatures), not a bf16 one from training and an
-        fp32 one from evaluate. Compiled regions run eager here: no graph for eval mode or for
-        the short last batch."""
+        fp32 and eager, as `evaluate` computes them (experiments/evaluate.py, eval_logits), so a
+        checkpoint has one set of calibration numbers (ECE, NLL, temperatures), not a bf16 one from
+        training and an fp32 one from evaluate. Compiled regions run eager here: no graph for eval
+        mode or for the short last batch."""
         with eager() if self.cfg.compile else contextlib.nullcontext():
             logits = predict_logits(self.model, split, self.device, self.cfg.eval_batch_size, self.augment,
                                     memory_format=self.memory_format, rank=self.procs.rank,
@@ -456,80 +380,91 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             self._write(self.out / "config.json", write_json, self._config_record())
             if self.history:  # a resumed run: files derived from the checkpoint are rewritten first
-                self._write_results()
+                self.record()
                 self._repair_best()
         procs.barrier()
-        show = _progress_mode(cfg.progress) if procs.main else "off"
-        if show != "off":
-            print(self.first_line(), flush=True)
-        if self.start_epoch >= cfg.epochs and show != "off":
-            print(f"{shown_path(self.out)}: all {cfg.epochs} epochs are done already.")
-        elif self.saved and show != "off":
-            print(f"{shown_path(self.out)}: resuming {self._where(*self.saved, len(self.loader))}.", flush=True)
+        self.show = progress_mode(cfg.progress) if procs.main else "off"
+        self._say(self.first_line())
+        if self.start_epoch >= cfg.epochs:
+            self._say(f"{shown_path(self.out)}: all {cfg.epochs} epochs are done already.")
+        elif self.saved:
+            self._say(f"{shown_path(self.out)}: resuming {self._where(*self.saved, len(self.loader))}.")
         try:
-            self._epochs(show)
+            for epoch in range(self.start_epoch, cfg.epochs):
+                self._one_epoch(epoch)
         except _StopHere as stop:
             return self._stopped(stop)
         self.finished = True
         return self.history
 
-    def _epochs(self, show: str) -> None:
-        cfg, procs = self.cfg, self.procs
-        for epoch in range(self.start_epoch, cfg.epochs):
-            position = self.position if self.position and self.position["epoch"] == epoch else None
-            self.position = None
-            start = time.perf_counter()
-            lr = self.optimizer.param_groups[0]["lr"]
-            # At most one redraw a second, and plain text once closed (see progress.py).
-            bar = epoch_bar(len(self.loader), f"epoch {epoch + 1}/{cfg.epochs}", show)
-            try:
-                row = {"epoch": epoch + 1, "lr": lr, **self.train_epoch(epoch, bar, position=position)}
-            finally:
-                if bar is not None:
-                    bar.close()
-            self.stop.test_hook(epoch, "eval")
-            metrics, bins = self.evaluate()
-            row.update(metrics)
-            row["seconds"] = time.perf_counter() - start + (position["seconds"] if position else 0.0)
-            row = {k: row[k] for k in HISTORY_COLUMNS}
-            self.scheduler.step()
-            self.history.append(row)
-            improved = self.best is None or row["val_top1"] > self.best["val_top1"]
-            self.calibration["final"] = bins
-            if improved:
-                self.best = dict(row)
-                self.calibration["best"] = bins
-            if procs.main:
-                # last.pt before best.pt: if the second write fails, last.pt's own weights are the best
-                # epoch's, and a resume rewrites best.pt from them (_repair_best).
-                self._write(self.out / "last.pt", save_checkpoint, self._state(epoch + 1))
-                self.saved = (epoch + 1, 0)     # what a failed best.pt write below says is kept
-                if improved:
-                    self._write(self.out / "best.pt", save_checkpoint, self._state(epoch + 1, weights_only=True))
-                self._write_results()
-                if show != "off":
-                    print(_epoch_line(row, cfg.epochs) + self._skipped_note(), flush=True)
-            self.saved = (epoch + 1, 0)
-            self.stop.checkpointed()
-            procs.barrier()
-            if epoch + 1 < cfg.epochs:
-                decision = self.stop.poll()     # a signal during the evaluation stops here
-                if decision.stop:
-                    raise _StopHere(decision, epoch + 1, 0, len(self.loader))
-
-    def _stopped(self, stop: _StopHere) -> list[dict]:
-        where = self._where(stop.epoch, stop.step, stop.total)
-        if stop.decision.signum is not None:
-            line = (f"{self.out}: stopped by {signal_name(stop.decision.signum)} {where}; last.pt holds that "
-                    f"position. Resume with: {self.resume_command}")
-        else:
-            line = (f"{self.out}: time limit of {self.cfg.time_limit:g} h reached {where}; last.pt saved there. "
-                    f"Resume to continue: {self.resume_command}")
+    def _one_epoch(self, epoch: int) -> None:
+        """Train, evaluate, checkpoint, record; then stop here if a signal came during evaluation."""
+        position = self.position if self.position and self.position["epoch"] == epoch else None
+        self.position = None
+        start = time.perf_counter()
+        row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+        with shown_epoch(len(self.loader), f"epoch {epoch + 1}/{self.cfg.epochs}", self.show) as bar:
+            row.update(self.train_epoch(epoch, bar, position=position))
+        self.stop.test_hook(epoch, "eval")
+        metrics, bins = self.evaluate()
+        row.update(metrics, seconds=time.perf_counter() - start + (position["seconds"] if position else 0.0))
+        self.scheduler.step()
+        improved = self._add_to_history({k: row[k] for k in HISTORY_COLUMNS}, bins)
+        self.checkpoint(epoch + 1, improved)
         if self.procs.main:
-            print(line, flush=True)
-        if stop.decision.signum is not None:
-            raise RunStopped(line, stop.decision.signum)
-        return self.history
+            self.record()
+            self._say(epoch_line(self.history[-1], self.cfg.epochs) + self._skipped_note())
+        self.stop.checkpointed()
+        self.procs.barrier()
+        if epoch + 1 < self.cfg.epochs:
+            decision = self.stop.poll()     # a signal during the evaluation stops here
+            if decision.stop:
+                raise _StopHere(decision, epoch + 1, 0, len(self.loader))
+
+    def _add_to_history(self, row: dict, bins: dict) -> bool:
+        """The epoch's row and reliability bins; True when validation top-1 improved (the best epoch)."""
+        self.history.append(row)
+        improved = self.best is None or row["val_top1"] > self.best["val_top1"]
+        self.calibration["final"] = bins
+        if improved:
+            self.best = dict(row)
+            self.calibration["best"] = bins
+        return improved
+
+    # ---- checkpoint
+    def checkpoint(self, epochs_done: int, improved: bool) -> None:
+        """last.pt after an epoch, then best.pt when this epoch is the best by validation (rank 0).
+        last.pt first: if the second write fails, last.pt's own weights are the best epoch's, and a
+        resume rewrites best.pt from them (_repair_best)."""
+        if self.procs.main:
+            self._write(self.out / "last.pt", save_checkpoint, self._state(epochs_done))
+            self.saved = (epochs_done, 0)     # what a failed best.pt write below says is kept
+            if improved:
+                self._write(self.out / "best.pt", save_checkpoint, self._state(epochs_done, weights_only=True))
+        self.saved = (epochs_done, 0)
+
+    def _checkpoint_inside(self, epoch: int, step: int, loss_sum, correct, seen: int, seconds: float) -> None:
+        """last.pt at `step` steps into `epoch` (0-based): the model and optimizer as after that step,
+        and each rank's part of the position (runstate.py). Every rank takes part; rank 0 writes."""
+        ranks = rank_position(loss_sum, correct, seen, self.model, self.device, self.procs.world)
+        position = {"epoch": epoch, "step": step, "world": self.procs.world, "seconds": seconds, "ranks": ranks}
+        if self.procs.main:
+            self._write(self.out / "last.pt", save_checkpoint, self._state(epoch, position=position))
+        self.saved = (epoch, step)
+        self.stop.checkpointed()
+
+    def _state(self, epochs_done: int, weights_only: bool = False, position: dict | None = None) -> dict:
+        """What last.pt (everything to resume) or best.pt (`weights_only`) holds."""
+        state = {"model_name": self.cfg.model, "num_classes": NUM_CLASSES, "epoch": epochs_done,
+                 "config": self.cfg.to_dict(), "model": self.model.state_dict()}
+        if not weights_only:
+            state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                         history=self.history, best=self.best, calibration=self.calibration, rng=host_rng())
+            if self.scaler is not None:
+                state.update(scaler=self.scaler.state_dict(), skipped_steps=int(self.skipped_steps))
+            if position is not None:
+                state["position"] = position
+        return state
 
     def _repair_best(self) -> None:
         """A run that ended between writing last.pt and best.pt (a full disk, a kill) left best.pt a
@@ -538,30 +473,9 @@ class Trainer:
                 and checkpoint_epoch(self.out / "best.pt") != self.start_epoch):
             self._write(self.out / "best.pt", save_checkpoint, self._state(self.start_epoch, weights_only=True))
 
-    def first_line(self) -> str:
-        """What this run picked and why, printed first (config.json holds the same)."""
-        cfg = self.cfg
-        compiled = f"compile {cfg.compile_mode}" if cfg.compile else "eager"
-        return (f"{shown_path(self.out)}: {self.device}, precision {self.precision.name} ({self.precision.reason}), "
-                f"{compiled}, deterministic {'on' if cfg.deterministic else 'off'}, {self.procs.world} process(es)")
-
-    def _skipped_note(self) -> str:
-        return f"  {int(self.skipped_steps)} fp16 steps skipped so far" if self.scaler is not None else ""
-
-    def _state(self, epochs_done: int, weights_only: bool = False, position: dict | None = None) -> dict:
-        state = {"model_name": self.cfg.model, "num_classes": NUM_CLASSES, "epoch": epochs_done,
-                 "config": self.cfg.to_dict(), "model": self.model.state_dict()}
-        if not weights_only:
-            state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                         history=self.history, best=self.best, calibration=self.calibration,
-                         rng={"torch": torch.get_rng_state(), "python": rng_lists(random.getstate())})
-            if self.scaler is not None:
-                state.update(scaler=self.scaler.state_dict(), skipped_steps=int(self.skipped_steps))
-            if position is not None:
-                state["position"] = position
-        return state
-
-    def _write_results(self) -> None:
+    # ---- record
+    def record(self) -> None:
+        """history.csv and metrics.json from the history so far (rank 0)."""
         self._write(self.out / "history.csv", write_csv, self.history)
         self._write(self.out / "metrics.json", write_json,
                     metrics_record(self.history, self.best, self.cfg.epochs, self.calibration))
@@ -573,21 +487,54 @@ class Trainer:
             compile_cache=self.compile_cache,
             data_sizes={"train": len(self.train_split), "val": len(self.val_split), "test": len(self.test_split)})
 
+    def _write(self, path: Path, write, *args) -> None:
+        """One file of the run folder, atomically; a failure (a full disk) is one line that says
+        what is kept and how to go on. The old file is intact, and no temp file is left."""
+        try:
+            write(path, *args)
+        except OSError as e:
+            raise RunFileError(f"could not write {path}: {e.strerror or e}. {self._kept()}; free space or "
+                               f"fix the folder, then resume: {self.resume_command}") from None
+
+    # ---- what the run says
+    def first_line(self) -> str:
+        """What this run picked and why, printed first (config.json holds the same)."""
+        cfg = self.cfg
+        compiled = f"compile {cfg.compile_mode}" if cfg.compile else "eager"
+        return (f"{shown_path(self.out)}: {self.device}, precision {self.precision.name} ({self.precision.reason}), "
+                f"{compiled}, deterministic {'on' if cfg.deterministic else 'off'}, {self.procs.world} process(es)")
+
+    def _say(self, line: str) -> None:
+        if self.show != "off":
+            print(line, flush=True)
+
+    def _where(self, epochs_done: int, step: int, total: int | None = None) -> str:
+        return where(epochs_done, step, self.cfg.epochs, total)
+
+    def _kept(self) -> str:
+        if self.saved is None:
+            return "No checkpoint was written yet"
+        return f"The last good checkpoint {self.out / 'last.pt'} ({self._where(*self.saved)}) is kept"
+
+    def _skipped_note(self) -> str:
+        return f"  {int(self.skipped_steps)} fp16 steps skipped so far" if self.scaler is not None else ""
+
+    def _stopped(self, stop: _StopHere) -> list[dict]:
+        place = self._where(stop.epoch, stop.step, stop.total)
+        if stop.decision.signum is not None:
+            line = (f"{self.out}: stopped by {signal_name(stop.decision.signum)} {place}; last.pt holds that "
+                    f"position. Resume with: {self.resume_command}")
+        else:
+            line = (f"{self.out}: time limit of {self.cfg.time_limit:g} h reached {place}; last.pt saved there. "
+                    f"Resume to continue: {self.resume_command}")
+        if self.procs.main:
+            print(line, flush=True)
+        if stop.decision.signum is not None:
+            raise RunStopped(line, stop.decision.signum)
+        return self.history
+
     def weights_digest(self) -> str:
         return weights_digest(self.model)
-
-
-def _epoch_line(row: dict, epochs: int) -> str:
-    return (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4f} "
-            f"acc {row['train_acc']:.3f}  val top1 {row['val_top1']:.3f}  test top1 {row['test_top1']:.3f} "
-            f"ece {row['test_ece']:.3f}  {row['images_per_s']:.0f} img/s")
-
-
-def _progress_mode(mode: str) -> str:
-    if mode != "auto":
-        return mode
-    in_notebook = "ipykernel" in sys.modules
-    return "bar" if in_notebook or sys.stderr.isatty() else "epoch"
 
 
 def fit(config: TrainConfig, resume_command: str | None = None) -> list[dict]:
