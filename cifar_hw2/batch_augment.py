@@ -17,10 +17,10 @@ Two steps, so that the host never waits for the device:
      each op runs once on its contiguous slice, then the same for step 2. The sort is planned on
      the CPU from the drawn choices, and an op that does not fire costs nothing. The number of op
      calls is bounded by the policy, not the batch (measured: ~34 for 64 images, ~56 for 512), so
-     batches of a few hundred images amortise them (loader.DeviceBatches augments several batches
+     batches of a few hundred images amortise them (training.loader.DeviceBatches augments several batches
      per call).
 
-No host sync (tests/test_batch_augment.py counts them with syncs.HostSyncs): CPU tensors reach the
+No host sync (tests/test_batch_augment.py counts them with perf.syncs.HostSyncs): CPU tensors reach the
 device through pinned memory, non-blocking (`to_device`). torchvision's own functional ops would
 sync about 60 times per 512-image chunk (`torch.tensor(..., device=)` for affine matrices, grid
 divisors, fill values and the sharpness kernel; boolean-mask assignment in AutoContrast), so the

@@ -243,7 +243,7 @@ class CifarDataset(Dataset):
 
     The loader may also hand a whole batch of (index, seed) pairs to `__getitems__`: the batch is
     then augmented under its own seed, so augmentations do not depend on the number of workers
-    or on whether a run was resumed (see `loader.SeededBatchSampler`).
+    or on whether a run was resumed (see `training.loader.SeededBatchSampler`).
     """
 
     def __init__(self, split: CifarSplit, transform=None):

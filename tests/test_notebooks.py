@@ -40,7 +40,7 @@ def test_title_purpose_badge_setup_and_parameters(path):
         assert re.match(r"^\w+ = .+  # .+$", line), line
 
 
-def test_badges_setup_cells_and_kernelspecs_agree_with_notebook_py():
+def test_badges_setup_cells_and_kernelspecs_agree_with_the_notebook_helpers():
     """REPO_URL in cifar_hw2/notebook/helpers.py is the one place the address is written."""
     assert nbtools.problems() == []
     for path in [*NOTEBOOKS, ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
@@ -149,7 +149,7 @@ def _output_texts(out) -> list[str]:
 def test_committed_outputs_show_no_absolute_paths(path):
     found = [m.group() for _, out in _outputs(path.name) for text in _output_texts(out)
              for m in ABSOLUTE_PATH.finditer(text)]
-    assert found == [], f"absolute paths in {path.name}'s outputs (show them with notebook.shown_path): {found}"
+    assert found == [], f"absolute paths in {path.name}'s outputs (show them with cifar_hw2.training.paths.shown_path): {found}"
 
 
 def test_the_absolute_path_check_sees_paths_and_not_urls_or_units():

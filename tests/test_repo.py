@@ -130,8 +130,8 @@ def _group(module: str) -> str:
 
 def package_imports(package: Path) -> dict[str, set[str]]:
     """{module: modules it imports}, as dotted names under the package ('training.trainer';
-    'training.__init__' for a subpackage, '__init__' for the package), from every relative import,
-    also inside functions."""
+    'training.__init__' for a subpackage, '__init__' for the package), from every import of the
+    package, relative or absolute, also inside functions."""
     import ast
 
     def name(parts: list[str]) -> str:    # a module's path parts → its node name
@@ -145,9 +145,17 @@ def package_imports(package: Path) -> dict[str, set[str]]:
         here = parts[:-1]                     # the package the module's relative imports start from
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.ImportFrom) and node.level):
+            if isinstance(node, ast.Import):          # import cifar_hw2.training.config [as c]
+                deps.update(name(a.name.split(".")[1:]) for a in node.names if a.name.startswith("cifar_hw2."))
                 continue
-            target = here[:len(here) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                target = here[:len(here) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.split(".")[0] == "cifar_hw2":   # from cifar_hw2.x import y
+                target = node.module.split(".")[1:]
+            else:
+                continue
             for alias in node.names:          # `from .x import a`: a may be a module x.a
                 is_module = (package / Path(*target, alias.name)).with_suffix(".py").exists() or \
                     (package / Path(*target, alias.name, "__init__.py")).exists()
@@ -200,6 +208,9 @@ def test_each_floor_imports_only_the_floors_below_it():
                                                                          "experiments.report (experiments)"),
     ("training/config.py", "from ..notebook import helpers", "training.config (training) imports notebook.helpers"),
     ("experiments/grid.py", "from ..perf import bench", "experiments.grid (experiments) imports perf.bench (perf)"),
+    ("training/loader.py", "from cifar_hw2.experiments.report import find_runs", "training.loader (training) imports "
+                                                                                "experiments.report"),
+    ("metrics.py", "import cifar_hw2.training.trainer", "metrics (science) imports training.trainer"),
 ])
 def test_the_layering_check_fails_on_a_bad_import(tmp_path, module, bad_import, expected):
     """The check above can fail: a copy of the package with one import that goes up is caught."""
@@ -227,6 +238,29 @@ def test_modules_moved_into_subpackages_keep_their_old_import_path():
     assert old is importlib.import_module("cifar_hw2.training.config")
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("cifar_hw2.no_such_module")
+    sys.modules.pop("cifar_hw2.trainer", None)
+    with pytest.warns(FutureWarning, match="cifar_hw2.trainer has moved"):
+        from cifar_hw2 import trainer
+        from cifar_hw2.trainer import fit
+    from cifar_hw2.training.trainer import fit as new_fit
+    assert fit is new_fit and trainer is sys.modules["cifar_hw2.training.trainer"]
+
+
+def test_the_old_one_module_notebook_names_still_import():
+    """cifar_hw2.notebook was one module: what it held imports from the package, machinery with a warning."""
+    from cifar_hw2.notebook import KERNELSPEC, narrow_table, quick_mode, setup   # noqa: F401  (helpers', as is)
+    with pytest.warns(FutureWarning, match="cifar_hw2.notebook.REPO_ROOT has moved to cifar_hw2.training.paths"):
+        from cifar_hw2.notebook import REPO_ROOT
+    assert REPO_ROOT == ROOT
+    with pytest.raises(ImportError, match="no_such_name"):
+        from cifar_hw2.notebook import no_such_name  # noqa: F401
+
+
+def test_pyproject_lists_every_subpackage():
+    """setuptools packages are listed by hand (one is mapped onto results/): a wheel must hold them all."""
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    folders = {"cifar_hw2"} | {f"cifar_hw2.{p.parent.name}" for p in (ROOT / "cifar_hw2").glob("*/__init__.py")}
+    assert set(listed) == folders | {"cifar_hw2.cpu_reference"}
 
 
 def test_only_the_notebooks_whose_parameters_name_data_need_the_dataset():

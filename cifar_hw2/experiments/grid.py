@@ -13,7 +13,7 @@ runs/<key>/04_train.ipynb, its figures in runs/<key>/figures/ and the run folder
 one resumes from its last.pt; a failed row is reported and the others go on; the exit status is 1
 if any row failed. With CIFAR_HW2_QUICK=1 every row runs the `quick` preset (small CNN, CPU): a
 quick stand-in for its row, and a loss that cannot run on the small CNN is replaced by its stand-in
-(config.QUICK_STAND_IN). Each row records the Table 1 row it stands for in runs/<key>/grid.json,
+(training.config.QUICK_STAND_IN). Each row records the Table 1 row it stands for in runs/<key>/grid.json,
 where the report finds it. A row whose folder another process holds (training/folderlock.py) is skipped.
 Slurm rows run the trainer directly in their job (no notebook: its figures come from `report`).
 """

@@ -7,10 +7,27 @@
 
 May import: every floor but cli.
 """
-from ..training.config import ConfigError
+import warnings
+
+from ..training import config as _config, paths as _paths, processes as _processes
+from ..training.config import ConfigError, quick_mode
 from ..training.parameters import train_config_from_parameters
 from ..training.paths import repo_path, shown_path
+from . import helpers
 from .helpers import REPO_URL, colab_badge, reference_path, save_figure, setup, setup_cell, show_run_tables
 
 __all__ = ["REPO_URL", "ConfigError", "setup", "save_figure", "repo_path", "train_config_from_parameters",
-           "colab_badge", "setup_cell", "shown_path", "reference_path", "show_run_tables"]
+           "colab_badge", "setup_cell", "shown_path", "reference_path", "show_run_tables", "quick_mode"]
+
+
+def __getattr__(name: str):
+    """Every other name the one-module cifar_hw2.notebook had (before the layout by role) still
+    imports: from helpers as is, from the training machinery with a FutureWarning naming its home."""
+    if not name.startswith("__") and hasattr(helpers, name):
+        return getattr(helpers, name)
+    for module in (_paths, _config, _processes):
+        if not name.startswith("_") and hasattr(module, name):
+            warnings.warn(f"cifar_hw2.notebook.{name} has moved to {module.__name__}.{name}; import it from there.",
+                          FutureWarning, stacklevel=2)
+            return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

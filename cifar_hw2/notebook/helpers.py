@@ -73,20 +73,12 @@ def setup(seed: int = 0, quiet: bool = False) -> torch.device:
     return device
 
 
-
-
-
-
 def save_figure(fig, name: str) -> Path:
     """Save `fig` as figures/<name>.png (a stable name that the README and tests can point at)."""
     path = figures_dir() / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
-
-
-
-
 
 
 # The reference runs that ship with the project. In a checkout they are results/cpu-reference/;

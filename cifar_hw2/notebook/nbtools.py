@@ -21,7 +21,7 @@ import nbformat
 
 from .. import data
 from ..training.paths import FIGURES_ENV, REPO_ROOT
-from . import helpers as nbmod
+from . import helpers
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
@@ -34,8 +34,8 @@ def notebook_paths(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
 
 
 def _expected(nb, path: Path, url: str) -> tuple[str, str]:
-    head = BADGE.sub(lambda _: nbmod.colab_badge(path.name, url), nb.cells[0].source)
-    return head, nbmod.setup_cell(url)
+    head = BADGE.sub(lambda _: helpers.colab_badge(path.name, url), nb.cells[0].source)
+    return head, helpers.setup_cell(url)
 
 
 def notebook_reads_data(path: Path) -> bool:
@@ -46,18 +46,18 @@ def notebook_reads_data(path: Path) -> bool:
     return any(line.startswith("data = ") for src in params for line in src.splitlines())
 
 
-def problems(url: str = nbmod.REPO_URL, folder: Path = NOTEBOOKS_DIR) -> list[str]:
+def problems(url: str = helpers.REPO_URL, folder: Path = NOTEBOOKS_DIR) -> list[str]:
     """What disagrees with helpers.py: badges, setup cells, kernelspecs. Empty when all agree."""
     found = []
     for path in notebook_paths(folder):
         nb = nbformat.read(path, as_version=4)
         head, setup = _expected(nb, path, url)
         if len(BADGE.findall(nb.cells[0].source)) != 1 or nb.cells[0].source != head:
-            found.append(f"{path.name}: the Colab badge is not {nbmod.colab_badge(path.name, url)}")
+            found.append(f"{path.name}: the Colab badge is not {helpers.colab_badge(path.name, url)}")
         if nb.cells[1].source != setup:
             found.append(f"{path.name}: the setup cell differs from notebook.setup_cell()")
-        if nb.metadata.get("kernelspec") != nbmod.KERNELSPEC:
-            found.append(f"{path.name}: kernelspec is {nb.metadata.get('kernelspec')}, not {nbmod.KERNELSPEC}")
+        if nb.metadata.get("kernelspec") != helpers.KERNELSPEC:
+            found.append(f"{path.name}: kernelspec is {nb.metadata.get('kernelspec')}, not {helpers.KERNELSPEC}")
     return found
 
 
@@ -69,7 +69,7 @@ def set_repo_url(url: str, folder: Path = NOTEBOOKS_DIR, source: Path | None = N
         raise ValueError(f"--repo-url must look like https://github.com/OWNER/NAME (Colab opens notebooks "
                          f"from GitHub), got {url!r}")
     changed = []
-    source = Path(source or nbmod.__file__)
+    source = Path(source or helpers.__file__)
     text = source.read_text()
     new = re.sub(r'^REPO_URL = ".*"$', f'REPO_URL = "{url}"', text, count=1, flags=re.M)
     if new != text:
@@ -78,9 +78,9 @@ def set_repo_url(url: str, folder: Path = NOTEBOOKS_DIR, source: Path | None = N
     for path in notebook_paths(folder):
         nb = nbformat.read(path, as_version=4)
         head, setup = _expected(nb, path, url)
-        if (nb.cells[0].source, nb.cells[1].source, nb.metadata.get("kernelspec")) != (head, setup, nbmod.KERNELSPEC):
+        if (nb.cells[0].source, nb.cells[1].source, nb.metadata.get("kernelspec")) != (head, setup, helpers.KERNELSPEC):
             nb.cells[0].source, nb.cells[1].source = head, setup
-            nb.metadata["kernelspec"] = dict(nbmod.KERNELSPEC)
+            nb.metadata["kernelspec"] = dict(helpers.KERNELSPEC)
             nbformat.write(nb, path)
             changed.append(path)
     return changed
@@ -89,7 +89,7 @@ def set_repo_url(url: str, folder: Path = NOTEBOOKS_DIR, source: Path | None = N
 def _tidy(nb) -> None:
     """What a saved notebook should hold: the current kernelspec, no per-run timing metadata,
     no widget state when no output shows a widget."""
-    nb.metadata["kernelspec"] = dict(nbmod.KERNELSPEC)
+    nb.metadata["kernelspec"] = dict(helpers.KERNELSPEC)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
     widgets = any("application/vnd.jupyter.widget-view+json" in out.get("data", {})

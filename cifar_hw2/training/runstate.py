@@ -63,9 +63,9 @@ def restore_rank(position: dict, rank: int, model: nn.Module, loss_sum: torch.Te
     return mine["seen"]
 
 
-def check_world(position: dict | None, world: int, where: str) -> None:
+def check_world(position: dict | None, world: int, path: str) -> None:
     """A position holds one part per rank: it resumes only with as many processes."""
     if position and position["world"] != world:
-        raise CheckpointError(f"{where} was written inside epoch {position['epoch'] + 1} by {position['world']} "
+        raise CheckpointError(f"{path} was written inside epoch {position['epoch'] + 1} by {position['world']} "
                               f"process(es): resume it with as many (now {world}), since each one's place in "
                               f"the epoch is saved")

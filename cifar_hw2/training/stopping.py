@@ -121,7 +121,7 @@ def signal_name(signum: int | None) -> str:
     return signal.Signals(signum).name if signum else "a signal"
 
 
-def where(epochs_done: int, step: int, epochs: int, total: int | None = None) -> str:
+def where_in_run(epochs_done: int, step: int, epochs: int, total: int | None = None) -> str:
     """A place in a run, as the stop and resume lines say it: "after epoch 2 of 6", or "in epoch 3
     of 6, after step 67 of 156" (`step` steps into the epoch after `epochs_done`)."""
     if step == 0:

@@ -1,14 +1,14 @@
 """`fit(config) -> history`: the training loop with its evaluation, checkpoints and exact resume.
 
-The loop, as `Trainer.run` reads:
+A run, as `fit` drives it:
 
-    setup      the splits, the model, the loss, the optimizer and schedule, the batches
-    resume     from last.pt: weights, optimizer, history, RNG states, the place inside an epoch
-    for each epoch:
-        train_epoch   `Trainer.step` over the epoch's batches (it may stop inside: see below)
-        evaluate      validation (picks best.pt) and test (reported, never used to choose), fp32
-        checkpoint    last.pt, then best.pt when validation improved
-        record        history.csv, metrics.json, the epoch's line
+    Trainer.setup     the splits, the model, the loss, the optimizer and schedule, the batches
+      .resume         from last.pt: weights, optimizer, history, RNG states, the place inside an epoch
+    Trainer.run       config.json and the first line, then `_one_epoch` for each epoch left:
+      .train_epoch    `Trainer.step` over the epoch's batches (it may stop inside: see below)
+      .evaluate       validation (picks best.pt) and test (reported, never used to choose), fp32
+      .checkpoint     last.pt, then best.pt when validation improved
+      .record         history.csv and metrics.json; then the epoch's line
 
 What the run folder holds: runfolder.py. Processes and DDP: processes.py. Precision:
 precision.py; backend switches and the compile cache: backends.py; compiling the step: compiled.py.
@@ -56,9 +56,10 @@ from .processes import (Processes, average_buffers, convert_sync_batchnorm, gath
 from .progress import epoch_line, progress_mode, shown_epoch
 from .runfolder import HISTORY_COLUMNS, check_out_folder, config_record, metrics_record, prepare_out, settings_changed
 from .runstate import check_world, host_rng, rank_position, restore_host_rng, restore_rank
-from .stopping import RunStopped, StopControl, signal_name, where
+from .stopping import RunStopped, StopControl, signal_name, where_in_run
 
-# Re-exported: code written against the one-module trainer imports these from here.
+# Re-exported: code written against the one-module trainer imports these from here. Other names it
+# merely imported (load_cifar100, epoch_bar, ...) are no longer here: import them from their modules.
 __all__ = ["Trainer", "fit", "NonFiniteLossError", "RunFileError", "RunStopped", "make_splits", "temperature_scaled",
            "HISTORY_COLUMNS", "pick_device", "prepare_out", "settings_changed", "Processes"]
 
@@ -102,6 +103,7 @@ class Trainer:
         # (bench drives train_epoch too, and must never write a checkpoint).
         self.stop = StopControl(world=procs.world, device=self.device, rank=procs.rank, out=str(self.out))
         self.saved: tuple[int, int] | None = None   # (epochs done, steps into the next) of the last last.pt
+        self.show = progress_mode(cfg.progress) if procs.main else "off"   # bar / epoch / off: what is printed
 
     # ---- setup
     def setup(self, state: dict | None) -> None:
@@ -326,11 +328,10 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         self.warmup_seconds = time.perf_counter() - start
         saved = save_artifacts(self.out) if self.procs.main else None
-        if self.procs.main and progress_mode(self.cfg.progress) != "off":
-            start_kind = "warm, from the artifacts beside the run" if self.compile_warm else "cache folder"
-            print(f"torch.compile ({self.cfg.compile_mode}, {self.compiled}) warm-up: {self.warmup_seconds:.1f} s "
+        start_kind = "warm, from the artifacts beside the run" if self.compile_warm else "cache folder"
+        self._say(f"torch.compile ({self.cfg.compile_mode}, {self.compiled}) warm-up: {self.warmup_seconds:.1f} s "
                   f"for the first step ({start_kind}: {self.compile_cache}"
-                  + (f"; artifacts saved to {saved}" if saved else "") + ")", flush=True)
+                  + (f"; artifacts saved to {saved}" if saved else "") + ")")
         return out
 
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
@@ -345,7 +346,7 @@ class Trainer:
     def predict(self, split) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [N, K] (float32, CPU) in the split's order, and labels [N].
 
-        fp32 and eager, as `evaluate` computes them (experiments/evaluate.py, eval_logits), so a
+        fp32 and eager, as `evaluate` computes them (experiments/evaluate.py, predict), so a
         checkpoint has one set of calibration numbers (ECE, NLL, temperatures), not a bf16 one from
         training and an fp32 one from evaluate. Compiled regions run eager here: no graph for eval
         mode or for the short last batch."""
@@ -383,7 +384,6 @@ class Trainer:
                 self.record()
                 self._repair_best()
         procs.barrier()
-        self.show = progress_mode(cfg.progress) if procs.main else "off"
         self._say(self.first_line())
         if self.start_epoch >= cfg.epochs:
             self._say(f"{shown_path(self.out)}: all {cfg.epochs} epochs are done already.")
@@ -475,7 +475,8 @@ class Trainer:
 
     # ---- record
     def record(self) -> None:
-        """history.csv and metrics.json from the history so far (rank 0)."""
+        """history.csv and metrics.json from the history so far. Rank 0 alone calls it (the other
+        ranks hold the same history but write nothing)."""
         self._write(self.out / "history.csv", write_csv, self.history)
         self._write(self.out / "metrics.json", write_json,
                     metrics_record(self.history, self.best, self.cfg.epochs, self.calibration))
@@ -509,7 +510,7 @@ class Trainer:
             print(line, flush=True)
 
     def _where(self, epochs_done: int, step: int, total: int | None = None) -> str:
-        return where(epochs_done, step, self.cfg.epochs, total)
+        return where_in_run(epochs_done, step, self.cfg.epochs, total)
 
     def _kept(self) -> str:
         if self.saved is None:
