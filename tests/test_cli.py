@@ -15,6 +15,18 @@ def cli(*args, env=None):
                           text=True, timeout=300, env={**os.environ, **(env or {})})
 
 
+def cli_here(capsys, *args) -> tuple[int, str]:
+    """`cli`'s exit status and stderr, in this process: the same main(), without the ~5 s a new
+    interpreter spends importing torch. For checks of input alone; test_a_real_process_exits_2...
+    checks that a real process behaves the same."""
+    from cifar_hw2.cli import main
+    try:
+        status = main(list(args))
+    except SystemExit as e:          # argparse's errors
+        status = e.code
+    return status, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--preset", "fast"], "unknown preset 'fast'; valid presets: paper-b4, paper-swin, quick"),
     (["--loss", "fl"], "unknown loss 'fl'; valid choices: ce, focal, flsd53, mc"),
@@ -32,12 +44,20 @@ def cli(*args, env=None):
     (["--precision", "fp8"], "unknown precision 'fp8'; valid choices: auto, bf16, fp16, fp32"),
     (["--compile-mode", "fast"], "unknown compile_mode 'fast'; valid choices: default, reduce-overhead"),
 ])
-def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
-    run = cli("train", "--preset", "quick", "--out", str(tmp_path / "x"), *args) if args[0] != "--preset" \
-        else cli("train", *args, "--out", str(tmp_path / "x"))
-    assert run.returncode == 2
-    assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
-    assert "Traceback" not in run.stderr and not (tmp_path / "x").exists()
+def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys):
+    argv = ["train", "--preset", "quick", "--out", str(tmp_path / "x"), *args] if args[0] != "--preset" \
+        else ["train", *args, "--out", str(tmp_path / "x")]
+    status, err = cli_here(capsys, *argv)
+    assert status == 2
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_real_process_exits_2_with_one_line_and_no_traceback(tmp_path):
+    run = cli("train", "--preset", "quick", "--loss", "fl", "--out", str(tmp_path / "x"))
+    assert run.returncode == 2 and run.stderr.startswith("cifar-hw2: error: unknown loss 'fl'; valid choices: ce, ")
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_missing_data_offline_is_one_clear_line(tmp_path):
@@ -72,14 +92,14 @@ def test_train_then_out_folder_guard_then_evaluate(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["bad.pt", "README.md"])
-def test_evaluate_refuses_a_file_that_is_not_a_checkpoint(tmp_path, name):
+def test_evaluate_refuses_a_file_that_is_not_a_checkpoint(tmp_path, name, capsys):
     path = tmp_path / "bad.pt" if name == "bad.pt" else ROOT / name
     if name == "bad.pt":
         path.write_bytes(b"nope")
-    run = cli("evaluate", "--checkpoint", str(path))
-    assert run.returncode == 2 and f"{path} is not a cifar_hw2 checkpoint" in run.stderr, run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1
-    assert "weights_only" not in run.stderr       # torch's advice to load unsafely is not passed on
+    status, err = cli_here(capsys, "evaluate", "--checkpoint", str(path))
+    assert status == 2 and f"{path} is not a cifar_hw2 checkpoint" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert "weights_only" not in err       # torch's advice to load unsafely is not passed on
 
 
 def test_help_documents_every_flag_with_its_default():

@@ -43,7 +43,7 @@ def test_only_filters_and_rejects_unknown_keys():
 
 
 # Timeouts that catch a hang, not a busy machine: a quick row takes ~70 s on 2 quiet cores, and
-# 711 s was seen with three other jobs on them. Both real-data grid tests run each row once.
+# 711 s was seen with three other jobs on them. The real-data grid test runs each row once.
 HANG = 3600
 
 
@@ -71,13 +71,34 @@ def test_a_failing_row_is_reported_and_sets_the_exit_status(tmp_path):
 
 
 @needs_real_data
-def test_two_row_quick_grid_then_report(tmp_path):
-    runs = tmp_path / "runs"
-    first = cli("grid", "--runs", str(runs), "--only", "loss=flsd53")
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "2 ran, 0 skipped, 0 failed" in first.stdout
-    for key in ("b4-bs64-flsd53", "swin-bs64-flsd53"):
-        assert (runs / key / "04_train.ipynb").exists() and (runs / key / "metrics.json").exists()
+def test_a_two_row_grid_interrupted_resumes_then_skips_then_reports(tmp_path):
+    """One scenario, since each quick row trains for ~2 minutes: Ctrl-C in the first row, the
+    grid again (that row resumes, the second runs), once more (both skipped), then the report."""
+    import signal
+    runs, first = tmp_path / "runs", "b4-bs64-flsd53"
+    cmd = [sys.executable, "-m", "cifar_hw2", "grid", "--runs", str(runs), "--only", "loss=flsd53"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "CIFAR_HW2_QUICK": "1"}, start_new_session=True)
+    history = runs / first / "history.csv"
+    deadline = time.time() + HANG
+    while time.time() < deadline and proc.poll() is None and not (history.exists() and len(history.read_text().splitlines()) >= 2):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)            # Ctrl-C in a terminal: the whole process group
+    out, _ = proc.communicate(timeout=HANG)
+    assert proc.returncode != 0 and "interrupted" in out
+    done = json.loads((runs / first / "metrics.json").read_text())
+    assert not done["complete"] and not (runs / "swin-bs64-flsd53" / "metrics.json").exists()
+
+    resumed = cli("grid", "--runs", str(runs), "--only", "loss=flsd53")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resume from last.pt" in resumed.stdout and "2 ran, 0 skipped, 0 failed" in resumed.stdout
+    # Ctrl-C saves last.pt where the step it interrupted ended (inside an epoch, or at its end)
+    executed = (runs / first / "04_train.ipynb").read_text()
+    assert (f"resuming in epoch {done['epochs_done'] + 1} of 6, after step" in executed
+            or f"resuming after epoch {done['epochs_done']} of 6" in executed)
+    for key in (first, "swin-bs64-flsd53"):
+        final = json.loads((runs / key / "metrics.json").read_text())
+        assert final["complete"] and final["epochs_done"] == 6
         # each row's figure beside its results, not over the checkout's (or another row's) figures/
         assert (runs / key / "figures" / "04_training_curves.png").exists()
         config = json.loads((runs / key / "config.json").read_text())["config"]
@@ -161,30 +182,3 @@ def test_every_grid_row_runs_in_quick_mode_and_the_report_shows_its_table1_row(t
                for k, r in rows.items() if k != "swin-bs64-mc")
     assert rows["b4-bs32-mc-homework"]["loss"] == "MC (homework's 219 groups, at this width)"
 
-
-@needs_real_data
-def test_an_interrupted_grid_resumes_its_row(tmp_path):
-    import signal
-    import time
-    runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "cifar_hw2", "grid", "--runs", str(runs), "--only", "key=b4-bs64-flsd53"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "CIFAR_HW2_QUICK": "1"}, start_new_session=True)
-    history = runs / "b4-bs64-flsd53" / "history.csv"
-    deadline = time.time() + HANG
-    while time.time() < deadline and proc.poll() is None and not (history.exists() and len(history.read_text().splitlines()) >= 2):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)            # Ctrl-C in a terminal: the whole process group
-    out, _ = proc.communicate(timeout=HANG)
-    assert proc.returncode != 0 and "interrupted" in out
-    done = json.loads((runs / "b4-bs64-flsd53" / "metrics.json").read_text())
-    assert not done["complete"]
-    again = cli("grid", "--runs", str(runs), "--only", "key=b4-bs64-flsd53")
-    assert again.returncode == 0, again.stdout
-    assert "resume from last.pt" in again.stdout and "1 ran, 0 skipped, 0 failed" in again.stdout
-    final = json.loads((runs / "b4-bs64-flsd53" / "metrics.json").read_text())
-    assert final["complete"] and final["epochs_done"] == 6
-    executed = (runs / "b4-bs64-flsd53" / "04_train.ipynb").read_text()
-    # Ctrl-C saves last.pt where the step it interrupted ended (inside an epoch, or at its end)
-    assert (f"resuming in epoch {done['epochs_done'] + 1} of 6, after step" in executed
-            or f"resuming after epoch {done['epochs_done']} of 6" in executed)
