@@ -244,6 +244,12 @@ def test_modules_moved_into_subpackages_keep_their_old_import_path():
         from cifar_hw2.trainer import fit
     from cifar_hw2.training.trainer import fit as new_fit
     assert fit is new_fit and trainer is sys.modules["cifar_hw2.training.trainer"]
+    sys.modules.pop("cifar_hw2.spread", None)
+    vars(cifar_hw2).pop("spread", None)
+    with pytest.warns(FutureWarning, match="cifar_hw2.spread has moved to cifar_hw2.experiments.spread"):
+        assert cifar_hw2.spread is importlib.import_module("cifar_hw2.experiments.spread")   # an attribute
+    with pytest.raises(AttributeError, match="no_such_module"):
+        cifar_hw2.no_such_module
 
 
 def test_the_old_one_module_notebook_names_still_import():
