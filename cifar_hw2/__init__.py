@@ -13,61 +13,18 @@ The science, read beside the notebooks (this folder; it imports nothing of the p
 - metrics: accuracy, NLL, ECE, reliability, temperature scaling
 - plots: the figures of the notebooks and the report
 
-The floors above it, one subpackage each (its docstring lists its modules):
+The floors above it (each subpackage's docstring lists its modules):
 
 - training: the machinery that trains one model: settings, batches, the loop, checkpoints, processes
 - experiments: many runs and what they mean: Table 1, the grid, the report, seeds, Slurm
 - perf: where a training step spends its time: the benchmark, host syncs
 - notebook: the notebooks' own support: setup, figure files, widgets, executing them
-- cli: `python -m cifar_hw2 COMMAND`, on top of them all
+- cli: `python -m cifar_hw2 COMMAND`, on top of them all (a module)
 
 Modules that moved into the subpackages keep their old import path (`cifar_hw2.trainer` is
-`cifar_hw2.training.trainer`), with a FutureWarning that names the new one.
+`cifar_hw2.training.trainer`), with a FutureWarning that names the new one (_moved.py).
 """
-import importlib
-import importlib.abc
-import importlib.util
-import sys
-import warnings
+from ._moved import MOVED, install as _install, moved_attribute as __getattr__  # noqa: F401
 
 __version__ = "0.1.0"
-
-# Old path (before the package was laid out by role) → where the module lives now.
-MOVED = {name: f"{floor}.{name}" for floor, names in {
-    "training": "backends checkpoint compiled config folderlock loader precision processes progress "
-                "runfolder speed stopping trainer",
-    "experiments": "evaluate grid reference report slurm spread",
-    "perf": "bench syncs",
-    "notebook": "nbtools widgets"}.items() for name in names.split()}
-
-
-class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """`import cifar_hw2.trainer` gives the module cifar_hw2.training.trainer itself (one module
-    object, so monkeypatching and isinstance still agree), not a copy."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        prefix, _, name = fullname.rpartition(".")
-        if prefix == __name__ and name in MOVED:
-            return importlib.util.spec_from_loader(fullname, self)
-        return None
-
-    def create_module(self, spec):
-        return None                       # a placeholder; exec_module swaps in the real module
-
-    def exec_module(self, module):
-        new = f"{__name__}.{MOVED[module.__name__.rpartition('.')[2]]}"
-        warnings.warn(f"{module.__name__} has moved to {new}; import it from there.", FutureWarning,
-                      stacklevel=2)
-        # The import system returns whatever sys.modules holds under the name after exec_module.
-        sys.modules[module.__name__] = importlib.import_module(new)
-
-
-def __getattr__(name: str):
-    """`cifar_hw2.trainer` as an attribute, never imported: import it (through the finder)."""
-    if name in MOVED:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# One finder, also after importlib.reload(cifar_hw2) (which defines the class anew).
-sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "_MovedModules"] + [_MovedModules()]
+_install()

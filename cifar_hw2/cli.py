@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default=None,
                        help="also write the records to this file (JSON lines, appended as each is measured)")
     dat = sub.add_parser("data", help="download CIFAR-100 once into the data folder (if missing) and check it",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                         formatter_class=Defaults,
                          description="The CLI, the notebooks and the tests all read this one folder.")
     dat.add_argument("--data", default=None, help="folder for cifar-100-python/ (default: $CIFAR_HW2_DATA, "
                                                   "else ~/.cache/cifar_hw2/data)")

@@ -4,9 +4,11 @@ A run, as `fit` drives it:
 
     Trainer.setup     the splits, the model, the loss, the optimizer and schedule, the batches
       .resume         from last.pt: weights, optimizer, history, RNG states, the place inside an epoch
+                      (then DDP and torch.compile wrap what the step calls)
     Trainer.run       config.json and the first line, then `_one_epoch` for each epoch left:
       .train_epoch    `Trainer.step` over the epoch's batches (it may stop inside: see below)
-      .evaluate       validation (picks best.pt) and test (reported, never used to choose), fp32
+      .evaluate       validation (picks best.pt) and test (reported, never used to choose), fp32;
+                      then the learning-rate schedule steps (once per epoch)
       .checkpoint     last.pt, then best.pt when validation improved
       .record         history.csv and metrics.json; then the epoch's line
 
@@ -523,10 +525,10 @@ class Trainer:
     def _stopped(self, stop: _StopHere) -> list[dict]:
         place = self._where(stop.epoch, stop.step, stop.total)
         if stop.decision.signum is not None:
-            line = (f"{self.out}: stopped by {signal_name(stop.decision.signum)} {place}; last.pt holds that "
+            line = (f"{shown_path(self.out)}: stopped by {signal_name(stop.decision.signum)} {place}; last.pt holds that "
                     f"position. Resume with: {self.resume_command}")
         else:
-            line = (f"{self.out}: time limit of {self.cfg.time_limit:g} h reached {place}; last.pt saved there. "
+            line = (f"{shown_path(self.out)}: time limit of {self.cfg.time_limit:g} h reached {place}; last.pt saved there. "
                     f"Resume to continue: {self.resume_command}")
         if self.procs.main:
             print(line, flush=True)
