@@ -5,7 +5,9 @@ CIFAR_HW2_QUICK=1 makes the notebooks run the `quick` preset on a subset on the 
 CIFAR_HW2_QUICK=0 to run them with their real (GPU-sized) defaults instead.
 
 The notebooks' figures go to a temporary folder ($CIFAR_HW2_FIGURES), not to the tracked
-figures/: a test run must leave the checkout as it found it (.ci/run checks `git status`).
+figures/: a test run must leave the checkout as it found it (.ci/run checks `git status`). Their
+runs/ is a temporary folder too ($CIFAR_HW2_RUNS): 04 always trains, and a run of yours in
+runs/04_train is neither read nor replaced.
 `python -m cifar_hw2 notebooks --execute` is what writes figures/.
 
 Tests never download. Without the real CIFAR-100 (a fresh, offline clone), the tests marked
@@ -24,9 +26,11 @@ os.environ.setdefault("CIFAR_HW2_QUICK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")       # tests never download weights
 _FIGURES = tempfile.mkdtemp(prefix="cifar_hw2-figures-")
 os.environ["CIFAR_HW2_FIGURES"] = _FIGURES          # the nbval kernels inherit it
+_RUNS = tempfile.mkdtemp(prefix="cifar_hw2-runs-")
+os.environ["CIFAR_HW2_RUNS"] = _RUNS                # 04 trains its own runs/04_train there, and 05 reads it there
 
 from cifar_hw2 import data  # noqa: E402  (after the environment above, which the package reads)
-from cifar_hw2.notebook.nbtools import notebook_reads_data  # noqa: E402
+from cifar_hw2.notebook.nbtools import NOTEBOOKS, notebook_reads_data  # noqa: E402
 
 NO_DATA = (f"CIFAR-100 is not in {data.data_root()} and tests never download it: run "
            f"`python -m cifar_hw2 data` once (161 MB), or set {data.ENV_VAR} to a folder holding "
@@ -35,11 +39,24 @@ STRICT = os.environ.get("CIFAR_HW2_NO_SKIP") == "1"
 _skipped: list[str] = []    # node ids of skipped notebook cells and real-data tests
 
 
+def pytest_ignore_collect(collection_path, config):
+    """Only the project's notebooks are tests: a papermill output or a copy in notebooks/ is not."""
+    if collection_path.suffix == ".ipynb" and collection_path.name not in NOTEBOOKS:
+        return True
+    return None
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "needs_real_data: reads the real CIFAR-100 (skipped without it)")
+    config.addinivalue_line("markers", "slow: a real training run, a notebook, torchrun, Slurm or a wheel build; "
+                                       "`pytest -m \"not slow\"` is the quick loop (docs/install-and-tests.md)")
 
 
+@pytest.hookimpl(tryfirst=True)     # before `-m` deselects: the notebooks' marks must be there by then
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if Path(str(item.fspath)).suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
     if data.is_present():
         return
     skip, reads = pytest.mark.skip(reason=NO_DATA), {}
@@ -73,5 +90,6 @@ def pytest_terminal_summary(terminalreporter):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_FIGURES, ignore_errors=True)
+    shutil.rmtree(_RUNS, ignore_errors=True)
     if STRICT and _skipped and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,7 +1,8 @@
 """cifar_hw2: CIFAR-100 with EfficientNet-B4 / Swin-B and the CE, MC, focal and FLSD-53 losses.
 
 A small package that the notebooks import, laid out by role. Each floor imports only the floors
-below it (tests/test_repo.py checks), so the science reads without the machinery that runs it.
+below it (lint-imports checks the contracts in pyproject.toml), so the science reads without the
+machinery that runs it.
 
 The science, read beside the notebooks (this folder; it imports nothing of the package's machinery):
 
@@ -11,7 +12,10 @@ The science, read beside the notebooks (this folder; it imports nothing of the p
 - losses: CE, focal, FLSD-53 and MC (and the homework's variants)
 - optim, schedule: optimizers and learning-rate schedules by name
 - metrics: accuracy, NLL, ECE, reliability, temperature scaling
-- plots: the figures of the notebooks and the report
+- errors: what a classifier gets wrong (superclass confusion, confident mistakes, hard classes)
+- plots: the figures of the notebooks and the report; loss_curves: the losses against p_t (02)
+- error_plots: the figures of errors
+- torch_pair: is torchvision built for this torch (checked on import)
 
 The floors above it (each subpackage's docstring lists its modules):
 
@@ -20,11 +24,23 @@ The floors above it (each subpackage's docstring lists its modules):
 - perf: where a training step spends its time: the benchmark, host syncs
 - notebook: the notebooks' own support: setup, figure files, widgets, executing them
 - cli: `python -m cifar_hw2 COMMAND`, on top of them all (a module)
-
-Modules that moved into the subpackages keep their old import path (`cifar_hw2.trainer` is
-`cifar_hw2.training.trainer`), with a FutureWarning that names the new one (_moved.py).
 """
-from ._moved import MOVED, install as _install, moved_attribute as __getattr__  # noqa: F401
-
 __version__ = "0.1.0"
-_install()
+
+
+def _check_torch_pair() -> None:
+    """A torchvision from another build than torch fails with a message that names neither: say
+    which, and what to install (torch_pair.py). On the command line, one line and exit status 2."""
+    import sys
+    from pathlib import Path
+    from .torch_pair import mismatch
+    why = mismatch()
+    if why is None:
+        return
+    if sys.argv[:1] == ["-m"] or Path(sys.argv[0]).name == "cifar-hw2":   # python -m cifar_hw2 (argv[0] is "-m"
+        print(f"cifar-hw2: error: {why}", file=sys.stderr)                 # while -m imports the package), the script
+        raise SystemExit(2)
+    raise ImportError(why)
+
+
+_check_torch_pair()

@@ -24,10 +24,11 @@ No host sync (tests/test_batch_augment.py counts them with perf.syncs.HostSyncs)
 device through pinned memory, non-blocking (`to_device`). torchvision's own functional ops would
 sync about 60 times per 512-image chunk (`torch.tensor(..., device=)` for affine matrices, grid
 divisors, fill values and the sharpness kernel; boolean-mask assignment in AutoContrast), so the
-ops that do that are computed here with the same arithmetic: the sampling grid of each affine
-action is built once on the CPU by torchvision's own helpers and kept on the device, with its
-out-of-image mask; the sharpness kernel likewise; AutoContrast uses torch.where. Outputs are
-equal to torchvision's, pixel for pixel (tested for every action of the policy).
+ops that do that are computed here with the same arithmetic: which input pixel each affine
+action copies is found once on the CPU by torchvision's own public op (`affine_source_index`) and
+kept on the device, so the action is one gather; the sharpness kernel is likewise made once;
+AutoContrast uses torch.where. Outputs are equal to torchvision's, pixel for pixel (tested for
+every action of the policy).
 
 Input uint8 [B, 3, H, W] on any device; output uint8 (or, through `forward`, normalised float) on
 that device. On a GPU this takes the CPU out of the loop; tests check both paths draw the same
@@ -42,7 +43,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
-from torchvision.transforms.v2.functional import _geometry as tv_geometry
 
 from .augment import AUTOAUGMENT_FILL, NOISE_P, NOISE_STD, ROTATION_DEG, BatchNormalizeNoise
 
@@ -99,41 +99,41 @@ def rotate_batch(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
 AFFINE_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 
 
-def affine_grid_cpu(name: str, magnitude: float, h: int, w: int) -> torch.Tensor | None:
-    """The sampling grid [1, h, w, 2] (float32, CPU) that torchvision's AutoAugment builds for one
-    affine op at `magnitude`, from torchvision's own helpers with its arguments
-    (`_AutoAugmentBase._apply_image_or_video_transform` → `affine` / `rotate`); None where
-    torchvision takes a fast path without a grid (a rotation by a multiple of 90°, never drawn by
-    the CIFAR-10 policy, whose rotations are at most 30°)."""
-    centre = [0.0, 0.0]
+def affine_source_index(name: str, magnitude: float, h: int, w: int) -> torch.Tensor:
+    """For one affine op of AutoAugment at `magnitude`: which input pixel each output pixel takes,
+    as long [h * w] (row-major flat indices; -1 where the source lies outside the image and
+    AutoAugment's fill is used), on the CPU.
+
+    Found with torchvision's public functional op, called with the arguments AutoAugment gives it
+    (torchvision's `_AutoAugmentBase._apply_image_or_video_transform`), on an image whose pixels
+    hold their own flat index: with nearest interpolation each output pixel then holds the index of
+    the pixel it copies (exact in float32 up to 2**24 pixels), and the fill marks the outside. The
+    image ops sample the same grid, so gathering by these indices equals the op pixel for pixel."""
+    F_ = v2.functional
+    index = torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w)
+    nearest, outside = InterpolationMode.NEAREST, -1.0
     if name in ("ShearX", "ShearY"):
         shear_deg = math.degrees(math.atan(magnitude))
-        angle, translate, shear = 0.0, [0.0, 0.0], [shear_deg, 0.0] if name == "ShearX" else [0.0, shear_deg]
-        centre = [-w * 0.5, -h * 0.5]        # torchvision passes center=[0, 0]: the top-left corner
+        shear = [shear_deg, 0.0] if name == "ShearX" else [0.0, shear_deg]
+        out = F_.affine(index, angle=0.0, translate=[0, 0], scale=1.0, shear=shear, interpolation=nearest,
+                        fill=outside, center=[0, 0])
     elif name in ("TranslateX", "TranslateY"):
-        shift = float(int(magnitude))
-        angle, shear = 0.0, [0.0, 0.0]
-        translate = [shift, 0.0] if name == "TranslateX" else [0.0, shift]
+        translate = [int(magnitude), 0] if name == "TranslateX" else [0, int(magnitude)]
+        out = F_.affine(index, angle=0.0, translate=translate, scale=1.0, shear=[0.0, 0.0], interpolation=nearest,
+                        fill=outside)
     elif name == "Rotate":
-        angle = magnitude % 360
-        if angle % 90 == 0:
-            return None
-        angle, translate, shear = -angle, [0.0, 0.0], [0.0, 0.0]   # rotate_image negates for affine
+        out = F_.rotate(index, angle=magnitude, interpolation=nearest, fill=outside)
     else:
         raise ValueError(f"{name} is not an affine op; valid: {', '.join(AFFINE_OPS)}")
-    matrix = tv_geometry._get_inverse_affine_matrix(centre, angle, translate, 1.0, shear)
-    theta = torch.tensor(matrix, dtype=torch.float32).reshape(1, 2, 3)
-    return tv_geometry._affine_grid(theta, w=w, h=h, ow=w, oh=h)
+    return out.reshape(h * w).long()
 
 
-def apply_grid(x: torch.Tensor, grid: torch.Tensor, outside: torch.Tensor, fill: float) -> torch.Tensor:
-    """uint8 [n, C, h, w] sampled (nearest) at one grid [1, h, w, 2]; pixels whose source lies
-    outside the image (`outside`, bool [1, 1, h, w]) take `fill`: torchvision's
-    `_apply_grid_transform` for nearest interpolation, whose mask channel is the same for every
-    image of a shared grid, so it is computed once (`outside`) instead of per call."""
-    out = F.grid_sample(x.float(), grid.expand(len(x), -1, -1, -1), mode="nearest", padding_mode="zeros",
-                        align_corners=False)
-    return torch.where(outside, fill, out).round_().to(x.dtype)
+def apply_source_index(x: torch.Tensor, source: torch.Tensor, outside: torch.Tensor, fill: int) -> torch.Tensor:
+    """uint8 [n, C, h, w] → uint8: output pixel p copies input pixel source[p] (long [h * w], on x's
+    device, clamped to >= 0), or takes `fill` where outside[p] (bool [h * w])."""
+    n, c, h, w = x.shape
+    out = x.reshape(n, c, h * w).index_select(2, source)
+    return torch.where(outside, fill, out).reshape(n, c, h, w)
 
 
 def sharpness(x: torch.Tensor, factor: float, kernel: torch.Tensor) -> torch.Tensor:
@@ -172,11 +172,13 @@ class BatchAutoAugment(nn.Module):
 
     def __init__(self, policy: str = "CIFAR10", fill: int = AUTOAUGMENT_FILL):
         super().__init__()
-        # torchvision exposes no public per-op API; its private policy table and op dispatcher are
-        # used so that the ops and magnitudes are exactly those of v2.AutoAugment.
+        # torchvision exposes no public per-op API; its private policy table (_policies), magnitude
+        # table (_AUGMENTATION_SPACE), op dispatcher (_apply_image_or_video_transform) and fill
+        # (_fill) are used so that the ops and magnitudes are exactly those of v2.AutoAugment.
+        # tests/test_private_apis.py fails, naming the attribute and the version, if they change.
         self.aa = v2.AutoAugment(v2.AutoAugmentPolicy[policy], fill=fill,
                                  interpolation=InterpolationMode.NEAREST)
-        self.fill = float(fill)
+        self.fill = int(fill)
         self.policies = self.aa._policies
         # actions: (op name, magnitude bin, sign); 0 is "nothing". Every (sub-policy, step) maps to
         # the action it takes with a positive and with a negative magnitude (the same if unsigned).
@@ -198,8 +200,8 @@ class BatchAutoAugment(nn.Module):
         self.positive = torch.tensor(positive)   # long [S, 2]
         self.negative = torch.tensor(negative)   # long [S, 2]
         self.probability = torch.tensor([[p for _, p, _ in sub] for sub in self.policies])  # [S, 2]
-        # Device constants, made on first use per (device, h, w) and kept: action index → (grid,
-        # outside mask) for the affine ops, and the sharpness kernel.
+        # Device constants, made on first use per (device, h, w) and kept: action index → (source
+        # index, outside mask) for the affine ops, and the sharpness kernel.
         self._constants: dict[tuple[str, int, int], dict] = {}
 
     def draw(self, b: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,17 +258,9 @@ class BatchAutoAugment(nn.Module):
         consts = self._constants.setdefault((str(part.device), h, w), {})
         if name in AFFINE_OPS:
             if index not in consts:
-                grid = affine_grid_cpu(name, magnitude, h, w)
-                if grid is not None:
-                    grid = to_device(grid, part.device)
-                    # Where the mask channel torchvision samples with the image would be < 0.5.
-                    ones = torch.ones(1, 1, h, w, device=part.device)
-                    outside = F.grid_sample(ones, grid, mode="nearest", padding_mode="zeros",
-                                            align_corners=False) < 0.5
-                    grid = (grid, outside)
-                consts[index] = grid
-            if consts[index] is not None:
-                return apply_grid(part, *consts[index], fill=self.fill)
+                source = affine_source_index(name, magnitude, h, w)
+                consts[index] = (to_device(source.clamp(min=0), part.device), to_device(source < 0, part.device))
+            return apply_source_index(part, *consts[index], fill=self.fill)
         elif name == "Sharpness":
             if "sharpness" not in consts:
                 consts["sharpness"] = to_device(sharpness_kernel(), part.device)

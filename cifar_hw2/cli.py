@@ -7,30 +7,30 @@
     bench      data-path and trainer throughput (JSON records and a table)
     notebooks  point badges and setup cells at a repository (--repo-url), check, re-execute
 
-Exit statuses (EXIT_STATUSES, also in docs/long-runs.md): 0 done (also a run stopped by its --time-limit,
-which says "resume to continue"); 1 failed (a crash, a NaN loss, a failed grid row); 2 bad input,
-one line on stderr, never a traceback; 74 a run file could not be written (a full disk): the last
-good checkpoint is kept; 75 stopped by SIGTERM, SIGUSR1, SIGUSR2 or Ctrl-C after writing last.pt
-where it stopped, resumable; 130 a second Ctrl-C, which stops at once.
+Exit statuses: EXIT_STATUSES below, the one list of them (`python -m cifar_hw2 --help` shows it).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import os
-import shlex
 import sys
+import textwrap
 
-from .training.config import COMPILE_MODES, COMPILE_SCOPES, PRESETS, TrainConfig, field_help, make_config
-from .training.precision import PRECISIONS
+from .training.config import PRESETS, TrainConfig, field_help, make_config
 
 EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
 EXIT_WRITE_FAILED, EXIT_STOPPED, EXIT_INTERRUPTED = 74, 75, 130     # sysexits' EX_IOERR, EX_TEMPFAIL; 128 + SIGINT
-EXIT_STATUSES = {0: "done (or stopped by --time-limit: resume to continue)", EXIT_FAILED: "failed",
-                 EXIT_BAD_INPUT: "bad input", EXIT_WRITE_FAILED: "a run file could not be written; last good checkpoint kept",
-                 EXIT_STOPPED: "stopped by a signal after saving last.pt; resumable",
-                 EXIT_INTERRUPTED: "a second Ctrl-C: stopped at once"}
+EXIT_STATUSES = {
+    0: "done, or stopped by --time-limit (its last line says: resume to continue)",
+    EXIT_FAILED: "failed: a crash, a NaN loss, a failed grid row",
+    EXIT_BAD_INPUT: "bad input, one line on stderr and no traceback: a setting, a path, a folder in use, "
+                    "a resume with other settings",
+    EXIT_WRITE_FAILED: "a file of the run folder could not be written (a full disk); the last good last.pt is kept",
+    EXIT_STOPPED: "stopped by SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 or Ctrl-C after writing last.pt where it stopped; "
+                  "resumable",
+    EXIT_INTERRUPTED: "a second Ctrl-C: stopped at once; --resume continues from the last last.pt",
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -55,7 +55,10 @@ def _optional_int(text: str):
     """'all' / 'auto' / 'none' → None (the config's "not limited" / "choose for me"), else an int."""
     if text.lower() in ("none", "all", "auto"):
         return None
-    return int(text)
+    try:
+        return int(text)
+    except ValueError:    # argparse would name this function in its message
+        raise argparse.ArgumentTypeError(f"expected an integer or 'all'/'auto'/'none', got {text!r}") from None
 
 
 # Fields whose config comment speaks Python (None, $VAR defaults): their command-line wording.
@@ -75,40 +78,55 @@ CLI_HELP = {
 
 def _optional_float(text: str):
     """'none' → None (no limit), else a float (NaN and inf are refused by the config's check)."""
-    return None if text.lower() == "none" else float(text)
+    try:
+        return None if text.lower() == "none" else float(text)
+    except ValueError:    # argparse would name this function in its message
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
 def _default_text(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else repr(value)
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field. Only the flags given override the preset."""
+def _add_config_flags(p: argparse.ArgumentParser, names: tuple[str, ...] | None = None,
+                      defaults: dict | None = None) -> None:
+    """One flag per TrainConfig field (or per field in `names`). Without `defaults` (train) only the
+    flags given override the preset; with them (bench) a flag not given takes its default there, else
+    the config's."""
     helps = field_help()
     for f in dataclasses.fields(TrainConfig):
-        default = f.default
+        if names is not None and f.name not in names:
+            continue
+        default = argparse.SUPPRESS if defaults is None else defaults.get(f.name, f.default)
         metavar, text = CLI_HELP.get(f.name, (None, None))
-        text = (text or f"{helps.get(f.name, '')} (default: {_default_text(default)})").replace("%", "%%")
+        # train says the config's default (the preset may change it); bench's is argparse's own.
+        shown = f" (default: {_default_text(f.default)})" if defaults is None else ""
+        text = (text or f"{helps.get(f.name, '')}{shown}").replace("%", "%%")
         kind = str(f.type)
         if f.name == "pretrained":
-            p.add_argument("--pretrained", nargs="?", const=True, default=argparse.SUPPRESS, metavar="PATH",
+            p.add_argument("--pretrained", nargs="?", const=True, default=default, metavar="PATH",
                            help="start from ImageNet weights: from the Hugging Face hub, or from a local "
                                 "timm weight file PATH (default: from the hub)")
             p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False,
-                           default=argparse.SUPPRESS, help="train from scratch")
+                           default=default, help="train from scratch")
         elif kind == "bool":
-            p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+            p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=text)
         elif kind == "int":
-            p.add_argument(_flag(f.name), type=int, default=argparse.SUPPRESS, metavar="N", help=text)
+            p.add_argument(_flag(f.name), type=int, default=default, metavar="N", help=text)
         elif kind == "int | None":
-            p.add_argument(_flag(f.name), type=_optional_int, default=argparse.SUPPRESS, metavar=metavar, help=text)
+            p.add_argument(_flag(f.name), type=_optional_int, default=default, metavar=metavar, help=text)
         elif kind == "float":
-            p.add_argument(_flag(f.name), type=float, default=argparse.SUPPRESS, metavar="X", help=text)
+            p.add_argument(_flag(f.name), type=float, default=default, metavar="X", help=text)
         elif kind == "float | None":
-            p.add_argument(_flag(f.name), type=_optional_float, default=argparse.SUPPRESS, metavar=metavar or "X",
-                           help=text)
+            p.add_argument(_flag(f.name), type=_optional_float, default=default, metavar=metavar or "X", help=text)
         else:
-            p.add_argument(_flag(f.name), type=str, default=argparse.SUPPRESS, metavar=metavar or "NAME", help=text)
+            p.add_argument(_flag(f.name), type=str, default=default, metavar=metavar or "NAME", help=text)
+
+
+# The config fields `bench` takes from the command line, as train's flags, and its own defaults.
+BENCH_FIELDS = ("model", "loss", "device", "precision", "augment_on", "workers", "data", "compile", "compile_mode",
+                "compile_scope", "tf32")
+BENCH_DEFAULTS = {"model": "small_cnn", "loss": "ce"}
 
 
 # Flags of `train` and `grid` that choose where a run executes: not config fields.
@@ -150,9 +168,12 @@ def slurm_options(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="cifar-hw2", description="CIFAR-100 with EfficientNet-B4 / Swin-B and CE, MC, "
-                    "focal and FLSD-53 losses (a course companion to a homework report).")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    statuses = (textwrap.fill(meaning, 79, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
+                for code, meaning in EXIT_STATUSES.items())
+    parser = Parser(prog="cifar-hw2", description="CIFAR-100 with EfficientNet-B4 / Swin-B and CE, MC, focal and "
+                    "FLSD-53 losses\n(a course companion to a homework report).",
+                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog="exit statuses:\n" + "\n".join(statuses))
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)   # none given: main() lists them
 
     presets = "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in PRESETS.items())
     train = sub.add_parser("train", help="train one model with one loss",
@@ -195,32 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--title", default=None, help="the report's title")
 
     bench = sub.add_parser("bench", help="measure augmentation, train-step, end-to-end and trainer-overhead throughput",
-                           formatter_class=Defaults)
-    bench.add_argument("--model", default="small_cnn", help="efficientnet_b4 | swin_b | small_cnn")
+                           formatter_class=Defaults,
+                           description="The flags shared with train mean the same there. With --compile: one batch "
+                                       "size per process, and the first step's compile warm-up is printed.")
+    _add_config_flags(bench, BENCH_FIELDS, BENCH_DEFAULTS)
     bench.add_argument("--batch-size", type=int, nargs="+", default=[64],
                        help="one or more batch sizes, measured one after another into one table")
-    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    bench.add_argument("--precision", default="auto", choices=PRECISIONS,
-                       help="auto: bf16 on CUDA compute capability >= 8.0, fp16 + GradScaler on older CUDA, fp32 elsewhere")
-    bench.add_argument("--loss", default="ce")
-    bench.add_argument("--augment-on", default="auto", choices=("auto", "loader", "device"))
-    bench.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                       help="torch.compile the model (one batch size per process); the compile warm-up is printed")
-    bench.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
-                       help="with --compile; reduce-overhead adds CUDA graphs (unmeasured on a GPU so far)")
-    bench.add_argument("--compile-scope", default="regional", choices=COMPILE_SCOPES,
-                       help="with --compile: regional (each repeated block on its own) or whole (one graph)")
     bench.add_argument("--warm-start", action="store_true",
                        help="with --compile: also time a fresh process's first step from the caches just written")
-    bench.add_argument("--tf32", action="store_true", help="TF32 for fp32 matmuls on CUDA (unmeasured on a GPU so far)")
     bench.add_argument("--preset", default=None, choices=tuple(PRESETS),
                        help="the preset whose row the hours column estimates (default: paper-b4 for B4, "
                             "paper-swin for Swin-B, cpu-reference for small_cnn)")
-    bench.add_argument("--workers", type=int, default=None, help="loader processes, with --augment-on loader (default: usable cores)")
     bench.add_argument("--steps", type=int, default=32,
                        help="train steps per timed window (rounded up to whole augmentation chunks on the device path)")
     bench.add_argument("--repeats", type=int, default=3, help="timed windows (the median is reported)")
-    bench.add_argument("--data", default=None, help="folder holding cifar-100-python/")
     bench.add_argument("--json", default=None,
                        help="also write the records to this file (JSON lines, appended as each is measured)")
     dat = sub.add_parser("data", help="download CIFAR-100 once into the data folder (if missing) and check it",
@@ -262,23 +271,9 @@ def run_notebooks(args) -> int:
     return 0
 
 
-def resume_command(argv: list[str]) -> str:
-    """The command line that continues this run: the same, with --resume instead of --overwrite.
-    Under torchrun, the torchrun command (its own flags are not visible here: the common ones)."""
-    drop = {"--resume", "--no-resume", "--overwrite", "--no-overwrite"}
-    args = [a for a in argv if a not in drop] + ["--resume"]
-    world, local = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_WORLD_SIZE", "1")
-    if int(world) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
-        nodes = int(world) // max(1, int(local))
-        launcher = (f"torchrun --standalone --nproc_per_node={local}" if nodes == 1 else
-                    f"torchrun --nnodes={nodes} --nproc_per_node={local} (your rendezvous flags, on every node)")
-        return f"{launcher} -m cifar_hw2 {shlex.join(args)}"
-    program = sys.argv[0] if sys.argv and not sys.argv[0].endswith("__main__.py") else f"{sys.executable} -m cifar_hw2"
-    return (shlex.quote(program) if " " not in program else program) + " " + shlex.join(args)
-
-
 def run_train(args) -> int:
     from .training.speed import slow_device_notice
+    from .training.stopping import resume_command
     from .training.trainer import fit
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "argv", *LAUNCH_FLAGS)}
     config = make_config(args.preset, **overrides)
@@ -315,11 +310,17 @@ def submit_train(config, slurm, dry_run: bool) -> int:
 
 
 def run_evaluate(args) -> int:
-    from .experiments.evaluate import evaluate_checkpoint
+    from .experiments.evaluate import EvaluationNotSaved, evaluate_checkpoint
     if args.batch_size is not None and args.batch_size <= 0:
         raise ValueError(f"batch size must be a positive integer, got {args.batch_size}")
-    result = evaluate_checkpoint(args.checkpoint, args.split, args.data, args.device, args.batch_size)
+    try:
+        result, unsaved = evaluate_checkpoint(args.checkpoint, args.split, args.data, args.device, args.batch_size), None
+    except EvaluationNotSaved as e:
+        result, unsaved = e.result, e
     print(json.dumps(result, indent=2))
+    if unsaved:
+        print(f"cifar-hw2: error: {unsaved}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     return 0
 
 
@@ -357,12 +358,23 @@ COMMANDS = {"train": run_train, "evaluate": run_evaluate, "grid": run_grid, "rep
 
 
 def main(argv=None) -> int:
+    from .training.progress import survive_closed_output
+    with survive_closed_output():       # `... | head -1` stops the output, never the command
+        return _main(argv)
+
+
+def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error(f"give a command: {', '.join(COMMANDS)} (cifar-hw2 COMMAND --help says more)")
     args.argv = argv
     from .training.checkpoint import CheckpointError
     from .data import DataError
-    from .training.trainer import NonFiniteLossError, RunFileError, RunStopped
+    from .training.runfolder import RunFileError
+    from .training.stopping import RunStopped
+    from .training.trainer import NonFiniteLossError
     try:
         return COMMANDS[args.command](args)
     except RunStopped:

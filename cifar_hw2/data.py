@@ -9,6 +9,10 @@ no per-image file access, and the same tensors can later move to the GPU.
 We check the md5 of the *archive* we download, never of extracted files: copies rebuilt
 elsewhere (a course server, `../shared/data/cifar100/to_official.py`) hold the same pixels and
 labels in other bytes. Extracted files are checked by content instead (shapes, ranges, counts).
+
+The pickles are untrusted (a --data folder, $CIFAR_HW2_DATA, a shared cache): they are read with a
+restricted unpickler that builds only dicts, lists, strings, bytes, numbers and numpy arrays and
+refuses any other global before anything runs (docs/security.md).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -143,13 +148,54 @@ def _start_over(folder: Path) -> str:
     return f"Delete {folder} to download it again, or use another folder that holds a good copy."
 
 
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """bytes as Python 3 pickles them at protocol 2 (`_codecs.encode(text, "latin1")`); no other codec."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused(f"_codecs.encode with {type(text).__name__}, {encoding!r}")
+    return text.encode("latin1")
+
+
+# The globals a CIFAR-100 pickle names, and nothing else. numpy pickles an array as
+# _reconstruct(ndarray, ...) + dtype + ndarray.__setstate__; `_reconstruct` is taken from numpy's own
+# pickling (np.ndarray.__reduce__), not imported from its private module, and both of its spellings
+# are accepted: numpy.core.multiarray (the official archive, numpy 1) and numpy._core.multiarray
+# (numpy 2, e.g. to_official.py's files). _codecs.encode is how Python 3 writes bytes at protocol 2.
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]
+ALLOWED_GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+                   ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+                   ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                   ("_codecs", "encode"): _latin1_encode}
+
+
+class _Refused(pickle.UnpicklingError):
+    """The pickle names a global a CIFAR-100 file never needs (the name in args[0])."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only ALLOWED_GLOBALS (the pickle docs' "Restricting Globals"):
+    a pickle's code runs only through the callables it resolves, so nothing else can run."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except (KeyError, TypeError):
+            raise _Refused(f"{module}.{name}") from None
+
+    def persistent_load(self, pid):
+        raise _Refused(f"a persistent id ({type(pid).__name__})")
+
+
 def _read_pickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")  # Python-2 str keys come back as str
+            obj = _CifarUnpickler(f, encoding="latin1").load()  # Python-2 str keys come back as str
     except FileNotFoundError:
         raise DataError(f"{path} is missing: the {FOLDER}/ folder is incomplete. "
                         f"{_start_over(path.parent)}") from None
+    except _Refused as e:
+        raise DataError(f"{path} is refused: it asks to load {e.args[0]}, which a CIFAR-100 pickle never "
+                        f"holds (only dicts, lists, strings, numbers and numpy arrays); nothing in it was "
+                        f"run. {_start_over(path.parent)}") from None
     except Exception as e:  # truncated or foreign files raise many pickle/EOF error types
         raise DataError(f"{path} is truncated or not a CIFAR-100 pickle ({type(e).__name__}: {e}). "
                         f"{_start_over(path.parent)}") from None
@@ -157,9 +203,17 @@ def _read_pickle(path: Path) -> dict:
         raise DataError(f"{path} does not hold a CIFAR-100 dictionary (got {type(obj).__name__}).")
     # Pickles written from Python 3 bytes (not Python-2 str) load with bytes keys and names.
     text = lambda v: v.decode("latin1") if isinstance(v, bytes) else v
-    return {text(k): ([text(x) for x in v] if k in (b"fine_label_names", b"coarse_label_names",
-                                                       "fine_label_names", "coarse_label_names") else v)
-            for k, v in obj.items()}
+    names = ("fine_label_names", "coarse_label_names")
+    out = {}
+    for k, v in obj.items():
+        k = text(k)
+        if k in names:
+            if not isinstance(v, (list, tuple)):
+                raise DataError(f"{path}: {k} is a {type(v).__name__}, expected a list of names. "
+                                f"{_start_over(path.parent)}")
+            v = [text(x) for x in v]
+        out[k] = v
+    return out
 
 
 def _to_split(raw: dict, meta: dict, split: str, folder: Path) -> CifarSplit:
@@ -170,12 +224,21 @@ def _to_split(raw: dict, meta: dict, split: str, folder: Path) -> CifarSplit:
     for key in ("data", "fine_labels", "coarse_labels"):
         if key not in raw:
             raise bad(f"key {key!r} is missing")
+    if not isinstance(raw["data"], np.ndarray):
+        raise bad(f"data is a {type(raw['data']).__name__}, expected a uint8 array [N, 3072]")
+    if raw["data"].dtype != np.uint8:
+        raise bad(f"data is {raw['data'].dtype} {raw['data'].shape}, expected uint8 [N, 3072]")
     data = torch.as_tensor(raw["data"])
     if data.dtype != torch.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise bad(f"data is {data.dtype} {tuple(data.shape)}, expected uint8 [N, 3072]")
     n = data.shape[0]
-    fine = torch.as_tensor(raw["fine_labels"], dtype=torch.int64)
-    coarse = torch.as_tensor(raw["coarse_labels"], dtype=torch.int64)
+    try:
+        fine = torch.as_tensor(raw["fine_labels"], dtype=torch.int64)
+        coarse = torch.as_tensor(raw["coarse_labels"], dtype=torch.int64)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise bad("fine_labels and coarse_labels must be lists of integers") from None
+    if fine.ndim != 1 or coarse.ndim != 1:
+        raise bad("fine_labels and coarse_labels must be lists of integers")
     if len(fine) != n or len(coarse) != n:
         raise bad(f"{len(fine)} fine and {len(coarse)} coarse labels for {n} images")
     if fine.min() < 0 or fine.max() >= NUM_CLASSES or coarse.min() < 0 or coarse.max() >= NUM_COARSE:
@@ -191,6 +254,8 @@ def _to_split(raw: dict, meta: dict, split: str, folder: Path) -> CifarSplit:
     coarse_classes = list(meta.get("coarse_label_names", []))
     if len(classes) != NUM_CLASSES or len(coarse_classes) != NUM_COARSE:
         raise bad(f"meta has {len(classes)} fine and {len(coarse_classes)} coarse names, expected 100 and 20")
+    if not all(isinstance(name, str) for name in classes + coarse_classes):
+        raise bad("meta's class names must be strings")
     images = data.reshape(n, 3, 32, 32)  # rows are channel-major, so this is already CHW
     return CifarSplit(images, fine, coarse, classes, coarse_classes)
 

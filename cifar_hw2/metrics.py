@@ -43,6 +43,11 @@ class Reliability:
     accuracy: torch.Tensor     # accuracy in each bin (0 where empty)
     ece: float                 # Σ_b (n_b / N) · |acc_b − conf_b|
 
+    @property
+    def mean_confidence(self) -> float:
+        """Mean max-softmax confidence over all samples: above the accuracy, over-confident on average."""
+        return float((self.counts * self.confidence).sum() / self.counts.sum())
+
     def to_dict(self) -> dict:
         """Plain lists, for metrics.json."""
         return {"edges": self.edges.tolist(), "counts": self.counts.tolist(),

@@ -28,9 +28,15 @@ def to_display(images: torch.Tensor, normalized: bool = False) -> np.ndarray:
     return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-def image_grid(images: torch.Tensor, titles=None, ncols: int = 10, size: float = 1.1,
-               normalized: bool = False, fontsize: int = 7):
-    """A grid of images with optional titles."""
+# The widest figure a notebook shows at its own size: JupyterLab's 968 px output at a 1400 px window,
+# at the notebooks' 80 dpi. A wider one is scaled down, and its text with it.
+NOTEBOOK_WIDTH_IN = 12.0
+
+
+def image_grid(images: torch.Tensor, titles=None, ncols: int = 10, size: float = 1.2,
+               normalized: bool = False, fontsize: int = 9):
+    """A grid of images with optional titles, at most NOTEBOOK_WIDTH_IN wide."""
+    size = min(size, NOTEBOOK_WIDTH_IN / ncols)
     pics = to_display(images, normalized)
     n = len(pics)
     nrows = -(-n // ncols)
@@ -52,10 +58,11 @@ def image_rows(rows: dict[str, torch.Tensor], size: float = 1.2, normalized: boo
     optional column titles on top."""
     names = list(rows)
     ncols = max(len(v) for v in rows.values())
-    top = 0.25 if col_titles else 0
+    top = 0.3 if col_titles else 0
+    size = min(size, (NOTEBOOK_WIDTH_IN - 1.6) / ncols)   # 1.6 in for the row labels
     fig, axes = plt.subplots(len(names), ncols, figsize=(ncols * size + 1.6, len(names) * size + top), squeeze=False)
     for ax, title in zip(axes[0], col_titles or []):
-        ax.set_title(title, fontsize=9, pad=3)
+        ax.set_title(title, fontsize=10, pad=3)
     for r, name in enumerate(names):
         pics = to_display(rows[name], normalized)
         for c, ax in enumerate(axes[r]):
@@ -64,76 +71,8 @@ def image_rows(rows: dict[str, torch.Tensor], size: float = 1.2, normalized: boo
                 side.set_visible(False)
             if c < len(pics):
                 ax.imshow(pics[c], interpolation="nearest")
-        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
     fig.tight_layout(pad=0.2)
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# Losses against p_t (report Figure 6)
-
-def logits_with_p_t(p_t, num_classes: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits [N, K] (float64) whose softmax gives class y_i = i mod K exactly p_t[i], the other
-    classes sharing the rest equally; and the targets y [N]."""
-    p = torch.as_tensor(p_t, dtype=torch.float64)
-    y = torch.arange(len(p)) % num_classes
-    z = torch.zeros(len(p), num_classes, dtype=torch.float64)
-    z[torch.arange(len(p)), y] = torch.log(p * (num_classes - 1) / (1 - p))
-    return z, y
-
-
-def loss_and_gradient(loss_fn, p_t: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Loss and |∂loss/∂z_y| of a two-class problem whose true class has probability p_t.
-
-    With two classes the softmax is a sigmoid of z_y − z_other, so this is the loss curve of any
-    K-class problem as a function of p_t, and the gradient on the true logit.
-    """
-    p = p_t.double()
-    z = torch.stack([p.log(), (1 - p).log()], dim=1).requires_grad_(True)
-    y = torch.zeros(len(p), dtype=torch.long)
-    per_sample = torch.stack([loss_fn(z[i:i + 1], y[i:i + 1]) for i in range(len(p))])
-    per_sample.sum().backward()
-    return per_sample.detach().numpy(), z.grad[:, 0].abs().numpy()
-
-
-def focal_loss_curves(gammas=(0, 0.5, 1, 2, 5), n: int = 400, extra: dict | None = None):
-    """Figure 6 of the report: FL(p_t) = −(1 − p_t)^γ log p_t for several γ (γ = 0 is CE).
-
-    `extra` maps labels to loss modules drawn dashed on the same axes (e.g. FLSD-53).
-    """
-    from .losses import build_loss
-    p = torch.linspace(0.005, 1.0, n, dtype=torch.float64)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    colors = sns_palette(len(gammas) + len(extra or {}))
-    for color, g in zip(colors, gammas):
-        loss, _ = loss_and_gradient(build_loss("focal", gamma=g), p)
-        ax.plot(p, loss, color=color, label=f"γ = {g}" + (" (CE)" if g == 0 else ""))
-    for color, (label, fn) in zip(colors[len(gammas):], (extra or {}).items()):
-        loss, _ = loss_and_gradient(fn, p)
-        ax.plot(p, loss, color=color, ls="--", label=label)
-    ax.set(xlabel="probability of the true class $p_t$", ylabel="loss", ylim=(0, 5), xlim=(0, 1),
-           title="Focal loss $-(1-p_t)^\\gamma \\log p_t$")
-    ax.legend()
-    return fig
-
-
-def flsd_figure(n: int = 400):
-    """FLSD-53's γ against p_t (paper and homework rule) and the gradient on the true logit."""
-    from .losses import build_loss
-    p = torch.linspace(0.005, 0.995, n, dtype=torch.float64)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    paper, homework = build_loss("flsd53"), build_loss("flsd53_homework")
-    a.plot(p, paper.gamma(p), label="FLSD-53 (Mukhoti et al.)", lw=2)
-    a.plot(p, homework.gamma(p), ls="--", label="the homework's code", lw=2)
-    a.set(xlabel="$p_t$", ylabel="γ", title="γ chosen per sample", ylim=(-0.3, 5.5))
-    a.legend()
-    for label, fn, style in (("CE", build_loss("ce"), ":"), ("FL γ=2", build_loss("focal", gamma=2), "-"),
-                             ("FLSD-53", paper, "-"), ("FLSD-53, homework rule", homework, "--")):
-        _, grad = loss_and_gradient(fn, p)
-        b.plot(p, grad, ls=style, label=label)
-    b.set(xlabel="$p_t$", ylabel="|∂loss/∂$z_y$|", title="gradient on the true logit")
-    b.legend()
-    fig.tight_layout()
     return fig
 
 
@@ -238,25 +177,30 @@ def reliability_grid(diagrams: dict[str, Reliability], ncols: int = 4, panel: fl
     for all of them above the grid. `panel`, the width of one diagram in inches: four of them at the
     notebooks' 80 dpi are 920 px, inside JupyterLab's 968 px at a 1400 px window, so the figure
     is shown at its own size, not scaled down."""
+    from matplotlib.ticker import MaxNLocator
     n = len(diagrams)
     ncols = min(ncols, max(n, 1))
     nrows = max(-(-n // ncols), 1)
-    fig = plt.figure(figsize=(ncols * panel, nrows * panel * 1.32 + 0.5), layout="constrained")
+    few = ncols < 3                 # one or two diagrams: larger panels, the legend at the right
+    panel = max(panel, 3.6) if few else panel
+    fig = plt.figure(figsize=(ncols * panel + 2.6 * few, nrows * panel * 1.32 + 0.5 * (not few)),
+                     layout="constrained")
     grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[4, 1] * nrows)
     for i, (title, rel) in enumerate(diagrams.items()):
         r, c = divmod(i, ncols)
         ax = fig.add_subplot(grid[2 * r, c])
         strip = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
         reliability_diagram(rel, title, ax=ax, strip=strip, legend=False)
-        strip.set_ylabel("% of images", fontsize=9)
+        strip.set_ylabel("% of\nimages", fontsize=9)
+        strip.yaxis.set_major_locator(MaxNLocator(2))   # two ticks: the strip is short, more would collide
         if c:   # labels on the left column only: the panels share their axes' meaning
             ax.set_ylabel(""), strip.set_ylabel("")
         if r < nrows - 1 and i + ncols < n:
             strip.set_xlabel("")
     if n:
         handles, labels = _reliability_legend(fig.axes[0])
-        fig.legend(handles, labels, loc="outside upper center", ncols=len(labels) if ncols >= 3 else 1,
-                   fontsize=10, frameon=False)
+        fig.legend(handles, labels, loc="outside right upper" if few else "outside upper center",
+                   ncols=1 if few else len(labels), fontsize=10, frameon=False)
     return fig
 
 
@@ -315,11 +259,13 @@ def seed_curves(groups: dict[str, list[list[dict]]], metric: str = "test_top1", 
 # ---------------------------------------------------------------------------------------------
 # The MC loss on one image: the channels of one class, CWA, CCMP and the spatial softmax
 
-def mc_class_figure(features: torch.Tensor, loss, class_index: int, seed: int = 0, ncols: int = 6):
+def mc_class_figure(features: torch.Tensor, loss, class_index: int, seed: int = 0, ncols: int = 6,
+                    class_name: str | None = None):
     """features [C, H, W] of one image. Left: the class's ξ channels on one colour scale, the ones
     CWA drops this time crossed out. Right: CCMP (max over the kept channels; GAP of it is the
     class's score in L_dis) and the max over the group of each channel's spatial softmax (its sum
-    over positions, divided by ξ, is the diversity D). Each with its colour scale."""
+    over positions, divided by ξ, is the diversity D). Each with its colour scale. `class_name`
+    (e.g. "bear") is shown beside the index."""
     from matplotlib.colors import Normalize
     from .losses import cwa_ccmp
     sizes = loss.sizes_for(features.shape[0])
@@ -348,7 +294,8 @@ def mc_class_figure(features: torch.Tensor, loss, class_index: int, seed: int = 
             ax.plot([-0.5, group.shape[2] - 0.5], [-0.5, group.shape[1] - 0.5], color="#C44E52", lw=2)
             ax.plot([-0.5, group.shape[2] - 0.5], [group.shape[1] - 0.5, -0.5], color="#C44E52", lw=2)
     left.colorbar(image, ax=axes, shrink=0.8, label="activation")
-    left.suptitle(f"class {class_index}: its ξ = {xi} channels ({start}–{start + xi - 1}); "
+    named = f"class {class_index}" + (f" ({class_name})" if class_name else "")
+    left.suptitle(f"{named}: its ξ = {xi} channels ({start}–{start + xi - 1}); "
                   f"CWA drops {int((keep == 0).sum())}", fontsize=10)
     a, b = right.subplots(1, 2)
     for ax, data, cmap, title, label in (

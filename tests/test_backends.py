@@ -39,6 +39,7 @@ def test_cudnn_benchmark_is_on_for_cuda_unless_deterministic():
         assert not picked["tf32_matmul"]                # TF32 is a CUDA thing; the CPU is left alone
 
 
+@pytest.mark.slow
 def test_deterministic_cpu_run_equals_the_default_one(tiny_data, tmp_path):
     """The CPU is bit-exact with and without --deterministic (its kernels are deterministic)."""
     fit(tiny(tiny_data, tmp_path / "plain", epochs=1))

@@ -53,3 +53,23 @@ def test_bench_refuses_two_compiled_batch_sizes_and_writes_json_as_it_goes(tiny_
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert seen == list(range(1, len(records) + 1)) and records[0]["measurement"] == "augmentation_per_core"
     assert records[-1]["measurement"] == "hours_per_row"
+
+
+
+def test_the_logged_window_writes_what_a_run_writes_and_leaves_the_trainer_unlogged(tiny_data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    cfg = make_config("quick", data=str(tiny_data), out=str(tmp_path / "run"), train_per_class=10,
+                      val_per_class=2, test_per_class=1, batch_size=20, epochs=1, progress="off")
+    trainer = Trainer(cfg.validate(), Processes())
+    trainer.setup(None)
+    quiet = trainer.board
+    window = bench.logged_window(trainer, 50, tmp_path / "events")
+    for _ in range(2):
+        window()
+    # On the CPU the loop reads its loss every step; a point every 25 steps of an epoch: one in 50 steps
+    assert window.board.points == 2
+    assert trainer.board is quiet and quiet.writer is None     # trainer_window's loop stays unlogged
+    assert not list((tmp_path / "run").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(tmp_path / "events"))
+    events.Reload()
+    assert len(events.Scalars("train/loss")) == 2

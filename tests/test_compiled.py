@@ -48,7 +48,7 @@ def b4_trainer(tiny_data, tmp_path_factory):
                       out=str(tmp_path_factory.mktemp("b4")), train_per_class=2, val_per_class=2,
                       test_per_class=1, batch_size=2, epochs=1, compile=True, progress="off", loss="ce")
     trainer = Trainer(cfg.validate(), Processes())
-    trainer.compile_backend = "aot_eager"
+    trainer.compilation.backend = "aot_eager"
     trainer.setup(None)
     trainer.model.input_size = 64
     # On CUDA the trainer's AdamW is fused (2 ops a step); on the CPU it loops over the 418
@@ -58,11 +58,12 @@ def b4_trainer(tiny_data, tmp_path_factory):
     return trainer
 
 
+@pytest.mark.slow
 def test_b4_step_leaves_few_eager_ops_and_no_host_sync(b4_trainer):
     t = b4_trainer
     x = torch.randn(2, 3, 32, 32)
     labels = torch.tensor([3, 7])
-    assert t.compiled == "38 regions, 31 DropPath rates as tensors"
+    assert t.compilation.what == "38 regions, 31 DropPath rates as tensors"
     t.train_model.train()
     t.step(x, labels)                                     # compiles
     t.step(x, labels)
@@ -89,13 +90,14 @@ def test_a_failing_compile_says_so_in_one_line_and_trains_eager(tiny_data, tmp_p
     cfg = make_config("quick", data=str(tiny_data), out=str(tmp_path / "run"), train_per_class=2,
                       val_per_class=2, test_per_class=1, batch_size=50, epochs=1, compile=True, progress="off")
     trainer = Trainer(cfg.validate(), Processes())
-    trainer.compile_backend = broken_backend
+    trainer.compilation.backend = broken_backend
     trainer.setup(None)
-    assert trainer.compiled == "whole model"              # small_cnn has no repeated blocks
+    assert trainer.compilation.what == "whole model"      # small_cnn has no repeated blocks
     row = trainer.train_epoch(0, None, max_steps=3)
     lines = [line for line in capsys.readouterr().out.splitlines() if "torch.compile" in line]
     assert len(lines) == 1 and "training continues eager" in lines[0] and "no compiler here" in lines[0]
-    assert trainer.train_model is trainer.model and trainer.compiled is None and math.isfinite(row["train_loss"])
+    assert trainer.train_model is trainer.model and trainer.compilation.what is None
+    assert math.isfinite(row["train_loss"])
 
 
 def test_regional_compile_keeps_the_state_dict_and_drop_path_rates():

@@ -1,10 +1,12 @@
 import hashlib
+import pickle
 import io
 import tarfile
 import urllib.error
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 from cifar_hw2 import data as D
@@ -192,3 +194,96 @@ def test_real_cifar100():
     assert torch.allclose(mean, torch.tensor([0.5071, 0.4865, 0.4409], dtype=torch.float64), atol=1e-4)
     assert train.classes[0] == "apple" and train.classes[-1] == "worm"
     assert test.labels[:10].tolist() == [49, 33, 72, 51, 71, 92, 15, 14, 23, 0]
+
+
+# ---- untrusted pickles: nothing in a data file runs (docs/security.md)
+
+class _Payload:
+    """Unpickling this runs `call(*args)`: what a crafted file in a --data folder would do."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+def _payloads(marker: Path):
+    import builtins
+    import os
+    import subprocess
+    return {"os.system": _Payload(os.system, f"touch {marker}"),
+            "builtins.exec": _Payload(builtins.exec, f"open({str(marker)!r}, 'w').close()"),
+            "subprocess.call": _Payload(subprocess.call, ["touch", str(marker)])}
+
+
+@pytest.mark.parametrize("kind", ["os.system", "builtins.exec", "subprocess.call"])
+@pytest.mark.parametrize("name, protocol", [("meta", 2), ("train", pickle.DEFAULT_PROTOCOL)])
+def test_a_pickle_that_would_run_code_is_refused_before_anything_runs(kind, name, protocol, tmp_path):
+    root = write_archive(tmp_path / "data", 1, 1)
+    marker = tmp_path / "payload-ran"
+    path = root / "cifar-100-python" / name
+    good = pickle.load(open(path, "rb"), encoding="latin1")
+    key = "fine_label_names" if name == "meta" else "fine_labels"
+    with open(path, "wb") as f:
+        pickle.dump({**good, key: _payloads(marker)[kind]}, f, protocol=protocol)
+    with pytest.raises(D.DataError) as e:
+        D.load_cifar100("train", root, download=False)
+    assert not marker.exists(), "the payload ran"
+    # the global as the file names it (os.system is posix.system; protocol 2 writes Python 2's module names)
+    named = {"os.system": "posix.system", "builtins.exec": "__builtin__.exec" if protocol == 2 else "builtins.exec",
+             "subprocess.call": "commands.call" if protocol == 2 else "subprocess.call"}[kind]
+    assert f"{path} is refused: it asks to load {named}, which a CIFAR-100 pickle never holds" in str(e.value)
+    assert "nothing in it was run" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_data_command_refuses_a_crafted_meta_in_one_line(tmp_path, capsys):
+    from cifar_hw2.cli import main
+    root = write_archive(tmp_path / "data", 1, 1)
+    marker = tmp_path / "payload-ran"
+    with open(root / "cifar-100-python" / "meta", "wb") as f:
+        pickle.dump(_payloads(marker)["os.system"], f, protocol=2)
+    assert main(["data", "--data", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists() and len(err.strip().splitlines()) == 1 and "posix.system" in err, err
+
+
+@pytest.mark.parametrize("spelling", ["numpy.core.multiarray", "numpy._core.multiarray"])
+def test_numpy_arrays_load_in_both_spellings_of_their_pickles(spelling, tmp_path):
+    """The official archive (numpy 1) names numpy.core.multiarray._reconstruct, numpy 2 writes
+    numpy._core.multiarray: both load, to the same pixels. Protocol 2 names a global as
+    "c<module>\\n<name>\\n", so one spelling is rewritten into the other in the bytes."""
+    root = write_archive(tmp_path / "data", 1, 1)
+    path = root / "cifar-100-python" / "train"
+    before = D.load_cifar100("train", root, download=False)
+    blob = path.read_bytes()
+    other = b"numpy._core.multiarray" if spelling == "numpy.core.multiarray" else b"numpy.core.multiarray"
+    path.write_bytes(blob.replace(b"c" + other + b"\n", b"c" + spelling.encode() + b"\n"))
+    assert (b"c" + spelling.encode() + b"\n_reconstruct\n") in path.read_bytes()
+    after = D.load_cifar100("train", root, download=False)
+    assert torch.equal(before.images, after.images) and torch.equal(before.labels, after.labels)
+
+
+def test_bytes_keys_and_names_load_as_the_official_py2_files_do(tmp_path):
+    """to_official.py's files (and the dataset page's encoding="bytes" readers) hold bytes keys and names."""
+    root = write_archive(tmp_path / "data", 1, 1)
+    folder = root / "cifar-100-python"
+    for name in ("train", "meta"):
+        raw = pickle.load(open(folder / name, "rb"), encoding="latin1")
+        raw = {k.encode(): ([x.encode() for x in v] if k.endswith("_names") else v) for k, v in raw.items()}
+        pickle.dump(raw, open(folder / name, "wb"), protocol=2)
+    split = D.load_cifar100("train", root, download=False)
+    assert split.classes[:2] == ["class_0", "class_1"] and len(split) == 100
+
+
+@pytest.mark.parametrize("data, why", [("pixels", "data is a str, expected a uint8 array"),
+                                       (np.array([object()] * 3072, dtype=object).reshape(1, 3072),
+                                        "data is object (1, 3072), expected uint8")])
+def test_data_that_is_not_a_uint8_array_is_one_clear_error(data, why, tmp_path):
+    root = write_archive(tmp_path / "data", 1, 1)
+    path = root / "cifar-100-python" / "train"
+    raw = pickle.load(open(path, "rb"), encoding="latin1")
+    pickle.dump({**raw, "data": data}, open(path, "wb"), protocol=2)
+    with pytest.raises(D.DataError) as e:
+        D.load_cifar100("train", root, download=False)
+    assert why in str(e.value) or "refused" in str(e.value), str(e.value)

@@ -62,6 +62,7 @@ def test_dry_run_lists_rows_without_running(tmp_path):
     assert "focal γ=2" in next(line for line in run.stdout.splitlines() if "b4-bs64-focal-gamma2" in line)
 
 
+@pytest.mark.slow
 def test_a_failing_row_is_reported_and_sets_the_exit_status(tmp_path):
     run = cli("grid", "--runs", str(tmp_path / "runs"), "--only", "key=b4-bs64-flsd53", "--data", str(tmp_path / "none"),
               env={"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"})
@@ -70,6 +71,7 @@ def test_a_failing_row_is_reported_and_sets_the_exit_status(tmp_path):
     assert (tmp_path / "runs" / "b4-bs64-flsd53" / "grid.log").exists()
 
 
+@pytest.mark.slow
 @needs_real_data
 def test_a_two_row_grid_interrupted_resumes_then_skips_then_reports(tmp_path):
     """One scenario, since each quick row trains for ~2 minutes: Ctrl-C in the first row, the
@@ -123,6 +125,7 @@ def test_a_two_row_grid_interrupted_resumes_then_skips_then_reports(tmp_path):
     assert "| Swin-B · FLSD53 · bs 64 (quick stand-in) | 93.60 |" in md
 
 
+@pytest.mark.slow
 def test_report_finds_the_table1_row_by_grid_key_or_by_config(tiny_data, tmp_path):
     from cifar_hw2.training.config import make_config
     from cifar_hw2.training.trainer import fit
@@ -162,6 +165,7 @@ def trimmed_row(row, runs, data, env, nproc=1):
     return Outcome(row, "done", time.perf_counter() - start, top1=top1)
 
 
+@pytest.mark.slow
 def test_every_grid_row_runs_in_quick_mode_and_the_report_shows_its_table1_row(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR_HW2_QUICK", "1")
     runs, lines = tmp_path / "runs", []

@@ -173,6 +173,7 @@ def test_hold_refuses_a_second_holder_in_the_same_process(tmp_path):
     assert not (tmp_path / "runs").exists()             # made for the lock, left empty: removed
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_epoch_3_prints_the_resume_command_and_a_second_terminal_is_refused(tiny_data, tmp_path):
     """As a new user would. The hook freezes the run after step 5 of epoch 3 (SIGSTOP) so that the
     second terminal surely meets it running; then Ctrl-C (SIGINT) reaches it there."""
@@ -288,12 +289,15 @@ def test_rotation_nan_on_the_command_line_is_one_line(tiny_data, tmp_path, capsy
     assert not (tmp_path / "x").exists()
 
 
-def test_the_long_runs_page_documents_every_exit_status():
+def test_help_lists_every_exit_status_and_the_docs_name_no_other():
+    """EXIT_STATUSES is the one list: `--help` shows it, and every "exit N" in the docs is one of them."""
     import re
-    text = (ROOT / "docs" / "long-runs.md").read_text()        # the README links to it
-    table = text[text.index("## Exit statuses"):text.index("## One run per out folder")]
-    assert {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)} == set(cli.EXIT_STATUSES)
-    assert (cli.EXIT_STOPPED, cli.EXIT_WRITE_FAILED) == (75, 74)       # what docs/long-runs.md and docstrings say
+    shown = " ".join(cli.build_parser().format_help().split())
+    for code, meaning in cli.EXIT_STATUSES.items():
+        assert f"{code} {meaning}" in shown
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    named = {int(n) for page in pages for n in re.findall(r"\bexits? (\d+)", page.read_text())}
+    assert named and named <= set(cli.EXIT_STATUSES), named - set(cli.EXIT_STATUSES)
 
 
 @pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGUSR2"])
@@ -310,3 +314,106 @@ def test_loader_workers_leave_stop_signals_to_the_main_process(name, tiny_data):
         os.kill(worker.pid, getattr(signal, name))
     time.sleep(0.5)
     assert sum(1 for _ in batches) == len(loader) - 1 and all(w.is_alive() for w in batches._workers)
+
+
+# ---- nothing lost, one line (issue 27)
+
+def test_sighup_stops_like_sigterm_with_exit_75_and_the_resumed_run_is_identical(tiny_data, tmp_path, reference,
+                                                                                 monkeypatch, capsys):
+    """A closed terminal or SSH session sends SIGHUP: last.pt at that step, one line, the lock released."""
+    out = tmp_path / "run"
+    monkeypatch.setenv(TEST_SIGNAL_ENV, "SIGHUP 2 4")
+    assert cli.main(mini_args(tiny_data, out)) == cli.EXIT_STOPPED
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "stopped by SIGHUP in epoch 2 of 2, after step 4 of 10; last.pt holds that position" in line
+    assert load_checkpoint(out / "last.pt")["position"]["step"] == 4 and not (out / ".lock").exists()
+    monkeypatch.delenv(TEST_SIGNAL_ENV)
+    assert cli.main(mini_args(tiny_data, out, "--resume")) == 0
+    assert_same_run(reference(), out)
+
+
+def _copy_of(run: Path, tmp_path: Path) -> Path:
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    return out
+
+
+def test_resume_of_a_finished_run_without_last_pt_is_refused_and_nothing_is_replaced(tiny_data, tmp_path, reference,
+                                                                                     capsys):
+    out = _copy_of(reference(), tmp_path)
+    (out / "last.pt").unlink()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    err = _one_line_error(capsys, cli.main(mini_args(tiny_data, out, "--resume")))
+    assert f"cannot resume {out}: it holds a run's results (history.csv, metrics.json, best.pt) but no last.pt" in err
+    assert "--overwrite to train it again from epoch 1" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_later_run_in_the_folder_removes_the_partial_writes_a_killed_run_left(tiny_data, tmp_path, reference):
+    """kill -9 during a checkpoint write leaves .last.pt.<random>.tmp; the next run or resume removes the
+    run files' leftovers (under the lock), and leaves other writers' temp files (an evaluate's) alone."""
+    out = _copy_of(reference(), tmp_path)
+    leftovers = [".last.pt.k9x2ab_c.tmp", ".best.pt.0a1b2c3d.tmp", ".metrics.json.zz9y8x7w.tmp",
+                 ".history.csv.q1w2e3r4.tmp", ".config.json.a1s2d3f4.tmp"]
+    for name in leftovers:
+        (out / name).write_bytes(os.urandom(1000))
+    other = out / ".eval-best-test.json.abcdefgh.tmp"
+    other.write_text("{")
+    assert cli.main(mini_args(tiny_data, out, "--resume", "--augment-on=device")) == 0   # all epochs done
+    assert not [name for name in leftovers if (out / name).exists()] and other.exists()
+    other.unlink()
+    assert_same_run(reference(), out)
+
+
+def test_a_batch_larger_than_a_small_archive_is_refused_before_any_step(tiny_data, tmp_path):
+    """config.validate knows CIFAR-100's 500 images per class; a smaller archive (12 per class here,
+    1,100 after validation) is caught once loaded: never a run with no step recorded as complete."""
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="batch_size 2000 is more than the 1100 training images"):
+        fit(mini(tiny_data, out, train_per_class=None, batch_size=2000))
+    assert not (out / "metrics.json").exists()
+
+
+def test_a_full_disk_at_the_lock_is_one_line(tiny_data, tmp_path, monkeypatch, capsys):
+    real_open = os.open
+
+    def full_for_the_lock(path, flags, *args, **kwargs):
+        if str(path).endswith("/.lock"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(path, flags, *args, **kwargs)
+    out = tmp_path / "run"
+    monkeypatch.setattr(os, "open", full_for_the_lock)
+    err = _one_line_error(capsys, cli.main(mini_args(tiny_data, out)))
+    assert f"cannot make the lock file {out / '.lock'}: No space left on device" in err
+    assert not out.exists()                              # the folder it made for the lock is gone again
+
+
+def test_a_full_disk_when_the_lock_says_who_holds_it_does_not_stop_the_lock(tmp_path, monkeypatch):
+    """The holder's host and PID are only for another run's message; the flock is held all the same."""
+    from cifar_hw2.training import folderlock
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(folderlock.os, "pwrite", full)
+    with hold(tmp_path / "run"):
+        with pytest.raises(FolderInUse, match="another process"):
+            with hold(tmp_path / "run"):
+                pass
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_does_not_stop_the_run(tiny_data, tmp_path):
+    """`train ... | head -1`: the reader goes away after the first line; the run trains to the end,
+    with no BrokenPipeError traceback."""
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != TEST_SIGNAL_ENV}
+    proc = subprocess.Popen([sys.executable, "-m", "cifar_hw2", *mini_args(tiny_data, out, "--progress=epoch")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = proc.stdout.readline()
+    proc.stdout.close()                                   # what head does after one line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+    assert f"{out}: cpu" in first or "cpu, precision" in first
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["epochs_done"] == 2

@@ -117,3 +117,15 @@ def test_swin_uses_fused_attention_and_matches_the_unfused_path():
     assert fused.shape == (1, 1024, 12, 12)
     scale = plain.abs().max().item()
     assert scale > 0 and (fused - plain).abs().max().item() <= 1e-4 * scale
+
+
+def test_resnet9_maps_32px_to_a_512_channel_4x4_map_and_starts_at_uniform_predictions():
+    from cifar_hw2.training.config import ConfigError, make_config
+    model = build_model("resnet9", 100)
+    assert 6_500_000 < count_parameters(model) < 6_700_000
+    logits, feats = model(torch.randn(3, 3, 32, 32), return_features=True)
+    assert logits.shape == (3, 100) and feats.shape == (3, 512, 4, 4)
+    assert torch.equal(logits, torch.zeros(3, 100))       # zero head: p = 1/K for every class at the start
+    assert make_config("gpu-reference", loss="mc").model == "resnet9"     # MC's groups fit its 512 channels
+    with pytest.raises(ConfigError, match="resnet9 is trained from scratch"):
+        make_config("gpu-reference", pretrained=True)

@@ -1,4 +1,5 @@
 """What every notebook promises, checked without running it (nbval runs them)."""
+import os
 import re
 import shutil
 import subprocess
@@ -9,17 +10,12 @@ import nbformat
 import pytest
 
 from cifar_hw2.notebook import nbtools
-from cifar_hw2.notebook import REPO_URL, shown_path
-from cifar_hw2.notebook.helpers import narrow_table, run_tables
-from cifar_hw2.experiments.report import ACCURACY_COLUMNS, CALIBRATION_COLUMNS
-from cifar_hw2.experiments.report import comparison_table, find_runs, markdown_table
+from cifar_hw2.notebook.helpers import REPO_URL, narrow_table, run_tables
+from cifar_hw2.experiments.report import comparison_table, find_runs
+from cifar_hw2.training.paths import shown_path
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
-def test_the_five_notebooks_exist():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
+NOTEBOOKS = nbtools.notebook_paths()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -178,6 +174,7 @@ def test_train_notebook_parameters():
     ("loss", "fl", "unknown loss 'fl'; valid choices: ce, focal, flsd53, mc"),
     ("pretrained", "maybe", "pretrained weights file 'maybe' does not exist; pass True"),
 ])
+@pytest.mark.slow
 def test_papermill_with_a_bad_parameter_fails_and_shows_the_error(tmp_path, name, value, message):
     out = tmp_path / "out.ipynb"
     run = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "04_train.ipynb"), str(out),
@@ -200,3 +197,20 @@ def test_pretrained_parameter_is_accepted_and_validated(quick, monkeypatch, tmp_
     assert config.pretrained is False
     if quick == "0":
         assert config.model == "efficientnet_b4" and "needs a CUDA GPU" in capsys.readouterr().out
+
+
+def test_tensorboard_magic_finds_the_kernels_own_tensorboard(monkeypatch, tmp_path):
+    # 04's %tensorboard runs the program on PATH; from a venv that was never activated it is not
+    # there, and the magic prints "Could not find `tensorboard`" (seen in JupyterLab).
+    from cifar_hw2.notebook import tensorboard_on_path
+    beside = Path(sys.executable).with_name("tensorboard")
+    if not beside.is_file():
+        pytest.skip(f"no tensorboard program beside {sys.executable}")
+    monkeypatch.delenv("TENSORBOARD_BINARY", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))          # an empty folder: nothing on PATH
+    tensorboard_on_path()
+    assert os.environ["TENSORBOARD_BINARY"] == str(beside)
+    monkeypatch.delenv("TENSORBOARD_BINARY")
+    monkeypatch.setenv("PATH", str(beside.parent))     # on PATH: the magic finds it, nothing is set
+    tensorboard_on_path()
+    assert "TENSORBOARD_BINARY" not in os.environ

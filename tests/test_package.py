@@ -35,6 +35,7 @@ def installed(tmp_path_factory):
     return tmp / "site"
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_the_reference_runs_unchanged(installed):
     packaged = installed / "cifar_hw2" / "cpu_reference"
     runs = sorted(p.parent.name for p in REFERENCE.glob("*/metrics.json"))
@@ -44,6 +45,7 @@ def test_the_wheel_carries_the_reference_runs_unchanged(installed):
             assert filecmp.cmp(REFERENCE / run / name, packaged / run / name, shallow=False), f"{run}/{name}"
 
 
+@pytest.mark.slow
 def test_05_from_the_installed_package_outside_the_checkout_shows_the_reference(installed, tmp_path, monkeypatch):
     from nbclient import NotebookClient
     nb = nbformat.read(ROOT / "notebooks" / "05_compare.ipynb", as_version=4)

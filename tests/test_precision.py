@@ -60,6 +60,7 @@ def _trainer(tiny_data, out, **kw):
     return trainer
 
 
+@pytest.mark.slow
 def test_fp16_step_on_the_cpu_trains_and_skips_a_step_whose_gradients_overflow(tiny_data, tmp_path):
     trainer = _trainer(tiny_data, tmp_path / "run", precision="fp16")
     assert trainer.precision.name == "fp16" and trainer.scaler is not None
@@ -82,6 +83,7 @@ def test_fp16_step_on_the_cpu_trains_and_skips_a_step_whose_gradients_overflow(t
     assert int(trainer.skipped_steps) == 1 and trainer.scaler.get_scale() == pytest.approx(5e37)
 
 
+@pytest.mark.slow
 def test_fp16_run_checkpoints_the_scaler_and_resumes_exactly(tiny_data, tmp_path):
     # fp16 on the CPU is many times slower than fp32: 100 training images (2 steps), 100 val, 100 test
     small = dict(precision="fp16", train_per_class=1, val_per_class=1, test_per_class=1)

@@ -59,3 +59,40 @@ def test_an_interrupted_epoch_keeps_its_partial_bar(notebook):
     bar.close()
     line = bar._handle.updates[0][0]["text/plain"]
     assert "62/156" in line and "100%" not in line and " 0%" not in line
+
+
+def test_output_into_a_closed_pipe_stops_and_the_program_goes_on(tmp_path):
+    """`| head -1`: the reader goes; the next write would raise BrokenPipeError. It is dropped, and the
+    stream's descriptor points at /dev/null, so the flush at exit cannot fail either."""
+    import errno
+    import io
+    import os
+    read_end, write_end = os.pipe()
+    stream = io.TextIOWrapper(os.fdopen(write_end, "wb"), encoding="utf-8")
+    safe = progress._SurvivingStream(stream)
+    print("first line", file=safe, flush=True)
+    os.close(read_end)
+    for _ in range(3):
+        print("after the reader left", file=safe, flush=True)
+    assert os.path.samestat(os.fstat(stream.fileno()), os.stat(os.devnull))
+    stream.close()
+
+    class HungUp(io.StringIO):            # a closed terminal: EIO
+        def flush(self):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+    print("stop line", file=progress._SurvivingStream(HungUp()), flush=True)
+
+    class Full(io.StringIO):              # anything else is still an error
+        def flush(self):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(OSError, match="No space left"):
+        progress._SurvivingStream(Full()).flush()
+
+
+def test_survive_closed_output_wraps_stdout_and_stderr_for_the_block_only():
+    import sys
+    before = sys.stdout, sys.stderr
+    with progress.survive_closed_output():
+        assert isinstance(sys.stdout, progress._SurvivingStream) and isinstance(sys.stderr, progress._SurvivingStream)
+        assert sys.stdout.isatty() == before[0].isatty()          # the rest passes through
+    assert (sys.stdout, sys.stderr) == before

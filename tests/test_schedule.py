@@ -1,10 +1,16 @@
+import csv
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from cifar_hw2.schedule import build_scheduler, lr_factor
 
+REFERENCE_RUN = Path(__file__).resolve().parents[1] / "results" / "cpu-reference" / "ce-seed0"
 
-def test_step_schedule_is_steplr_3_08():
+
+def test_step_schedule_drops_by_08_every_3_epochs():
     assert [lr_factor("step", e) for e in range(7)] == pytest.approx([1, 1, 1, .8, .8, .8, .64])
 
 
@@ -38,3 +44,17 @@ def test_scheduler_drives_the_optimizer_and_resumes_from_its_state():
 def test_unknown_schedule():
     with pytest.raises(ValueError, match="valid schedules: step, exponential, constant"):
         lr_factor("cosine", 0)
+
+
+def test_the_step_schedule_gives_the_reference_runs_lr_column_bit_for_bit():
+    """lr0·0.8^k as history.csv writes it; StepLR's chained lr·0.8 differs in the last bit at epoch 7."""
+    cfg = json.loads((REFERENCE_RUN / "config.json").read_text())["config"]
+    with open(REFERENCE_RUN / "history.csv", newline="") as f:
+        written = [row["lr"] for row in csv.DictReader(f)]
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg["lr"])
+    sched = build_scheduler(cfg["schedule"], opt, cfg["lr_decay"], cfg["lr_period"])
+    lrs = []
+    for _ in written:
+        lrs.append(str(opt.param_groups[0]["lr"]))
+        opt.step(); sched.step()
+    assert len(written) == 7 and lrs == written

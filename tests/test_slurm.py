@@ -10,6 +10,7 @@ from test_long_runs import MINI, assert_same_run
 ROWS = ("b4-bs64-ce-homework", "b4-bs64-flsd53")     # quick stand-ins: CE and FLSD-53 on the small CNN
 
 
+@pytest.mark.slow
 def test_a_two_row_grid_on_the_local_executor_survives_a_requeue_mid_epoch(tiny_data, tmp_path, monkeypatch):
     pytest.importorskip("submitit")
     from cifar_hw2.experiments.grid import grid_rows, print_status, row_config, submit_rows
@@ -48,6 +49,9 @@ def test_grid_dry_run_prints_the_sbatch_array_with_the_options_given(tmp_path, c
                  "#SBATCH --mail-type=END", "#SBATCH --signal=USR2@300", "-m submitit.core._submit"):
         assert line in printed, line
     assert not (tmp_path / "runs" / "swin-bs64-mc").exists()       # a dry run submits and writes nothing
+    named = next(line for line in printed.splitlines() if line.startswith("grid: would submit 5 row(s) to slurm"))
+    assert named.endswith(": swin-bs64-fl-homework, swin-bs64-flsd53-homework, swin-bs64-focal-gamma2, "
+                          "swin-bs64-flsd53, swin-bs64-mc"), named
 
 
 def test_without_submitit_the_slurm_launcher_says_how_to_install_it(tmp_path, monkeypatch, capsys):

@@ -75,3 +75,25 @@ def test_report_without_repeated_seeds_has_no_seed_section(tmp_path):
     fake_run(tmp_path, "fl", "focal", 0, 0.44, 0.06)
     md = write_report(tmp_path)["md"].read_text()
     assert "Seeds" not in md and "exceeds" not in md
+
+
+def test_a_repeated_seed_counts_once_and_the_report_names_the_folders(tmp_path):
+    from cifar_hw2.experiments.report import seed_sections
+    fake_run(tmp_path, "ce-a", "ce", 0, 0.45, 0.02)
+    fake_run(tmp_path, "ce-b", "ce", 0, 0.47, 0.03)      # the same setting and seed again: not a second seed
+    fake_run(tmp_path, "ce-c", "ce", 1, 0.46, 0.02)
+    (group,) = seed_groups(find_runs(tmp_path))
+    assert [r.name for r in group.runs] == ["ce-a", "ce-c"] and group.seeds == [0, 1]
+    assert [(a.name, b.name) for a, b in group.repeats] == [("ce-a", "ce-b")]
+    (row,) = summary_rows([group])
+    assert row["n"] == 2 and row["seeds"] == "0,1"
+    text = "".join(seed_sections(find_runs(tmp_path)))
+    assert "ce-b repeats" in text and "ce-a" in text and "| 2 | 0,1 |" in text
+
+
+def test_only_repeats_still_named(tmp_path):
+    from cifar_hw2.experiments.report import seed_sections
+    fake_run(tmp_path, "x", "ce", 0, 0.45, 0.02)
+    fake_run(tmp_path, "y", "ce", 0, 0.45, 0.02)
+    text = "".join(seed_sections(find_runs(tmp_path)))
+    assert "Counted once" in text and "y repeats" in text

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from cifar_hw2.metrics import classification_metrics
 from cifar_hw2.training.checkpoint import CheckpointError, load_checkpoint
+from cifar_hw2.training.predictions import load_predictions
 from cifar_hw2.training.config import ConfigError, make_config
-from cifar_hw2.training.trainer import HISTORY_COLUMNS, NonFiniteLossError, Trainer, fit
+from cifar_hw2.training.runfolder import HISTORY_COLUMNS
+from cifar_hw2.training.trainer import NonFiniteLossError, Trainer, fit
 
 TIMING = {"seconds", "images_per_s"}
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,10 +35,14 @@ def read_history(out) -> list[dict]:
         return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_fit_writes_the_run_folder(tiny_data, tmp_path):
     history = fit(tiny(tiny_data, tmp_path / "run"))
     out = tmp_path / "run"
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "history.csv", "last.pt", "metrics.json"]
+    files = sorted(p.name for p in out.iterdir())
+    assert [f for f in files if not f.startswith("events.out.tfevents.")] == [
+        "best.pt", "config.json", "history.csv", "last.pt", "metrics.json", "predictions.npz"]
+    assert any(f.startswith("events.out.tfevents.") for f in files)    # TensorBoard (tests/test_tensorboard.py)
     assert len(history) == 3 and list(history[0]) == HISTORY_COLUMNS
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["model"] == "small_cnn" and cfg["versions"]["torch"] == torch.__version__
@@ -52,14 +59,21 @@ def test_fit_writes_the_run_folder(tiny_data, tmp_path):
     assert [r["epoch"] for r in read_history(out)] == ["1", "2", "3"]
     state = load_checkpoint(out / "best.pt", "small_cnn", 100)
     assert state["epoch"] == metrics["best"]["epoch"]
+    # predictions.npz holds the best epoch's logits: they give metrics.json's "best" numbers exactly
+    preds = load_predictions(out / "predictions.npz")
+    assert preds.epoch == metrics["best"]["epoch"] and len(preds.test_labels) == 400 and len(preds.val_labels) == 200
+    again = classification_metrics(preds.test_logits, preds.test_labels)
+    assert {k: again[k] for k in ("top1", "top5", "nll", "ece")} == {k: metrics["best"][k] for k in ("top1", "top5", "nll", "ece")}
 
 
+@pytest.mark.slow
 def test_same_config_gives_the_same_numbers_with_any_worker_count(tiny_data, tmp_path):
     fit(tiny(tiny_data, tmp_path / "a", epochs=2, workers=0, augment_on="loader"))
     fit(tiny(tiny_data, tmp_path / "b", epochs=2, workers=2, augment_on="loader"))
     assert read_history(tmp_path / "a") == read_history(tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(tiny_data, tmp_path):
     fit(tiny(tiny_data, tmp_path / "full", epochs=3))
     fit(tiny(tiny_data, tmp_path / "part", epochs=1))
@@ -74,6 +88,7 @@ def _train_cmd(tiny_data, out, *extra):
             "--epochs", "4", "--batch-size", "20", "--workers", "2", "--progress", "off", *extra]
 
 
+@pytest.mark.slow
 def test_sigkill_inside_an_epoch_then_resume_gives_the_same_results(tiny_data, tmp_path):
     subprocess.run(_train_cmd(tiny_data, tmp_path / "full"), check=True, cwd=ROOT)
     proc = subprocess.Popen(_train_cmd(tiny_data, tmp_path / "killed"), cwd=ROOT)
@@ -93,6 +108,7 @@ def test_sigkill_inside_an_epoch_then_resume_gives_the_same_results(tiny_data, t
     assert (tmp_path / "full" / "metrics.json").read_text() == (tmp_path / "killed" / "metrics.json").read_text()
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_never_silently_replaced(tiny_data, tmp_path):
     fit(tiny(tiny_data, tmp_path / "run", epochs=1))
     before = (tmp_path / "run" / "last.pt").read_bytes()
@@ -136,6 +152,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tiny
     assert (out / "last.pt").read_bytes() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["ce", "focal", "flsd53", "mc"])
 def test_every_loss_trains(loss, tiny_data, tmp_path):
     """With each loss the training loss falls from epoch 1 to epoch 2 (by 0.3 to 5 on this data):
@@ -152,6 +169,7 @@ def test_other_optimizers(optimizer, tiny_data, tmp_path):
     assert state["optimizer"]["state"]
 
 
+@pytest.mark.slow
 def test_device_augmentation_path_trains_and_is_deterministic(tiny_data, tmp_path):
     """augment_on="device" (the default on CUDA and CPU): no loader workers, same results twice."""
     fit(tiny(tiny_data, tmp_path / "a", epochs=2, augment_on="device"))
@@ -160,6 +178,7 @@ def test_device_augmentation_path_trains_and_is_deterministic(tiny_data, tmp_pat
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["top1"] > 0.02
 
 
+@pytest.mark.slow
 def test_progress_bar_redraws_at_most_about_once_a_second(tiny_data, tmp_path, monkeypatch):
     """In a notebook each redraw is a widget update on iopub; nbval reads iopub only after the cell
     ends and ZeroMQ drops messages past its queue limit (the kernel's "idle" among them). A redraw
@@ -191,6 +210,7 @@ def test_progress_bar_redraws_at_most_about_once_a_second(tiny_data, tmp_path, m
     assert sum(bar.draws for bar in bars) <= 2 * len(bars) + elapsed + 1, [bar.draws for bar in bars]
 
 
+@pytest.mark.slow
 def test_compile_trains_like_eager_and_saves_plain_weights(tiny_data, tmp_path):
     """--compile (inductor, here on the CPU): same losses up to kernel rounding, and checkpoints
     hold the plain module's weights (no "_orig_mod." prefixes), loadable without compile."""
@@ -214,3 +234,25 @@ def test_training_and_evaluate_give_one_calibration_number_per_checkpoint(tiny_d
                          ("temperature", "temperature"), ("test_ece_ts", "ece_ts"),
                          ("temperature_ece", "temperature_ece")):
         assert row[ours] == pytest.approx(result[theirs], rel=1e-6, abs=1e-9), ours
+
+
+def test_a_finished_run_says_where_its_results_are_and_evaluate_finds_its_data(tiny_data, tmp_path, monkeypatch,
+                                                                               capsys):
+    """The closing lines name the best epoch, the folder and the next commands; `evaluate` reads
+    CIFAR-100 from the folder the run used (found through $CIFAR_HW2_DATA at training time)."""
+    from cifar_hw2.experiments.evaluate import evaluate_checkpoint
+    monkeypatch.setenv("CIFAR_HW2_DATA", str(tiny_data))
+    out = tmp_path / "run"
+    fit(tiny(tiny_data, out, data=None, epochs=1, progress="epoch"))
+    printed = capsys.readouterr().out.strip().splitlines()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert printed[-2].endswith(f"done, 1 epochs. Best by validation: epoch 1, test top-1 "
+                                f"{100 * metrics['best']['top1']:.2f} %, ECE {100 * metrics['best']['ece']:.2f} % "
+                                f"(metrics.json; curves in history.csv and TensorBoard; predictions.npz).")
+    assert printed[-1].startswith("Next: python -m cifar_hw2 evaluate --checkpoint ") and "best.pt" in printed[-1]
+    assert json.loads((out / "config.json").read_text())["data_folder"] == str(tiny_data)
+    monkeypatch.delenv("CIFAR_HW2_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))     # the default folder holds nothing
+    result = evaluate_checkpoint(out / "best.pt")
+    assert result["top1"] == metrics["best"]["top1"]
+    assert (out / "predictions-best.npz").exists()

@@ -6,6 +6,7 @@
 - report: run folders against Table 1, with figures and calibration
 - spread: runs that differ only by seed, mean ± sd, and differences against that spread
 - evaluate: a saved checkpoint's metrics
+- mistakes: what each run gets wrong, read from its predictions.npz
 
 May import: the science, the training machinery and itself. Never perf, notebook or cli.
 """

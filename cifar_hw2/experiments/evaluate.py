@@ -7,6 +7,11 @@ train (same seed and size as in its config), never on the split being reported.
 Logits are computed as the trainer's own evaluation computes them (fp32, eager, the run's memory
 format and eval batch size), so the numbers here equal the run's metrics.json for the same
 checkpoint (tests/test_trainer.py checks it, also for a run trained in bf16).
+
+The result is also saved beside the checkpoint (eval-<checkpoint>-<split>.json), and for the test
+split the logits too (predictions-<checkpoint>.npz, read by notebook 05). Where that cannot
+be written (a full disk, a read-only folder), `EvaluationNotSaved` carries the computed result, so
+that it is still shown.
 """
 from __future__ import annotations
 
@@ -15,14 +20,24 @@ from pathlib import Path
 import torch
 
 from ..augment import BatchNormalizeNoise
+from ..data import is_present
 from ..metrics import classification_metrics, temperature_scaled
 from ..models import build_model
 from ..training.checkpoint import load_checkpoint, write_json
 from ..training.config import TrainConfig, upgrade_saved
 from ..training.loader import make_splits, predict_logits
+from ..training.predictions import write_predictions
 from ..training.processes import pick_device
 
 SPLITS = ("test", "val")
+
+
+class EvaluationNotSaved(RuntimeError):
+    """The metrics were computed (`result`) but their JSON file could not be written."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result
 
 
 def predict(model, split, device, batch_size: int = 256, memory_format=torch.contiguous_format) -> torch.Tensor:
@@ -33,11 +48,14 @@ def predict(model, split, device, batch_size: int = 256, memory_format=torch.con
 
 def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data: str | None = None,
                         device: str = "auto", batch_size: int | None = None) -> dict:
-    """Metrics of a checkpoint on `split`; batch_size None: the run's eval_batch_size."""
+    """Metrics of a checkpoint on `split`; batch_size None: the run's eval_batch_size. `data` None:
+    the folder the run was trained from (recorded in the checkpoint), else the default."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     state = load_checkpoint(checkpoint)
     cfg = TrainConfig(**upgrade_saved(state["config"]))
+    recorded = state.get("data_folder")    # where the run read CIFAR-100: used when --data is not given
+    data = data or (recorded if isinstance(recorded, str) and is_present(recorded) else None)
     dev = pick_device(device)
     model = build_model(cfg.model, state["num_classes"], pretrained=False, upsample_mode=cfg.upsample_mode)
     model.load_state_dict(state["model"])
@@ -52,5 +70,12 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data: str |
     calib, _ = temperature_scaled(val_logits, val.labels, logits, target.labels)
     result = {"checkpoint": str(checkpoint), "epoch": state["epoch"], "split": split, "images": len(target),
               **classification_metrics(logits, target.labels), **calib}
-    write_json(Path(checkpoint).with_name(f"eval-{Path(checkpoint).stem}-{split}.json"), result)
+    path = Path(checkpoint).with_name(f"eval-{Path(checkpoint).stem}-{split}.json")
+    try:
+        write_json(path, result)
+        if split == "test":   # the logits behind the numbers, for 05's error analysis (predictions.py)
+            write_predictions(Path(checkpoint).with_name(f"predictions-{Path(checkpoint).stem}.npz"), logits, target,
+                              state["epoch"], val_logits, val)
+    except OSError as e:
+        raise EvaluationNotSaved(f"the metrics above could not be saved to {path}: {e.strerror or e}", result) from None
     return result

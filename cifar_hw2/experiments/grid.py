@@ -195,7 +195,8 @@ def submit_rows(rows: list[GridRow], runs: Path, data: str | None, options, dry_
         if not dry_run:
             record_row(row, runs / row.key, quick)
     configs = [row_config(row, runs, data, **(overrides or {})) for row in todo]
-    echo(f"grid: {'would submit' if dry_run else 'submitting'} {len(todo)} row(s) to {options.cluster}")
+    echo(f"grid: {'would submit' if dry_run else 'submitting'} {len(todo)} row(s) to {options.cluster}"
+         + (f": {', '.join(row.key for row in todo)}" if todo else ""))
     return submit(configs, [f"cifar_hw2-{r.key}" for r in todo], options, (runs / "slurm").resolve(), dry_run, echo)
 
 
@@ -216,7 +217,7 @@ def run_row(row: GridRow, runs: Path, data: str | None, env: dict, nproc: int = 
         # is a string to YAML 1.1, which has no exponent without a dot).
         cmd += ["-y", yaml.safe_dump(row.parameters(folder, data), default_flow_style=True)]
         # The notebook's figures go beside the row's results, not to the checkout's figures/: 16
-        # rows would otherwise overwrite the committed 04_training_curves.png one after another.
+        # rows would otherwise overwrite one 04_training_curves.png one after another.
         env = {**env, FIGURES_ENV: str(folder / "figures")}
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)

@@ -46,7 +46,7 @@ HOMEWORK_LOSS = {
     "FLSD53": ("flsd53_homework", {}),
 }
 
-MODEL_LABEL = {"efficientnet_b4": "EfficientNet-B4", "swin_b": "Swin-B", "small_cnn": "small CNN"}
+MODEL_LABEL = {"efficientnet_b4": "EfficientNet-B4", "swin_b": "Swin-B", "small_cnn": "small CNN", "resnet9": "ResNet-9"}
 
 # Each of our losses answers to one label of the report; the run's own label says which variant ran.
 REPORT_LABEL = {"ce": "CE", "focal": "FL", "flsd53": "FLSD53", "flsd53_homework": "FLSD53",

@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..metrics import Reliability
 from ..training.checkpoint import atomic_write_text
+from ..training.paths import shown_path
 from .reference import MODEL_LABEL, REPORT_TABLE1, TABLE1_BY_KEY, ReportRow, find_table1_row
 
 
@@ -52,14 +54,26 @@ class Run:
 
 def load_run(folder: str | Path) -> Run:
     folder = Path(folder)
-    try:
-        config = json.loads((folder / "config.json").read_text())["config"]
-        metrics = json.loads((folder / "metrics.json").read_text())
-        with open(folder / "history.csv") as f:
-            history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{folder} is not a complete run folder (config.json, history.csv, "
-                         f"metrics.json): {type(e).__name__}: {e}") from None
+
+    def read(name: str, parse):
+        try:
+            return parse(folder / name)
+        except FileNotFoundError:
+            raise ValueError(f"{folder} is not a complete run folder: {name} is missing") from None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{folder / name} is garbled ({type(e).__name__}: {e})") from None
+
+    def history_rows(path):
+        with open(path) as f:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+    metrics = read("metrics.json", lambda p: json.loads(p.read_text()))
+    config = read("config.json", lambda p: json.loads(p.read_text())["config"])
+    history = read("history.csv", history_rows)
+    if not (isinstance(metrics, dict) and isinstance(metrics.get("best"), dict) and isinstance(metrics.get("final"), dict)):
+        raise ValueError(f"{folder / 'metrics.json'} is garbled (no best and final metrics)")
+    if not isinstance(config, dict):
+        raise ValueError(f"{folder / 'config.json'} is garbled (its config is not a dictionary)")
     grid = None
     if (folder / "grid.json").exists():   # written by the grid (grid.ROW_FILE)
         try:
@@ -69,8 +83,10 @@ def load_run(folder: str | Path) -> Run:
     return Run(folder, config, history, metrics, grid)
 
 
-def find_runs(root: str | Path) -> list[Run]:
-    """Every run folder below root (sorted by path); folders that are not runs are skipped."""
+def find_runs(root: str | Path, unreadable: list[str] | None = None) -> list[Run]:
+    """Every run folder below root (sorted by path): every folder with a metrics.json. One that cannot
+    be read (a garbled or missing file) is left out, and what is wrong with it is appended to
+    `unreadable` when given."""
     root = Path(root)
     if not root.exists():
         return []
@@ -78,8 +94,9 @@ def find_runs(root: str | Path) -> list[Run]:
     for metrics in sorted(root.rglob("metrics.json")):
         try:
             runs.append(load_run(metrics.parent))
-        except ValueError:
-            continue
+        except ValueError as e:
+            if unreadable is not None:
+                unreadable.append(str(e))
     return runs
 
 
@@ -117,6 +134,7 @@ def comparison_table(runs: list[Run]) -> list[dict]:
             # A small model's few epochs against the report's 200-epoch B4/Swin-B: no difference to show.
             "diff_vs_report": (best["top1"] - ref.accuracy) if ref and not is_stand_in(run, ref) else None,
             "best_epoch": best["epoch"], "top5": best["top5"], "nll": best["nll"], "ece": best["ece"],
+            "confidence": reliability_of(run).mean_confidence,
             "temperature": best["temperature"], "ece_ts": best["ece_ts"],
             "temperature_ece": best.get("temperature_ece"), "ece_ts_ece": best.get("ece_ts_ece"),
             "seed": run.config.get("seed"), "hours": sum(r["seconds"] for r in run.history) / 3600,
@@ -127,8 +145,8 @@ def comparison_table(runs: list[Run]) -> list[dict]:
 # The comparison split in two, so each table fits a notebook's width.
 ACCURACY_COLUMNS = ("run", "model", "loss", "batch_size", "seed", "epochs", "best_epoch", "table1_row",
                     "report_top1", "best_top1", "final_top1", "diff_vs_report", "top5")
-CALIBRATION_COLUMNS = ("run", "loss", "nll", "ece", "temperature", "ece_ts", "temperature_ece", "ece_ts_ece",
-                       "hours")
+CALIBRATION_COLUMNS = ("run", "loss", "best_top1", "confidence", "nll", "ece", "temperature", "ece_ts",
+                       "temperature_ece", "ece_ts_ece", "hours")
 
 
 def accuracy_table(runs: list[Run]) -> list[dict]:
@@ -140,7 +158,9 @@ def calibration_table(runs: list[Run]) -> list[dict]:
 
 
 TEMPERATURE_NOTE = (
-    "ECE in %, 15 equal-width bins, on the test split at the best-by-validation epoch. Both "
+    "ECE in %, 15 equal-width bins, on the test split at the best-by-validation epoch. `confidence` "
+    "is the mean top-1 probability there, before scaling: above `best_top1` the run is over-confident "
+    "on average, below it under-confident. Both "
     "temperatures are fitted on the validation split, never on test: `temperature` minimises the "
     "validation NLL (Guo et al. 2017) and `ece_ts` is the test ECE after dividing the logits by it; "
     "`temperature_ece` is the grid value (0.1, 0.2, …, 10) with the lowest validation ECE, the "
@@ -166,7 +186,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 # Keys whose values are fractions shown in percent, with 2 decimals (accuracy and ECE), in every
 # table of the report: the per-run tables (_fmt) and the seed tables (_mean_sd).
-PERCENT = frozenset({"top1", "report_top1", "best_top1", "final_top1", "top5", "ece", "ece_ts", "ece_ts_ece"})
+PERCENT = frozenset({"top1", "report_top1", "best_top1", "final_top1", "top5", "confidence", "ece", "ece_ts",
+                     "ece_ts_ece"})
 
 
 def _fmt(key: str, v) -> str:
@@ -247,33 +268,32 @@ def figure8(runs: list[Run]):
 
 
 def reliability_figure(runs: list[Run], scaled: bool = False):
+    """One reliability diagram per run, titled "loss · seed N"; `scaled`: after T of the NLL fit."""
     from ..plots import reliability_grid
-    suffix = " (after T)" if scaled else ""
-    labels = _distinct([r.loss_label for r in runs], runs)
+    suffix = "\n(after T, NLL fit)" if scaled else ""
+    labels = _distinct([f"{r.loss_label} · seed {r.config.get('seed')}" for r in runs], runs)
     return reliability_grid({f"{label}{suffix}": reliability_of(r, scaled=scaled) for label, r in zip(labels, runs)})
 
 
 def _distinct(labels: list[str], runs: list[Run]) -> list[str]:
-    """Labels as given where unique; repeated ones (seeds of one setting) get the seed, else the
-    run's folder name, so that no run silently replaces another in a figure's legend."""
-    out = []
-    for label, run in zip(labels, runs):
-        if labels.count(label) > 1:
-            seed = run.config.get("seed")
-            same_seed = sum(l == label and r.config.get("seed") == seed for l, r in zip(labels, runs)) > 1
-            label = f"{label} · {run.name}" if same_seed else f"{label} · seed {seed}"
-        out.append(label)
-    return out
+    """Labels as given where unique; a repeated one gets the run's folder name, so that no run
+    silently replaces another in a figure's legend."""
+    return [f"{label} · {run.name}" if labels.count(label) > 1 else label for label, run in zip(labels, runs)]
 
 
 def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
     """report.md, report.csv and figure PNGs in `root`. Returns their paths."""
     import matplotlib.pyplot as plt
     root = Path(root)
-    runs = find_runs(root)
+    unreadable: list[str] = []
+    runs = find_runs(root, unreadable)
+    if not runs and unreadable:
+        raise ValueError(f"no readable run under {root}: " + "; ".join(unreadable))
     if not runs:
         raise ValueError(f"no run folders (with metrics.json) under {root}; train some first, "
                          f"e.g. python -m cifar_hw2 grid --runs {root}")
+    if unreadable:   # reported, not silently left out
+        print("warning: left out of the report: " + "; ".join(unreadable), file=sys.stderr, flush=True)
     rows = comparison_table(runs)
     stand_ins = sum(is_stand_in(r, report_row_for(r)) for r in runs)
     paths = {"csv": root / "report.csv", "md": root / "report.md"}
@@ -298,6 +318,7 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
           "Accuracy in %. `best_top1` is the test accuracy at the epoch with the best "
           "validation accuracy; `final_top1` at the last epoch; `report_top1` is the homework's "
           "Table 1 (its epoch was chosen on the test set).\n",
+          *([f"Left out (cannot be read): {'; '.join(unreadable)}.\n"] if unreadable else []),
           *([f"{stand_ins} of these runs are **quick stand-ins** (`table1_row` ends in \"quick stand-in\"): "
              "they trained the small CNN for a few epochs on a subset (CIFAR_HW2_QUICK=1) in place "
              "of the Table 1 row named. `report_top1` beside them is that row's number from the "
@@ -333,13 +354,16 @@ def seed_sections(runs: list[Run], split: bool = False) -> list[str]:
     `split`, the summary is two narrower tables (accuracy, calibration), as notebook 05 shows it."""
     from .spread import METRICS, difference_rows, seed_groups, summary_rows
     groups = seed_groups(runs)
+    repeats = [f"{shown_path(b.path)} repeats {shown_path(a.path)} (same setting, seed {a.config.get('seed', 0)})"
+               for g in groups for a, b in g.repeats]
+    note = ["Counted once: " + "; ".join(repeats) + ".\n"] if repeats else []
     if all(len(g.runs) < 2 for g in groups):
-        return []
+        return ["\n".join(note)] if note else []
     summary = [{"setting": row["setting"], "n": row["n"], "seeds": row["seeds"],
                 **{k: _mean_sd(k, row[k]) for k in METRICS}} for row in summary_rows(groups)]
     parts = SEED_SPLIT if split else (METRICS,)
     lines = ["\n## Seeds: mean ± sd\n",
-             "Best-by-validation epoch; mean ± sample sd over the seeds (accuracy and ECE in %).\n",
+             "Best-by-validation epoch; mean ± sample sd over the seeds (accuracy and ECE in %).\n", *note,
              "\n".join(markdown_table([{k: row[k] for k in ("setting", "n", "seeds", *keys)} for row in summary])
                        for keys in parts)]
     diffs = difference_rows(groups)

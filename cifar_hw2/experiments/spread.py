@@ -28,7 +28,8 @@ COMPARED = ("top1", "ece", "ece_ts", "ece_ts_ece")
 class SeedGroup:
     label: str                                   # e.g. "small CNN · CE · bs 64"
     model: str
-    runs: list = field(default_factory=list)     # report.Run objects, sorted by seed
+    runs: list = field(default_factory=list)     # report.Run objects, one per seed, sorted by seed
+    repeats: list = field(default_factory=list)  # (kept run, run left out): the same setting and seed twice
 
     @property
     def seeds(self) -> list[int]:
@@ -51,10 +52,16 @@ def setting_of(run) -> tuple:
 
 
 def seed_groups(runs) -> list[SeedGroup]:
-    """Runs grouped by setting, in the order of their first run; each group sorted by seed."""
+    """Runs grouped by setting, in the order of their first run; each group sorted by seed. Two
+    folders of one setting and one seed are one seed, not two: the first is kept, and the pair is
+    listed in the group's `repeats` (so that the report can name them)."""
     groups: dict[tuple, SeedGroup] = {}
     for run in runs:
         g = groups.setdefault(setting_of(run), SeedGroup(run.label, run.config["model"]))
+        kept = next((r for r in g.runs if r.config.get("seed", 0) == run.config.get("seed", 0)), None)
+        if kept is not None:
+            g.repeats.append((kept, run))
+            continue
         g.runs.append(run)
     for g in groups.values():
         g.runs.sort(key=lambda r: r.config.get("seed", 0))

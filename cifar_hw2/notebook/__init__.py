@@ -7,27 +7,11 @@
 
 May import: every floor but cli.
 """
-import warnings
-
-from ..training import config as _config, paths as _paths, processes as _processes
-from ..training.config import ConfigError, quick_mode
+from ..training.config import quick_mode
 from ..training.parameters import train_config_from_parameters
-from ..training.paths import repo_path, shown_path
-from . import helpers
-from .helpers import REPO_URL, colab_badge, reference_path, save_figure, setup, setup_cell, show_run_tables
+from ..training.paths import repo_path
+from .helpers import reference_path, save_figure, setup, show_mistakes, show_run_tables, tensorboard_on_path
 
-__all__ = ["REPO_URL", "ConfigError", "setup", "save_figure", "repo_path", "train_config_from_parameters",
-           "colab_badge", "setup_cell", "shown_path", "reference_path", "show_run_tables", "quick_mode"]
-
-
-def __getattr__(name: str):
-    """Every other name the one-module cifar_hw2.notebook had (before the layout by role) still
-    imports: from helpers as is, from the training machinery with a FutureWarning naming its home."""
-    if not name.startswith("__") and hasattr(helpers, name):
-        return getattr(helpers, name)
-    for module in (_paths, _config, _processes):
-        if not name.startswith("_") and hasattr(module, name):
-            warnings.warn(f"cifar_hw2.notebook.{name} has moved to {module.__name__}.{name}; import it from there.",
-                          FutureWarning, stacklevel=2)
-            return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# What notebooks/*.ipynb import from here (their cells; the setup cell is helpers.setup_cell).
+__all__ = ["setup", "save_figure", "quick_mode", "train_config_from_parameters", "repo_path", "reference_path",
+           "show_run_tables", "show_mistakes", "tensorboard_on_path"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,15 +87,26 @@ def save_figure(fig, name: str) -> Path:
 # an installed package (Colab opens 05 without a clone) carries the same files as
 # cifar_hw2/cpu_reference, which pyproject.toml maps onto that folder rather than copying it.
 REFERENCE = "results/cpu-reference"
-PACKAGED_REFERENCE = PACKAGE_DIR / "cpu_reference"
+PACKAGED = {REFERENCE: PACKAGE_DIR / "cpu_reference"}
+
+
+def tensorboard_on_path() -> None:
+    """Let `%tensorboard` start this kernel's own TensorBoard. The magic runs the `tensorboard`
+    program found on PATH; a kernel from a virtual environment that was never activated
+    (`.venv/bin/jupyter lab`, an editor's kernel) has it beside its Python instead, and the magic
+    would print "Could not find `tensorboard`". TENSORBOARD_BINARY is the magic's own setting."""
+    beside = Path(sys.executable).with_name("tensorboard")
+    if "TENSORBOARD_BINARY" not in os.environ and shutil.which("tensorboard") is None and beside.is_file():
+        os.environ["TENSORBOARD_BINARY"] = str(beside)
 
 
 def reference_path(path: str | os.PathLike = REFERENCE) -> Path:
-    """Where 05's `reference` runs are: `path` from the repository root, or for the default, when
-    no checkout holds it, the copy installed with the package."""
+    """Where 05's shipped runs are: `path` from the repository root, or, for a folder of results/
+    that the package carries (PACKAGED) when no checkout holds it, the installed copy."""
     found = repo_path(path)
-    if not found.exists() and Path(path) == Path(REFERENCE) and PACKAGED_REFERENCE.is_dir():
-        return PACKAGED_REFERENCE
+    packaged = PACKAGED.get(Path(path).as_posix())
+    if not found.exists() and packaged is not None and packaged.is_dir():
+        return packaged
     return found
 
 
@@ -127,3 +140,53 @@ def show_run_tables(rows: list[dict]) -> None:
     from IPython.display import Markdown, display
     for table in run_tables(rows):
         display(Markdown(table))
+
+
+def _show(fig, name: str) -> None:
+    """Save `fig` as figures/<name>.png and display it here, in order with the tables around it."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    save_figure(fig, name)
+    display(fig)
+    plt.close(fig)
+
+
+def show_mistakes(runs, name: str, k: int = 10) -> None:
+    """05's "What each loss gets wrong" for the runs that have a predictions.npz: how often each is
+    confidently wrong, its most confident mistakes, the superclass confusion and the most confused
+    pairs, and which classes each finds hard. `name` prefixes the figure files."""
+    from IPython.display import Markdown, display
+    from .. import error_plots, errors
+    from ..experiments import mistakes
+    from ..experiments.report import markdown_table
+    analysed = mistakes.with_predictions(runs)
+    if not analysed:
+        print("No run here has a predictions.npz (the trainer writes one since predictions were added; "
+              "`python -m cifar_hw2 evaluate --checkpoint RUN/best.pt` writes one for an older run).")
+        return
+    titles = {run.name: mistakes.run_title(run) for run, _ in analysed}
+    display(Markdown("**Confidently wrong** (% of all test images; `top1`, `ece` and `mean confidence` "
+                     "in %)\n\n" + markdown_table(mistakes.confident_table(analysed))))
+    _show(error_plots.confident_mistakes_figure(
+        {titles[run.name]: errors.confident_mistakes(p.test_logits, p.test_labels) for run, p in analysed}),
+        f"{name}_confident_mistakes")
+    for run, p in analysed:
+        n = min(16, len(p.mistake_at))
+        _show(error_plots.mistake_gallery(p.mistake_images[:n], mistakes.gallery_titles(p)[:n],
+                                          title=f"{titles[run.name]}: its {n} most confident mistakes"),
+              f"{name}_gallery_{run.name}")
+    matrices = {titles[run.name]: errors.superclass_confusion(errors.predicted(p.test_logits)[1], p.test_labels,
+                                                              p.coarse_of) for run, p in analysed}
+    for start in range(0, len(analysed), 2):     # two heatmaps a row: wider ones would be scaled down
+        part = dict(list(matrices.items())[start:start + 2])
+        _show(error_plots.superclass_confusion_figure(part, analysed[0][1].coarse_classes),
+              f"{name}_superclass_confusion_{start // 2 + 1}")
+    for run, p in analysed:
+        display(Markdown(f"**{titles[run.name]} ({run.name}): the {k} most confused pairs** (test images "
+                         f"of a predicted as b, and of b as a)\n\n" + markdown_table(mistakes.confused_pairs_table(p, k))))
+    _show(error_plots.per_class_accuracy_figure({titles[run.name]: mistakes.class_accuracy(p) for run, p in analysed}),
+          f"{name}_per_class_accuracy")
+    display(Markdown(f"**The {k} hardest and easiest classes** (test accuracy in %)\n\n"
+                     + markdown_table(mistakes.hard_classes_table(analysed, k))))
+    if len(analysed) > 1:
+        display(Markdown("**Do the runs find the same classes hard?**\n\n" + markdown_table(mistakes.agreement_rows(analysed, k))))

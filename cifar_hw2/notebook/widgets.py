@@ -1,9 +1,10 @@
 """Interactive explorers for the notebooks (ipywidgets), with a static fallback.
 
 The sliders are a widget, but the figure they redraw is not: it is an ordinary image output that
-each change replaces (a display handle). A notebook saved after the sliders were used and opened
-again, where the widget's state is gone ("Error displaying widget: model not found"), still shows
-the last figure drawn.
+each change replaces (a display handle), so a saved notebook keeps the last figure drawn. The sliders
+survive a save only where JupyterLab writes the widget state into the file (Settings → Save Widget
+State Automatically, off by default); otherwise a new kernel shows "Error displaying widget: model
+not found" in their place until the cell runs again. Notebooks 01 and 02 say so.
 
 With `interactive=False`, or where ipywidgets is missing, each explorer shows one static figure
 for its default values; that is what a headless run (papermill, nbval) should ask for. Either
@@ -17,7 +18,8 @@ import torch
 from torchvision.transforms import v2
 
 from ..augment import normalize_transform, noise_transform
-from ..plots import denormalize, image_rows, loss_and_gradient
+from ..loss_curves import loss_and_gradient
+from ..plots import denormalize, image_rows
 
 
 def _show_once(fig) -> None:

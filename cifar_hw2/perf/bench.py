@@ -4,14 +4,14 @@ and what should a user expect from a full run?
 For one model, device and precision, and one or more batch sizes; each measurement prints one JSON
 record, and one table follows:
 
-  1. augmentation throughput on one core: our train pipeline at 32 px (batched with per-sample
-     parameters, as the device path runs it, and per image, as loader workers run it) against the
-     same ops on PIL images at 224 (the obvious alternative), as ratios (once, not per batch size)
+  1. augmentation throughput on one core (augmentation.py): our train pipeline at 32 px against
+     the same ops on PIL images at 224, as ratios (once, not per batch size)
   2. train-step images/s on synthetic data already on the device (`Trainer.step` on one batch)
   3. end-to-end images/s: the trainer's own epoch loop with the real loader and augmentation
   4. the ratio 3 / 2 (1.0: data is never the bottleneck)
   5. the trainer's epoch loop against a bare loop of `Trainer.step` over the same loader (what
-     the loop adds: metrics on the device, finiteness checks, progress)
+     the loop adds: metrics on the device, finiteness checks, progress), and what TensorBoard
+     logging costs on top: the same loop writing its event files as a run does, against it
   6. what to expect: the warm-up round's seconds (torch.compile's compile time when compiling),
      peak GPU memory (CUDA only), GFLOP per training image (torch.utils.flop_counter on one
      forward pass, x3 for forward + backward: the usual estimate; it counts matmuls, convolutions
@@ -37,68 +37,23 @@ import os
 import statistics
 import time
 import contextlib
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from ..augment import BatchNormalizeNoise, IMAGENET_MEAN, IMAGENET_STD, uint8_train_transform
-from ..batch_augment import BatchAugment
-from ..data import load_cifar100
 from ..training.backends import backend_settings
 from ..training.compiled import eager
 from ..training.config import PRESETS, TrainConfig, make_config
-from ..training.loader import AUGMENT_CHUNK_IMAGES
 from ..training.processes import Processes
 from ..training.runfolder import prepare_out
+from ..training.tensorboard import RunBoard
 from ..training.trainer import Trainer
+from .augmentation import augmentation_records
 
-# The preset whose row `hours_per_row` estimates, per model: the report's runs, and for small_cnn
-# the CPU reference.
-ROW_PRESETS = {"efficientnet_b4": "paper-b4", "swin_b": "paper-swin", "small_cnn": "cpu-reference"}
-
-
-@contextmanager
-def threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _rate(fn, items_per_call: int, calls: int, repeats: int, sync=lambda: None) -> float:
-    fn(), sync()  # warm-up
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        sync()
-        rates.append(items_per_call * calls / (time.perf_counter() - start))
-    return statistics.median(rates)
-
-
-def augmentation_per_core(images: torch.Tensor, repeats: int = 3) -> dict:
-    """Images/s on one thread: ours at 32 px (batched; per image), and the PIL-at-224 alternative.
-    Each includes normalisation and noise; `images` is one device-path chunk of uint8 images."""
-    from PIL import Image
-    from torchvision.transforms import v2
-    n = len(images)
-    per_image = uint8_train_transform()
-    finish = BatchNormalizeNoise()
-    batched = BatchAugment()
-    pil_224 = v2.Compose([v2.Resize(224), v2.RandomHorizontalFlip(), v2.RandomRotation(10),
-                          v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10, fill=128), v2.ToImage(),
-                          v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-                          v2.RandomApply([v2.GaussianNoise(0, 0.005, clip=False)], p=0.1)])
-    pils = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in images]
-    with threads(1):
-        ours_batched = _rate(lambda: batched(images), n, 1, repeats)
-        ours = _rate(lambda: finish(torch.stack([per_image(im) for im in images])), n, 1, repeats)
-        pil = _rate(lambda: [pil_224(p) for p in pils[: max(n // 8, 8)]], max(n // 8, 8), 1, repeats)
-    return {"ours_batched_32px": ours_batched, "ours_per_image_32px": ours, "pil_224px": pil}
+# The preset whose row `hours_per_row` estimates, per model: the report's runs, for small_cnn the
+# CPU reference and for resnet9 the GPU reference.
+ROW_PRESETS = {"efficientnet_b4": "paper-b4", "swin_b": "paper-swin", "small_cnn": "cpu-reference",
+               "resnet9": "gpu-reference"}
 
 
 def _sync(device: torch.device):
@@ -106,8 +61,8 @@ def _sync(device: torch.device):
 
 
 # Each *_window(trainer, steps) returns a function that runs one timed window of `steps` train
-# steps. run_bench interleaves the three kinds of window, so that a machine whose speed drifts
-# (shared cores, clocks) shifts all three alike, and reports medians and medians of per-round ratios.
+# steps. run_bench interleaves the kinds of window, so that a machine whose speed drifts
+# (shared cores, clocks) shifts them all alike, and reports medians and medians of per-round ratios.
 
 def synthetic_window(trainer: Trainer, steps: int):
     """Train steps on a fixed uint8 batch already on the device (no loader, no augmentation)."""
@@ -118,7 +73,7 @@ def synthetic_window(trainer: Trainer, steps: int):
     def window():
         trainer.train_model.train()
         for _ in range(steps):
-            trainer.timed_step(trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
+            trainer.timed_step(trainer.inputs(images), labels)
 
     return window
 
@@ -135,6 +90,26 @@ def trainer_window(trainer: Trainer, steps: int):
     return window
 
 
+def logged_window(trainer: Trainer, steps: int, events: Path):
+    """The trainer's epoch loop, as trainer_window, writing TensorBoard event files into `events`
+    as a run does (a train/loss point every tensorboard.EVERY steps, flushed at the window's end as
+    at an epoch's). Against trainer_window, what logging costs. (trainer_window's board is closed:
+    a Trainer opens its event files only in run(), which bench never calls.)"""
+    inner, board = trainer_window(trainer, steps), RunBoard(events, len(trainer.loader), 0, main=True)
+
+    def window():
+        quiet, trainer.board = trainer.board, board
+        try:
+            inner()
+            if board.writer is not None:
+                board.writer.flush()
+        finally:
+            trainer.board = quiet
+
+    window.board = board      # its points: how many train/loss points the windows wrote
+    return window
+
+
 def bare_window(trainer: Trainer, steps: int):
     """A bare loop of `Trainer.step` over the same loader and augmentation: no metrics, no
     progress, no checks. What the trainer's epoch loop is compared with."""
@@ -145,12 +120,13 @@ def bare_window(trainer: Trainer, steps: int):
         trainer.train_model.train()
         for images, labels in itertools.islice(trainer.loader, steps):   # no batch past the last step
             images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
-            trainer.timed_step(trainer.augment(images).contiguous(memory_format=trainer.memory_format), labels)
+            trainer.timed_step(trainer.inputs(images), labels)
 
     return window
 
 
-def interleaved_rates(windows: dict, images_per_window: int, repeats: int, sync) -> tuple[dict[str, list[float]], float]:
+def interleaved_rates(windows: dict, images_per_window: int, repeats: int,
+                      sync) -> tuple[dict[str, list[float]], float]:
     """Images/s of each window, `repeats` rounds of one window of each kind, after one warm-up
     round; and the warm-up round's seconds."""
     start = time.perf_counter()
@@ -259,14 +235,8 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
         echo(json.dumps(rec))
 
     if augmentation:
-        sample = load_cifar100("test", cfg.data).images[:AUGMENT_CHUNK_IMAGES]   # the test split is in random order
-        aug = augmentation_per_core(sample, repeats)
-        emit("augmentation_per_core", aug["ours_batched_32px"], "images/s",
-             path=f"ours, batched x{len(sample)} (device path), 32 px")
-        emit("augmentation_per_core", aug["ours_per_image_32px"], "images/s", path="ours, per image (loader path), 32 px")
-        emit("augmentation_per_core", aug["pil_224px"], "images/s", path="PIL, per image, 224 px")
-        emit("augmentation_ratio", aug["ours_batched_32px"] / aug["pil_224px"], "x", path="ours batched / PIL 224")
-        emit("augmentation_ratio", aug["ours_per_image_32px"] / aug["pil_224px"], "x", path="ours per image / PIL 224")
+        for name, value, unit, path in augmentation_records(cfg.data, repeats):
+            emit(name, value, unit, path=path)
     if cuda:
         torch.cuda.reset_peak_memory_stats(trainer.device)
     if cfg.compile:
@@ -275,10 +245,11 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
         synthetic_window(trainer, 1)()
         _sync(trainer.device)()
         cache = _cache_state()
-        emit("compile_warmup", trainer.warmup_seconds, "s", cache=cache, scope=cfg.compile_scope,
-             path=f"first compiled step, {trainer.compiled or 'compile failed: eager'}")
+        emit("compile_warmup", trainer.compilation.seconds, "s", cache=cache, scope=cfg.compile_scope,
+             path=f"first compiled step, {trainer.compilation.what or 'compile failed: eager'}")
+    logged = logged_window(trainer, steps, Path(cfg.out) / "events")
     windows = {"synthetic": synthetic_window(trainer, steps), "end_to_end": trainer_window(trainer, steps),
-               "bare": bare_window(trainer, steps)}
+               "bare": bare_window(trainer, steps), "logged": logged}
     rates, warmup = interleaved_rates(windows, cfg.batch_size * steps, repeats, _sync(trainer.device))
     median = {name: statistics.median(r) for name, r in rates.items()}
     ratio = lambda a, b: statistics.median(x / y for x, y in zip(rates[a], rates[b]))   # per round
@@ -287,7 +258,9 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
     emit("end_to_end_over_synthetic", ratio("end_to_end", "synthetic"), "x")
     emit("bare_loop", median["bare"], "images/s")
     emit("trainer_over_bare_loop", ratio("end_to_end", "bare"), "x")
-    emit("warmup", warmup, "s", path="first round of the three windows" + (" (compiles)" if cfg.compile else ""))
+    emit("logging_cost", 1 - ratio("logged", "end_to_end"), "fraction", points=logged.board.points,
+         path="1 - (epoch loop writing TensorBoard event files) / (the same loop without)")
+    emit("warmup", warmup, "s", path="first round of the four windows" + (" (compiles)" if cfg.compile else ""))
     if cfg.compile:
         if warm_start:
             emit("compile_warm_start", warm_start_seconds(cfg), "s", cache="warm", scope=cfg.compile_scope,
@@ -332,11 +305,12 @@ def _first_step_seconds(config: dict) -> float:
         trainer.setup(None)
         window = synthetic_window(trainer, 1)
         window()
-    return trainer.warmup_seconds
+    return trainer.compilation.seconds
 
 
 COLUMNS = [("train_step_synthetic", "synthetic img/s", "{:.0f}"), ("end_to_end", "end to end", "{:.0f}"),
            ("end_to_end_over_synthetic", "e2e/syn", "{:.3f}"), ("trainer_over_bare_loop", "trainer/bare", "{:.3f}"),
+           ("logging_cost", "logging cost", "{:+.1%}"),
            ("warmup", "warm-up s", "{:.1f}"), ("compile_warmup", "compile s", "{:.1f}"),
            ("compile_warm_start", "warm start s", "{:.1f}"), ("peak_gpu_memory", "peak GiB", "{:.1f}"),
            ("gflop_per_image", "GFLOP/img", "{:.3g}"), ("achieved_tflops", "TFLOP/s", "{:.3g}"),

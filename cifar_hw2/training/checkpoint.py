@@ -11,6 +11,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,10 +25,27 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, or belongs to another model or class count."""
 
 
+def _temp_affixes(name: str) -> tuple[str, str]:
+    """The temp file of a write of `name` is `.NAME.<random>.tmp`, beside it."""
+    return f".{name}.", ".tmp"
+
+
+def leftover_temp_files(folder: Path, names) -> list[Path]:
+    """The temp files of writes of `names` in `folder`: each one is what a process killed during the
+    write (kill -9, a power cut) left, unless a write is in progress now (the caller must know that
+    no other process writes these names: the run folder's lock)."""
+    found = []
+    for name in names:
+        prefix, suffix = _temp_affixes(name)
+        found += sorted(Path(folder).glob(f"{prefix}*{suffix}"))
+    return found
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix, suffix = _temp_affixes(path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -68,7 +86,9 @@ def checkpoint_epoch(path: Path) -> int | None:
     """The epoch a checkpoint was written after, None if it is missing or unreadable (memory-mapped:
     reads little of a large file)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("epoch")
     except Exception:
         return None
 
@@ -76,10 +96,19 @@ def checkpoint_epoch(path: Path) -> int | None:
 def load_checkpoint(path: Path, model_name: str | None = None, num_classes: int | None = None) -> dict:
     """Load and check a checkpoint. Raises CheckpointError, never a bare unpickling error."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.pt"))
+        raise CheckpointError(f"checkpoint {path} is a folder; expected a checkpoint file such as "
+                              f"{path / 'best.pt'} (" + (f"it holds {', '.join(found)})" if found else
+                                                          "it holds no .pt file)"))
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns about some foreign files (another pickle protocol) before refusing them; the
+        # one line below says all there is to say about such a file.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         # torch's own text here suggests weights_only=False, i.e. running the file's code: advice
         # this project never gives for a file it cannot vouch for. Say what the file is not.
@@ -88,6 +117,9 @@ def load_checkpoint(path: Path, model_name: str | None = None, num_classes: int 
                               f"`cifar_hw2 train`") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cifar_hw2 checkpoint (format {FORMAT!r} expected)")
+    missing = [k for k in ("model_name", "num_classes", "epoch", "config", "model") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a complete cifar_hw2 checkpoint: it lacks {', '.join(missing)}")
     if model_name is not None and state["model_name"] != model_name:
         raise CheckpointError(f"{path} holds a {state['model_name']} model, not {model_name}; "
                               f"use another out folder or pass --overwrite to replace that run")

@@ -25,13 +25,20 @@ Caches: inductor's on-disk caches live in backends.inductor_cache_dir() (kept ac
 rows); where torch offers portable cache artifacts (torch.compiler.save_cache_artifacts, torch >=
 2.7), they are also saved beside the run after the first step and loaded before compiling, so a
 resumed run starts warm even on a machine whose inductor cache is empty.
+
+One run's compile, from setup to the warm-up line, is a `Compilation` (the Trainer holds one when
+cfg.compile): what it compiled, the caches it started from, the first step's seconds, and the
+one-line fallback to eager, whether compiling cannot start (no Triton) or fails at the first step.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .backends import use_inductor_cache
 
 SCOPES = ("regional", "whole")
 ARTIFACTS = "compile_cache.bin"   # beside the run: torch.compiler.save_cache_artifacts()
@@ -217,3 +224,60 @@ def save_artifacts(folder: Path) -> Path | None:
     tmp.write_bytes(data)
     tmp.replace(path)
     return path
+
+
+class Compilation:
+    """One run's torch.compile of its training step: `wrap` at setup, `first_step` around the first
+    step (it compiles, or loads from the caches), `fall_back` to eager where compiling cannot run."""
+
+    def __init__(self, mode: str, scope: str, device: torch.device, out: Path, main: bool):
+        self.mode, self.scope, self.device, self.out, self.main = mode, scope, device, Path(out), main
+        self.backend = "inductor"   # tests set "aot_eager" (no C++ compile on the CPU)
+        # reduce-overhead / max-autotune replay CUDA graphs: each step must say a new one begins.
+        self.graphed = device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
+        self.what: str | None = None        # what was compiled, in words; None while eager
+        self.cache: str | None = None       # inductor's cache folder, for config.json
+        self.warm = False                   # portable cache artifacts were loaded before compiling
+        self.seconds: float | None = None   # the first compiled step, measured once (0.0 after a fallback)
+        self._model = self.eager_model = None   # what `fall_back` uncompiles, and what the step calls then
+
+    def wrap(self, model: nn.Module, train_model: nn.Module) -> nn.Module:
+        """Compile what the step calls (`train_model`: `model` itself or its DDP wrapper) per the
+        run's scope and mode; returns the module the step calls now. Nothing compiles before the first step."""
+        self._model, self.eager_model = model, train_model
+        why_not = compile_unavailable(self.device)
+        if why_not:
+            return self.fall_back(why_not)
+        self.cache = str(use_inductor_cache())
+        self.warm = load_artifacts(self.out)
+        compiled, self.what = compile_for_training(model, train_model, self.scope, self.mode, self.backend)
+        return compiled
+
+    def fall_back(self, why: str) -> nn.Module:
+        """Say in one line why the run trains eager; returns the eager module the step calls from now on."""
+        uncompile(self._model)
+        self.graphed, self.what, self.seconds = False, None, 0.0
+        if self.main:
+            print(f"torch.compile is not available here ({why}); training continues eager", flush=True)
+        return self.eager_model
+
+    def first_step(self, step, say):
+        """Run `step()`, the first compiled step, time it and `say` so, with the caches it started
+        from; rank 0 saves the cache artifacts beside the run. Returns what `step` returned, or None
+        where compiling failed (no C++ compiler or Triton, an unsupported GPU): then it has fallen
+        back, and the caller redoes the step eager (a failure in backward leaves that batch's
+        BatchNorm statistics counted once more: negligible)."""
+        start = time.perf_counter()
+        try:
+            out = step()
+        except compile_errors() as e:
+            self.fall_back(failure_line(e))
+            return None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)     # the step's kernels belong to its seconds
+        self.seconds = time.perf_counter() - start
+        saved = save_artifacts(self.out) if self.main else None
+        start_kind = "warm, from the artifacts beside the run" if self.warm else "cache folder"
+        say(f"torch.compile ({self.mode}, {self.what}) warm-up: {self.seconds:.1f} s for the first step "
+            f"({start_kind}: {self.cache}" + (f"; artifacts saved to {saved}" if saved else "") + ")")
+        return out

@@ -34,6 +34,10 @@ class FolderInUse(ConfigError):
     """Another live process holds the out folder's lock."""
 
 
+class LockNotTaken(ConfigError):
+    """The lock file could not be made (a full disk, a read-only folder): one line, no traceback."""
+
+
 def _describe(info: dict) -> str:
     if not info:
         return "another process (it has not yet written who it is)"
@@ -53,7 +57,11 @@ def _read(fd: int) -> dict:
 def _lock(path: Path) -> int | None:
     """An fd holding the lock on `path`; None where the filesystem has no locks."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise LockNotTaken(f"cannot make the lock file {path}: {e.strerror or e}. Free space or fix the "
+                               f"folder, or choose another --out") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -84,24 +92,43 @@ def hold(out: str | Path):
     (a run that fails before writing anything leaves nothing behind)."""
     out = Path(out)
     created = [p for p in (out, *out.parents) if not p.exists()]     # innermost first
-    out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
-    fd = _lock(path)
+    try:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LockNotTaken(f"cannot make out folder {out}: {e.strerror or e}. Free space or fix the folder, "
+                               f"or choose another --out") from None
+        try:
+            fd = _lock(path)
+        except OSError as e:          # flock itself failed (not "unsupported", not "held")
+            raise LockNotTaken(f"cannot lock {path}: {e.strerror or e}; choose another --out") from None
+    except ConfigError:
+        _remove_empty(created)
+        raise
     try:
         if fd is not None:
             info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
                     "command": " ".join(sys.argv)}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
+            # Who holds it is only for another run's message: a full disk here does not stop this run
+            # (the lock itself is held), the run's own first write then says what is wrong.
+            with _ignore_os_errors():
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(info).encode(), 0)
         yield
     finally:
         if fd is not None:
             with _ignore_os_errors():
                 path.unlink()      # while still locked: nobody can take a lock on the old file after
             os.close(fd)
-        with _ignore_os_errors():
-            for folder in created:
-                folder.rmdir()     # only if empty: stops at the first that is not
+        _remove_empty(created)
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """The folders `hold` made, innermost first, if they are empty: stops at the first that is not."""
+    with _ignore_os_errors():
+        for folder in created:
+            folder.rmdir()
 
 
 def holder(out: str | Path) -> dict | None:

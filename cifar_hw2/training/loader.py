@@ -25,13 +25,16 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..augment import uint8_train_transform
-from ..batch_augment import AugmentParams, to_device
+from ..batch_augment import AugmentParams, BatchAugment, to_device
 from ..data import CifarDataset, CifarSplit, load_cifar100, stratified_subset, train_val_split
+from .config import ConfigError
 
 
 def batch_seed(seed: int, epoch: int, index: int) -> int:
     """A distinct 63-bit seed per (run seed, epoch, global batch index)."""
-    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + index)
+    # Taken mod 2**64 (torch's seed range; a negative seed is read as its two's complement anyway):
+    # the same seeds as before for every product that fitted, and no overflow for large run seeds.
+    g = torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_033 + index) % 2**64)
     return int(torch.randint(0, 2**62, (1,), generator=g))
 
 
@@ -167,6 +170,29 @@ def predict_logits(model, split: CifarSplit, device: torch.device, batch_size: i
         with autocast():
             outs.append(model(x.contiguous(memory_format=memory_format)).float())
     return torch.cat(outs).cpu()
+
+
+def train_batches(cfg, split: CifarSplit, device: torch.device, rank: int = 0, world: int = 1):
+    """This process's training batches of a run (`cfg`: a TrainConfig): (where they are augmented,
+    the batches, their sampler), on the device path or through loader workers per cfg.augment_on."""
+    # auto: the batched device path wherever it is measured (benchmarks/RESULTS.md): on CUDA
+    # and on the CPU, where it is also faster than loader workers. MPS keeps the loader path.
+    augment_on = cfg.augment_on if cfg.augment_on != "auto" else (
+        "device" if device.type in ("cuda", "cpu") else "loader")
+    per_process = cfg.batch_size // world
+    if augment_on == "device":
+        # Flip, rotation and AutoAugment too, per sample, in batches: the data never leaves the device.
+        batch_augment = BatchAugment(cfg.flip, cfg.rotation, cfg.autoaugment).to(device)
+        sampler = SeededBatchSampler(len(split), per_process, cfg.seed, rank, world)
+        loader = DeviceBatches(split, sampler, device, batch_augment)
+    else:
+        loader, sampler = make_train_loader(
+            split, per_process, cfg.seed, flip=cfg.flip, rotation=cfg.rotation, autoaugment=cfg.autoaugment,
+            rank=rank, world_size=world, workers=cfg.workers, pin_memory=device.type == "cuda")
+    if len(loader) == 0:   # config.validate catches this for CIFAR-100; a smaller archive lands here
+        raise ConfigError(f"batch_size {cfg.batch_size} is more than the {len(split)} training images "
+                          f"of {cfg.data or 'the data folder'}, so no step could be taken; use a smaller batch_size")
+    return augment_on, loader, sampler
 
 
 def make_splits(cfg, data: str | None = None, test: bool = True):

@@ -14,6 +14,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parents[1]      # cifar_hw2/
 REPO_ROOT = PACKAGE_DIR.parent                         # the clone, when there is one
 FIGURES_ENV = "CIFAR_HW2_FIGURES"   # another folder for figures (the tests use one: see conftest.py)
+RUNS_ENV = "CIFAR_HW2_RUNS"         # another folder for the notebooks' runs/ (the tests use one: see conftest.py)
 
 
 def in_checkout() -> bool:
@@ -31,8 +32,12 @@ def figures_dir() -> Path:
 def repo_path(path: str | os.PathLike) -> Path:
     """In a checkout, a relative path is taken from the repository root, so that a notebook reads
     and writes the same folders (runs/, results/) whether it runs from notebooks/ (Jupyter, nbval)
-    or from the root (papermill): 04 writes runs/04_train where 05 looks for it."""
+    or from the root (papermill): 04 writes runs/04_train where 05 looks for it. With $CIFAR_HW2_RUNS
+    set, `runs/...` is taken from that folder instead: the tests train 04 there, never reading or
+    replacing a run of yours in runs/04_train."""
     p = Path(path).expanduser()
+    if os.environ.get(RUNS_ENV) and not p.is_absolute() and p.parts[:1] == ("runs",):
+        return Path(os.environ[RUNS_ENV]).joinpath(*p.parts[1:])   # runs/X → $CIFAR_HW2_RUNS/X
     return REPO_ROOT / p if in_checkout() and not p.is_absolute() else p
 
 

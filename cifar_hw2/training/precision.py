@@ -55,6 +55,22 @@ class Precision:
         return {"used": self.name, "reason": self.reason}
 
 
+def scaled_step(scaler: "torch.amp.GradScaler", loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """fp16's backward and optimizer step through `scaler`; returns 1 if the scaler skipped the
+    step (inf/NaN gradients: the weights did not move), else 0, as a long scalar on the device.
+
+    update() lowers the scale exactly when the step was skipped, so the scale is compared before
+    and after. The scale is read as the scaler's device tensor `_scale`, a private attribute:
+    the public get_scale() returns a Python float, which makes the host wait for the GPU every
+    step, and no public accessor returns the tensor (torch 2.11 to 2.14 alike).
+    tests/test_private_apis.py fails, naming it and the torch version, if `_scale` changes."""
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)                 # skipped if any gradient is inf/NaN
+    before = scaler._scale.clone()
+    scaler.update()
+    return (scaler._scale < before).long()
+
+
 def choose_precision(requested: str, device: torch.device) -> Precision:
     """Resolve `requested` (auto | bf16 | fp16 | fp32) for `device`; raises ValueError with the
     valid choices for an unknown name, and for a half precision on MPS."""

@@ -7,7 +7,6 @@ running statistics equal too, so every rank evaluates and saves the same model.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -120,12 +119,3 @@ def gather_interleaved(local: torch.Tensor, n: int, world: int) -> torch.Tensor:
         count = len(range(r, n, world))
         out[r::world] = parts[r][:count]
     return out
-
-
-def weights_digest(model: nn.Module) -> str:
-    """sha256 of every tensor of the state dict: equal on all ranks iff the weights are."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()

@@ -6,6 +6,11 @@
 `progress_mode` picks the mode ("auto": a bar in a notebook or a terminal, else one line per
 epoch) and `epoch_line` is that line.
 
+Output whose reader goes away (`train ... | head -1`, a closed terminal) must not stop a run:
+`survive_closed_output()` (the CLI runs every command in it) makes a write that fails with EPIPE
+or EIO point that stream at /dev/null, as the Python docs' "Note on SIGPIPE" advises: the output
+stops there, the program goes on, and no BrokenPipeError traceback is printed at exit either.
+
 In a terminal it is tqdm's text bar. In a notebook it is tqdm's widget, displayed through an
 IPython display handle; on close, that output is replaced by the bar's final text line. A saved
 notebook then holds only text: a widget output reads as "0%|" (the text it was created with)
@@ -21,6 +26,8 @@ mark -- including the kernel's "idle" message, which then fails the cell. At 1 r
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import sys
 
 from tqdm.std import tqdm as text_tqdm
@@ -103,3 +110,50 @@ def epoch_line(row: dict, epochs: int) -> str:
     return (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.2e}  train loss {row['train_loss']:.4f} "
             f"acc {row['train_acc']:.3f}  val top1 {row['val_top1']:.3f}  test top1 {row['test_top1']:.3f} "
             f"ece {row['test_ece']:.3f}  {row['images_per_s']:.0f} img/s")
+
+
+class _SurvivingStream:
+    """A text stream (stdout, stderr) that outlives its reader: see the module docstring."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except OSError as e:
+                self._reader_gone(e)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except OSError as e:
+                self._reader_gone(e)
+
+    def _reader_gone(self, e: OSError) -> None:
+        if not isinstance(e, BrokenPipeError) and e.errno != errno.EIO:   # EIO: a hung-up terminal
+            raise e
+        self._gone = True
+        with contextlib.suppress(Exception):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())     # later writes, and the flush at exit, land there
+            os.close(devnull)
+            self._stream.flush()                         # what was buffered goes there too
+
+    def __getattr__(self, name):                         # isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def survive_closed_output():
+    """sys.stdout and sys.stderr, for the block, as streams that outlive their reader."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (None if s is None else _SurvivingStream(s) for s in saved)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved

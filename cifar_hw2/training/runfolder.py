@@ -7,10 +7,12 @@
     last.pt        everything needed to resume; best.pt  the weights of the best-by-val epoch
     .lock          held while a run is alive (folderlock.py); slurm.json  its Slurm job (experiments/slurm.py)
 
-Under torchrun only rank 0 writes these; every write is atomic (checkpoint.py).
+Under torchrun only rank 0 writes these; every write is atomic (checkpoint.py), and a failed one
+is one line (`RunFiles.write`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -23,10 +25,13 @@ import torch
 
 from .. import __version__
 from ..data import NUM_CLASSES
-from .checkpoint import CheckpointError, load_checkpoint, write_csv, write_json
+from .checkpoint import CheckpointError, leftover_temp_files, load_checkpoint, write_csv, write_json
+from .paths import shown_path
 from .config import RUNTIME_FIELDS, ConfigError, TrainConfig, upgrade_saved
+from .folderlock import hold
+from .stopping import what_is_kept
 
-RUN_FILES = ("config.json", "history.csv", "metrics.json", "last.pt", "best.pt")
+RUN_FILES = ("config.json", "history.csv", "metrics.json", "last.pt", "best.pt", "predictions.npz")
 JOB_FILE = "slurm.json"     # the Slurm job of a run submitted through experiments/slurm.py
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc",
@@ -49,14 +54,34 @@ def git_commit() -> str | None:
         return None
 
 
+# What the CPU's digits depend on. A CPU run repeats digit for digit (history.csv and metrics.json)
+# only where all of these are the same, with the same code and data: the kernel family
+# (cpu_capability) and the thread count change the order of float sums; so does the CPU itself,
+# whose libraries pick code paths by model and vendor (an AMD EPYC with AVX-512 gave other digits
+# than the AVX-512 machine that made the CPU reference), and so do the library versions. tests/test_reference.py compares only such runs.
+SAME_DIGITS_ON = ("cpu_model", "cpu_capability", "torch_threads", "python", "torch", "torchvision",
+                  "timm", "numpy")
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as the OS gives it ('AMD EPYC 9R14 96-Core Processor')."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def versions() -> dict:
+    import numpy
     import timm
     import torchvision
     return {"cifar_hw2": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "timm": timm.__version__,
-            # CPU results are bit-exact only for the same kernels and thread count: both change the
-            # order of float sums (measured: 1 and 2 threads give different epoch-1 rows).
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads()}
+            "torchvision": torchvision.__version__, "timm": timm.__version__, "numpy": numpy.__version__,
+            "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads()}
 
 
 def _identity(cfg: dict) -> dict:
@@ -99,6 +124,38 @@ def check_out_folder(out: str | Path) -> None:
                           f"cannot make out folder {out}: making a folder in {parent} fails ({why})") from None
 
 
+def remove_partial_writes(out: str | Path) -> None:
+    """Delete the temp files of run-file writes that a killed run left in `out` (kill -9 during a
+    checkpoint write leaves a partial .last.pt.*.tmp; the file itself is intact). Only while holding
+    the folder's lock: then no other run writes there. Files of other writers (an `evaluate`'s
+    eval-*.json) are left alone."""
+    for path in leftover_temp_files(Path(out), RUN_FILES):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass            # harmless where it stays: nothing reads it
+
+
+@contextlib.contextmanager
+def claimed(out: str | Path, procs):
+    """While a run lasts: its out folder can be written, no other run holds it (rank 0 holds its
+    lock), and no partial write of a killed run is left in it. Checked before any data is loaded;
+    a failure stops every rank together (`procs`: a processes.Processes)."""
+    with contextlib.ExitStack() as held:
+        error = None
+        if procs.main:
+            try:
+                check_out_folder(out)
+                held.enter_context(hold(out))
+                remove_partial_writes(out)      # what a killed run's writes left
+            except ConfigError as e:
+                error = e
+        error = procs.share(error)
+        if error is not None:
+            raise error
+        yield
+
+
 def prepare_out(cfg: TrainConfig, procs) -> dict | None:
     """Check the out folder against this run; return the checkpoint state to resume from, if any.
     `procs`: a processes.Processes (barrier, main)."""
@@ -124,6 +181,12 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
             (out / JOB_FILE).unlink(missing_ok=True)
         procs.barrier()
         return None
+    results = [name for name in ("history.csv", "metrics.json", "best.pt") if name in existing]
+    if cfg.resume and results and "last.pt" not in existing:
+        # Training again from epoch 1 would replace these: only --overwrite may do that.
+        raise ConfigError(f"cannot resume {out}: it holds a run's results ({', '.join(results)}) but no last.pt, "
+                          f"so there is nothing to continue from. Pass --overwrite to train it again from epoch 1 "
+                          f"(replacing them), restore its last.pt, or choose another --out")
     if cfg.resume and (out / "last.pt").exists():
         state = load_checkpoint(out / "last.pt", cfg.model, NUM_CLASSES)
         changed = settings_changed(state["config"], cfg)
@@ -141,6 +204,17 @@ def config_record(cfg: TrainConfig, **picked) -> dict:
             "command": " ".join(sys.argv)}
 
 
+def closing_lines(out: Path, best: dict, epochs: int) -> str:
+    """What a finished run says last: its best epoch, where its files are, and what to run next."""
+    shown = shown_path(out)
+    parent = shown_path(Path(out).parent) if shown_path(Path(out).parent) not in ("", ".") else "."
+    return (f"{shown}: done, {epochs} epochs. Best by validation: epoch {best['epoch']}, test top-1 "
+            f"{100 * best['test_top1']:.2f} %, ECE {100 * best['test_ece']:.2f} % (metrics.json; curves in "
+            f"history.csv and TensorBoard; predictions.npz).\n"
+            f"Next: python -m cifar_hw2 evaluate --checkpoint {shown}/best.pt  |  python -m cifar_hw2 report "
+            f"--runs {parent}  |  tensorboard --logdir {parent}  |  notebook 05 compares runs")
+
+
 def metrics_record(history: list[dict], best: dict | None, epochs: int, calibration: dict) -> dict:
     """metrics.json: test metrics (fractions) at the final epoch and at the best-by-val epoch,
     with the reliability-diagram bins of both (before and after temperature scaling)."""
@@ -153,6 +227,39 @@ def metrics_record(history: list[dict], best: dict | None, epochs: int, calibrat
     return {**{k: final[k] for k in ("top1", "top5", "nll", "ece")},
             "final": final, "best": pick(best), "epochs_done": history[-1]["epoch"], "epochs": epochs,
             "complete": history[-1]["epoch"] >= epochs, "reliability": calibration}
+
+
+class RunFileError(RuntimeError):
+    """A file of the run folder could not be written (a full disk, ...); the last good checkpoint is kept."""
+
+
+class RunFiles:
+    """A run's writes to its folder (rank 0 alone calls them). A failed write (a full disk) raises
+    RunFileError, one line that says what is kept and how to go on; the old file is intact and no
+    temp file is left."""
+
+    def __init__(self, out: str | Path, epochs: int, resume_command: str):
+        self.out, self.epochs, self.resume_command = Path(out), epochs, resume_command
+        # (epochs done, steps into the next) of the last last.pt written: what a failure keeps.
+        # Every rank tracks it, for the error that every rank raises on a NaN loss.
+        self.saved: tuple[int, int] | None = None
+
+    def write(self, name: str, write, *args) -> None:
+        """`write(path, *args)` for the file `name` of the run folder."""
+        path = self.out / name
+        try:
+            write(path, *args)
+        except OSError as e:
+            raise RunFileError(f"could not write {path}: {e.strerror or e}. {self.kept()}; free space or "
+                               f"fix the folder, then resume: {self.resume_command}") from None
+
+    def record(self, history: list[dict], best: dict | None, calibration: dict) -> None:
+        """history.csv and metrics.json from the history so far."""
+        self.write("history.csv", write_csv, history)
+        self.write("metrics.json", write_json, metrics_record(history, best, self.epochs, calibration))
+
+    def kept(self) -> str:
+        return what_is_kept(self.out, self.saved, self.epochs)
 
 
 def rng_lists(x):

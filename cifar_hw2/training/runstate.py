@@ -1,4 +1,6 @@
-"""What last.pt holds beyond the weights: the RNG states, and a position inside an epoch.
+"""A Trainer's state on disk: what last.pt and best.pt hold, when they are written, and how a run
+continues from them. `trainer_state` and `restore_trainer` sit side by side, so that what is saved
+and what is restored stay one list.
 
 Exact resume needs every source of randomness back where it was. After an epoch that is the host
 RNGs (torch's CPU generator and Python's); each epoch then reseeds from (seed, epoch). Inside an
@@ -7,6 +9,9 @@ epoch (a timed checkpoint, a signal, the time limit) it is more, per rank: the R
 buffers, since BatchNorm statistics differ between ranks until the epoch's end averages them.
 
     position = {"epoch": 2, "step": 67, "world": 1, "seconds": 41.3, "ranks": [rank 0's, ...]}
+
+Rank 0 alone writes; every rank tracks which last.pt was written last (`trainer.files.saved`), for
+the error that every rank raises on a NaN loss.
 """
 from __future__ import annotations
 
@@ -16,8 +21,72 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import CheckpointError
+from ..data import NUM_CLASSES, data_root
+from .checkpoint import CheckpointError, checkpoint_epoch, save_checkpoint
 from .runfolder import rng_lists, rng_tuples
+
+
+def trainer_state(trainer, epochs_done: int, weights_only: bool = False, position: dict | None = None) -> dict:
+    """What last.pt (everything to resume) or best.pt (`weights_only`) holds of a Trainer after
+    `epochs_done` epochs; with `position`, last.pt inside the next epoch."""
+    cfg = trainer.cfg
+    state = {"model_name": cfg.model, "num_classes": NUM_CLASSES, "epoch": epochs_done, "config": cfg.to_dict(),
+             "data_folder": str(data_root(cfg.data)), "model": trainer.model.state_dict()}
+    if not weights_only:
+        state.update(optimizer=trainer.optimizer.state_dict(), scheduler=trainer.scheduler.state_dict(),
+                     history=trainer.history, best=trainer.best, calibration=trainer.calibration, rng=host_rng())
+        if trainer.scaler is not None:
+            state.update(scaler=trainer.scaler.state_dict(), skipped_steps=int(trainer.skipped_steps))
+        if position is not None:
+            state["position"] = position
+    return state
+
+
+def restore_trainer(trainer, state: dict) -> None:
+    """A set-up Trainer continues from last.pt's `state`: weights, optimizer, schedule, history, best
+    epoch, RNG states, and the place inside an epoch where it stopped, if it did."""
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.history, trainer.best, trainer.start_epoch = state["history"], state["best"], state["epoch"]
+    trainer.calibration = state["calibration"]
+    if trainer.scaler is not None and state.get("scaler"):
+        trainer.scaler.load_state_dict(state["scaler"])
+    trainer.skipped_steps.fill_(state.get("skipped_steps", 0))
+    restore_host_rng(state["rng"])
+    trainer.position = state.get("position")
+
+
+def save_after_epoch(trainer, epochs_done: int, improved: bool) -> None:
+    """last.pt after an epoch, then best.pt when this epoch is the best by validation. last.pt
+    first: if the second write fails, last.pt's own weights are the best epoch's, and a resume
+    rewrites best.pt from them (`repair_best`)."""
+    if trainer.procs.main:
+        trainer.files.write("last.pt", save_checkpoint, trainer_state(trainer, epochs_done))
+        trainer.files.saved = (epochs_done, 0)     # what a failed best.pt write below says is kept
+        if improved:
+            trainer.files.write("best.pt", save_checkpoint, trainer_state(trainer, epochs_done, weights_only=True))
+    trainer.files.saved = (epochs_done, 0)
+
+
+def save_inside(trainer, epoch: int, step: int, seconds: float, ranks: list[dict]) -> None:
+    """last.pt at `step` steps into `epoch` (0-based): the model and optimizer as after that step,
+    the epoch's `seconds` so far and each rank's part of the position (`rank_position`, which every
+    rank took part in)."""
+    position = {"epoch": epoch, "step": step, "world": trainer.procs.world, "seconds": seconds, "ranks": ranks}
+    if trainer.procs.main:
+        trainer.files.write("last.pt", save_checkpoint, trainer_state(trainer, epoch, position=position))
+    trainer.files.saved = (epoch, step)
+    trainer.stop.checkpointed()
+
+
+def repair_best(trainer) -> None:
+    """A run that ended between writing last.pt and best.pt (a full disk, a kill) left best.pt a
+    step behind; the best epoch is then last.pt's own, whose weights it holds. Rank 0, on resume."""
+    epoch, best = trainer.start_epoch, trainer.best
+    if (trainer.position is None and best is not None and best["epoch"] == epoch
+            and checkpoint_epoch(trainer.out / "best.pt") != epoch):
+        trainer.files.write("best.pt", save_checkpoint, trainer_state(trainer, epoch, weights_only=True))
 
 
 def host_rng() -> dict:

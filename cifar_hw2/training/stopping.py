@@ -4,9 +4,9 @@
     with stop.installed():                   # signal handlers, restored afterwards
         ... decision = stop.poll()           # at the trainer's refresh points, on every rank
 
-SIGTERM, SIGUSR1 (what Slurm's --signal sends), SIGUSR2 (submitit's time-limit signal) and SIGINT
-ask the run to stop: the current step finishes, last.pt is written at that position and fit
-raises RunStopped; the CLI exits with EXIT_STOPPED. A second SIGINT stops at once
+SIGTERM, SIGUSR1 (what Slurm's --signal sends), SIGUSR2 (submitit's time-limit signal), SIGINT and
+SIGHUP (a closed terminal or SSH session) ask the run to stop: the current step finishes, last.pt is
+written at that position and fit raises RunStopped; the CLI exits with EXIT_STOPPED. A second SIGINT stops at once
 (KeyboardInterrupt; last.pt is the one written before). A signal that arrives during an
 evaluation is acted on when that evaluation ends, at the epoch's own checkpoint.
 
@@ -19,21 +19,32 @@ Test hook: $CIFAR_HW2_TEST_SIGNAL = "SIGNAL EPOCH STEP [RANK [OUT]]" makes the p
 itself SIGNAL after STEP steps of EPOCH (1-based; STEP "eval": when that epoch's evaluation
 begins), on RANK only (default 0; "any" for all) and only for a run whose out folder contains OUT.
 A resumed run starts after that point, so the signal is sent once.
+
+What a stopped or failed run says is built here, once: where in the run it is (`where_in_run`), the
+stop line (`stop_line`), what a failure keeps (`what_is_kept`), and where a resumed run starts (`resume_line`).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from .paths import shown_path
+
 STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, getattr(signal, "SIGUSR1", None),
-                                 getattr(signal, "SIGUSR2", None), signal.SIGINT) if s is not None)
+                                 getattr(signal, "SIGUSR2", None), signal.SIGINT,
+                                 getattr(signal, "SIGHUP", None)) if s is not None)
 TEST_SIGNAL_ENV = "CIFAR_HW2_TEST_SIGNAL"
+# How to go on, where the caller gave no command (fit() from Python; the CLI passes its own command line).
+DEFAULT_RESUME = "fit() again with resume=True (notebook 04: run it again; resume = True is its default)"
 
 
 class RunStopped(KeyboardInterrupt):
@@ -43,6 +54,15 @@ class RunStopped(KeyboardInterrupt):
     def __init__(self, message: str, signum: int | None):
         super().__init__(message)
         self.message, self.signum = message, signum
+
+
+class StopHere(Exception):
+    """Raised inside the trainer's loop where a stop was decided: `epoch` epochs done and `step` steps
+    (of `total`) into the next, as `where_in_run` says it. Trainer.run turns it into the stop line."""
+
+    def __init__(self, decision: Decision, epoch: int, step: int, total: int):
+        super().__init__()
+        self.decision, self.epoch, self.step, self.total = decision, epoch, step, total
 
 
 @dataclass
@@ -129,6 +149,36 @@ def where_in_run(epochs_done: int, step: int, epochs: int, total: int | None = N
     return f"in epoch {epochs_done + 1} of {epochs}, after step {step}" + (f" of {total}" if total else "")
 
 
+def stop_line(out, stop: StopHere, epochs: int, time_limit: float | None, resume_command: str) -> str:
+    """The line a run stopped by a signal or by its time limit prints: why, where, and the command
+    that continues it."""
+    place = where_in_run(stop.epoch, stop.step, epochs, stop.total)
+    if stop.decision.signum is not None:
+        return (f"{shown_path(out)}: stopped by {signal_name(stop.decision.signum)} {place}; last.pt holds that "
+                f"position. Resume with: {resume_command}")
+    return (f"{shown_path(out)}: time limit of {time_limit:g} h reached {place}; last.pt saved there. "
+            f"Resume to continue: {resume_command}")
+
+
+def resume_line(out, saved: tuple[int, int] | None, epochs: int, total: int) -> str | None:
+    """What a run says when it starts from last.pt (`saved`: its epochs done and steps into the
+    next, of `total`): where it resumes, or that it has nothing left to do. None: a fresh run."""
+    if saved is not None and saved[0] >= epochs:
+        return f"{shown_path(out)}: all {epochs} epochs are done already."
+    if saved:
+        return f"{shown_path(out)}: resuming {where_in_run(*saved, epochs, total)}."
+    return None
+
+
+def what_is_kept(out, saved: tuple[int, int] | None, epochs: int) -> str:
+    """What a run that failed (a full disk, a NaN loss) keeps, as its error says it: the last good
+    last.pt and where in the run it stands, or that none was written yet. `saved`: (epochs done,
+    steps into the next) of the last last.pt written, or None."""
+    if saved is None:
+        return "No checkpoint was written yet"
+    return f"The last good checkpoint {Path(out) / 'last.pt'} ({where_in_run(*saved, epochs)}) is kept"
+
+
 def _test_signal(rank: int, out: str):
     spec = os.environ.get(TEST_SIGNAL_ENV, "").split()
     if not spec:
@@ -138,3 +188,18 @@ def _test_signal(rank: int, out: str):
     if (on_rank != "any" and int(on_rank) != rank) or (len(spec) > 4 and spec[4] not in out):
         return None
     return getattr(signal, name), int(epoch), where if where == "eval" else int(where)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues this run: the same, with --resume instead of --overwrite.
+    Under torchrun, the torchrun command (its own flags are not visible here: the common ones)."""
+    drop = {"--resume", "--no-resume", "--overwrite", "--no-overwrite"}
+    args = [a for a in argv if a not in drop] + ["--resume"]
+    world, local = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_WORLD_SIZE", "1")
+    if int(world) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+        nodes = int(world) // max(1, int(local))
+        launcher = (f"torchrun --standalone --nproc_per_node={local}" if nodes == 1 else
+                    f"torchrun --nnodes={nodes} --nproc_per_node={local} (your rendezvous flags, on every node)")
+        return f"{launcher} -m cifar_hw2 {shlex.join(args)}"
+    program = sys.argv[0] if sys.argv and not sys.argv[0].endswith("__main__.py") else f"{sys.executable} -m cifar_hw2"
+    return (shlex.quote(program) if " " not in program else program) + " " + shlex.join(args)

@@ -2,18 +2,20 @@
 
 A run, as `fit` drives it:
 
-    Trainer.setup     the splits, the model, the loss, the optimizer and schedule, the batches
-      .resume         from last.pt: weights, optimizer, history, RNG states, the place inside an epoch
-                      (then DDP and torch.compile wrap what the step calls)
-    Trainer.run       config.json and the first line, then `_one_epoch` for each epoch left:
-      .train_epoch    `Trainer.step` over the epoch's batches (it may stop inside: see below)
-      .evaluate       validation (picks best.pt) and test (reported, never used to choose), fp32;
-                      then the learning-rate schedule steps (once per epoch)
-      .checkpoint     last.pt, then best.pt when validation improved
-      .record         history.csv and metrics.json; then the epoch's line
+    Trainer.setup       the splits, the model, the loss, the optimizer and schedule, the batches
+      .resume           from last.pt: weights, optimizer, history, RNG states, the place inside an epoch
+                        (then DDP and torch.compile wrap what the step calls)
+    Trainer.run         config.json and the first line, then `_one_epoch` for each epoch left:
+      .train_epoch      `Trainer.step` over the epoch's batches (it may stop inside: see below)
+      .evaluate         validation (picks best.pt) and test (reported, never used to choose), fp32;
+                        then the learning-rate schedule steps (once per epoch)
+      save_after_epoch  last.pt, then best.pt when validation improved
+      .record           a best epoch's predictions.npz, history.csv and metrics.json; the epoch's line
 
-What the run folder holds: runfolder.py. Processes and DDP: processes.py. Precision:
-precision.py; backend switches and the compile cache: backends.py; compiling the step: compiled.py.
+Checkpoints (what they hold, when they are written): runstate.py. The run folder: runfolder.py. An
+epoch's running totals: tally.py; its evaluation: evaluation.py. Processes and DDP: processes.py.
+Precision: precision.py; backend switches and the compile cache: backends.py; compiling the step:
+compiled.py. What a stopped run says: stopping.py.
 
 Exact resume: every epoch's randomness (batch order, augmentation, dropout, noise, MC masks) is
 derived from (seed, epoch), so re-running an epoch after a crash gives the same numbers; last.pt
@@ -27,9 +29,7 @@ writes files and progress.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import time
 from pathlib import Path
 
@@ -37,82 +37,63 @@ import torch
 import torch.distributed as dist
 
 from ..augment import BatchNormalizeNoise
-from ..batch_augment import BatchAugment
-from ..data import NUM_CLASSES
+from ..data import NUM_CLASSES, data_root
 from ..losses import NEEDS_FEATURES, build_loss
-from ..metrics import classification_metrics, reliability, temperature_scaled
 from ..models import build_model
 from ..optim import build_optimizer
 from ..schedule import build_scheduler
-from .backends import backend_settings, use_inductor_cache
-from .checkpoint import checkpoint_epoch, save_checkpoint, write_csv, write_json
-from .compiled import (compile_errors, compile_for_training, compile_unavailable, eager, failure_line,
-                       load_artifacts, save_artifacts, uncompile)
+from .backends import backend_settings
+from .checkpoint import write_json
+from .compiled import Compilation
 from .config import ConfigError, TrainConfig
-from .folderlock import hold
-from .loader import DeviceBatches, SeededBatchSampler, batch_seed, make_splits, make_train_loader, predict_logits
+from .evaluation import epoch_metrics, split_logits
+from .loader import batch_seed, make_splits, train_batches
 from .paths import shown_path
-from .precision import choose_precision
-from .processes import (Processes, average_buffers, convert_sync_batchnorm, gather_interleaved, init_processes,
-                        pick_device, weights_digest, wrap_ddp)
+from .precision import choose_precision, scaled_step
+from .predictions import FILENAME as PREDICTIONS, write_predictions
+from .processes import Processes, average_buffers, convert_sync_batchnorm, init_processes, pick_device, wrap_ddp
 from .progress import epoch_line, progress_mode, shown_epoch
-from .runfolder import HISTORY_COLUMNS, check_out_folder, config_record, metrics_record, prepare_out, settings_changed
-from .runstate import check_world, host_rng, rank_position, restore_host_rng, restore_rank
-from .stopping import RunStopped, StopControl, signal_name, where_in_run
-
-# Re-exported: code written against the one-module trainer imports these from here. Other names it
-# merely imported (load_cifar100, epoch_bar, ...) are no longer here: import them from their modules.
-__all__ = ["Trainer", "fit", "NonFiniteLossError", "RunFileError", "RunStopped", "make_splits", "temperature_scaled",
-           "HISTORY_COLUMNS", "pick_device", "prepare_out", "settings_changed", "Processes"]
+from .runfolder import HISTORY_COLUMNS, RunFiles, claimed, closing_lines, config_record, prepare_out
+from .runstate import check_world, repair_best, restore_trainer, save_after_epoch, save_inside
+from .stopping import DEFAULT_RESUME, RunStopped, StopControl, StopHere, resume_line, stop_line
+from .tally import EpochTally
+from .tensorboard import RunBoard
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
 
 
-class RunFileError(RuntimeError):
-    """A file of the run folder could not be written (a full disk, ...); the last good checkpoint is kept."""
-
-
-class _StopHere(Exception):
-    """Raised inside the loop where a stop was decided; run() turns it into the line and the outcome."""
-
-    def __init__(self, decision, epoch: int, step: int, total: int):
-        super().__init__()
-        self.decision, self.epoch, self.step, self.total = decision, epoch, step, total
-
-
-DEFAULT_RESUME = "fit() again with resume=True (notebook 04: run it again; resume = True is its default)"
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, procs: Processes, resume_command: str | None = None):
         self.cfg, self.procs = cfg, procs
-        self.resume_command = resume_command or DEFAULT_RESUME
         self.out = Path(cfg.out)
         self.device = pick_device(cfg.device, procs.local_rank)
-        cuda = self.device.type == "cuda"
         self.precision = choose_precision(cfg.precision, self.device)
         self.autocast = self.precision.autocast     # a fresh context manager per call
         # channels_last only where it pays (CUDA); the CPU path stays plain.
-        self.memory_format = torch.channels_last if (cuda and cfg.channels_last) else torch.contiguous_format
-        # reduce-overhead / max-autotune replay CUDA graphs: each step must say a new one begins.
-        self.graphed = cfg.compile and cuda and cfg.compile_mode in ("reduce-overhead", "max-autotune")
-        self.compile_backend = "inductor"   # tests set "aot_eager" (no C++ compile on the CPU)
+        self.memory_format = (torch.channels_last if (self.device.type == "cuda" and cfg.channels_last)
+                              else torch.contiguous_format)
+        self.compilation = (Compilation(cfg.compile_mode, cfg.compile_scope, self.device, self.out, procs.main)
+                            if cfg.compile else None)
         if cfg.batch_size % procs.world:
             raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {procs.world} processes")
         # Signals and the test hook only; fit() gives a run its checkpoint timer and time limit
         # (bench drives train_epoch too, and must never write a checkpoint).
         self.stop = StopControl(world=procs.world, device=self.device, rank=procs.rank, out=str(self.out))
-        self.saved: tuple[int, int] | None = None   # (epochs done, steps into the next) of the last last.pt
+        self.files = RunFiles(self.out, cfg.epochs, resume_command or DEFAULT_RESUME)
         self.show = progress_mode(cfg.progress) if procs.main else "off"   # bar / epoch / off: what is printed
+        self.board = RunBoard(self.out, 1, 0, main=False)   # no event files until run() opens them (bench never does)
 
     # ---- setup
     def setup(self, state: dict | None) -> None:
         """Build the run's parts; with `state` (last.pt's), continue from where it stopped."""
         self.train_split, self.val_split, self.test_split = make_splits(self.cfg)
         self._build_model()
-        self._build_batches()
+        # Normalisation (and, in training, noise) always runs on the device, per batch.
+        self.augment = BatchNormalizeNoise(self.cfg.noise_p, self.cfg.noise_std).to(self.device)
+        self.augment_on, self.loader, self.sampler = train_batches(self.cfg, self.train_split, self.device,
+                                                                   self.procs.rank, self.procs.world)
         self.history: list[dict] = []
         self.best: dict | None = None
         self.calibration: dict = {}  # reliability bins of the test split, final and best epoch
@@ -142,27 +123,6 @@ class Trainer:
         # Steps the scaler skipped (inf/NaN gradients in fp16), on the device: no sync per step.
         self.skipped_steps = torch.zeros((), device=self.device, dtype=torch.long)
 
-    def _build_batches(self) -> None:
-        """This process's training batches, augmented on the device or in loader workers."""
-        cfg, procs = self.cfg, self.procs
-        # Normalisation (and, in training, noise) always runs on the device, per batch.
-        self.augment = BatchNormalizeNoise(cfg.noise_p, cfg.noise_std).to(self.device)
-        # auto: the batched device path wherever it is measured (benchmarks/RESULTS.md): on CUDA
-        # and on the CPU, where it is also faster than loader workers. MPS keeps the loader path.
-        self.augment_on = cfg.augment_on if cfg.augment_on != "auto" else (
-            "device" if self.device.type in ("cuda", "cpu") else "loader")
-        per_process = cfg.batch_size // procs.world
-        if self.augment_on == "device":
-            # Flip, rotation and AutoAugment too, per sample, in batches: the data never leaves the device.
-            batch_augment = BatchAugment(cfg.flip, cfg.rotation, cfg.autoaugment).to(self.device)
-            self.sampler = SeededBatchSampler(len(self.train_split), per_process, cfg.seed, procs.rank, procs.world)
-            self.loader = DeviceBatches(self.train_split, self.sampler, self.device, batch_augment)
-        else:
-            self.loader, self.sampler = make_train_loader(
-                self.train_split, per_process, cfg.seed, flip=cfg.flip, rotation=cfg.rotation,
-                autoaugment=cfg.autoaugment, rank=procs.rank, world_size=procs.world, workers=cfg.workers,
-                pin_memory=self.device.type == "cuda")
-
     def _wrap_for_training(self) -> None:
         """What the step calls: the model, under torchrun its DDP wrapper, compiled if asked."""
         self.train_model = self.model
@@ -171,45 +131,15 @@ class Trainer:
             # all-reduce with backward. SyncBatchNorm already syncs the statistics every step, so
             # DDP need not broadcast the buffers as well.
             self.train_model = wrap_ddp(self.model, self.device, broadcast_buffers=not self.synced)
-        self.eager_train_model = self.train_model
-        self.compile_cache = self.compiled = None
-        self.compile_warm = False       # portable cache artifacts were loaded before compiling
-        self.warmup_seconds: float | None = None   # the first compiled step, measured once
-        if self.cfg.compile:
-            self._compile()
-
-    def _compile(self) -> None:
-        """torch.compile per cfg (compiled.py). Where it cannot run, say so in one line and train eager."""
-        why_not = compile_unavailable(self.device)
-        if why_not:
-            return self._compile_failed(why_not)
-        self.compile_cache = str(use_inductor_cache())
-        self.compile_warm = load_artifacts(self.out)
-        self.train_model, self.compiled = compile_for_training(self.model, self.train_model, self.cfg.compile_scope,
-                                                               self.cfg.compile_mode, self.compile_backend)
-
-    def _compile_failed(self, why: str) -> None:
-        uncompile(self.model)
-        self.train_model, self.graphed, self.compiled = self.eager_train_model, False, None
-        self.warmup_seconds = 0.0
-        if self.procs.main:
-            print(f"torch.compile is not available here ({why}); training continues eager", flush=True)
+        if self.compilation is not None:
+            self.train_model = self.compilation.wrap(self.model, self.train_model)
 
     # ---- resume
     def resume(self, state: dict) -> None:
         """Continue from last.pt: weights, optimizer, schedule, history, best epoch, RNG states, and
         the place inside an epoch where it stopped, if it did (runstate.py)."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.history, self.best, self.start_epoch = state["history"], state["best"], state["epoch"]
-        self.calibration = state["calibration"]
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.skipped_steps.fill_(state.get("skipped_steps", 0))
-        restore_host_rng(state["rng"])
-        self.position = state.get("position")
-        self.saved = (self.start_epoch, self.position["step"] if self.position else 0)
+        restore_trainer(self, state)
+        self.files.saved = (self.start_epoch, self.position["step"] if self.position else 0)
         check_world(self.position, self.procs.world, str(self.out / "last.pt"))
 
     # ---- one step: what the loop, bench and the CUDA-graph replay all run
@@ -223,7 +153,7 @@ class Trainer:
         graph captured for it is replayed every step; evaluation runs the eager model and handles
         its short last batch there. In fp16 a step whose gradients overflow is skipped by the
         scaler (the weights do not move) and counted in `skipped_steps`."""
-        if self.graphed:
+        if self.compilation is not None and self.compilation.graphed:
             torch.compiler.cudagraph_mark_step_begin()
         with self.autocast():
             if self.needs_features:
@@ -237,14 +167,23 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
         else:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)       # skipped if any gradient is inf/NaN
-            # update() lowers the scale exactly when this step was skipped. `_scale` is the
-            # scaler's device tensor; reading it keeps the count on the device (get_scale syncs).
-            before = self.scaler._scale.clone()
-            self.scaler.update()
-            self.skipped_steps += (self.scaler._scale < before).long()
+            self.skipped_steps += scaled_step(self.scaler, loss, self.optimizer)   # on the device: no sync
         return loss.detach(), logits.detach()
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """A uint8 batch on the device as the model takes it: normalised, noised (in training), in
+        the model's memory format. What the epoch loop, bench and the sync check feed `step`."""
+        return self.augment(images).contiguous(memory_format=self.memory_format)
+
+    def timed_step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`step`; the first compiled one compiles: it is timed, and falls back to eager on failure."""
+        if self.compilation is None or self.compilation.seconds is not None:
+            return self.step(x, labels)
+        out = self.compilation.first_step(lambda: self.step(x, labels), self._say)
+        if out is None:     # compiling failed (compiled.py said so): this step again, eager as all after it
+            self.train_model = self.compilation.eager_model
+            out = self.step(x, labels)
+        return out
 
     # ---- train one epoch
     def train_epoch(self, epoch: int, bar, max_steps: int | None = None, position: dict | None = None) -> dict:
@@ -252,151 +191,102 @@ class Trainer:
 
         Every `refresh` steps (each step on the CPU, every 25 on a GPU, where it syncs anyway) it
         checks the loss is finite, updates the bar, and asks `stop` whether to checkpoint here or
-        stop; a stop raises _StopHere after last.pt is written at this step."""
-        cfg, dev = self.cfg, self.device
+        stop; a stop raises StopHere after last.pt is written at this step."""
+        dev = self.device
         self.train_model.train()
-        loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
-        correct = torch.zeros((), device=dev, dtype=torch.long)
-        first_bad = torch.full((), -1, device=dev, dtype=torch.long)
+        tally = EpochTally(dev, self.procs.world, position)
         first = position["step"] if position else 0
-        seen, seen_here, start = 0, 0, time.perf_counter()
+        batches = self._epoch_batches(epoch, first)
+        if position:
+            tally.restore(position, self.procs.rank, self.model)
+            if bar is not None:
+                bar.update(first)
+        total = len(self.loader) if max_steps is None else min(max_steps, len(self.loader))
         refresh = 1 if dev.type == "cpu" else 25   # a host sync only every few steps on a GPU
+        # islice: never fetch a batch past the last step (on the device path that would augment a
+        # whole chunk no step trains on). A resumed epoch's loader starts at step `first`.
+        for step, (images, labels) in enumerate(itertools.islice(batches, max(total - first, 0)), start=first):
+            images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+            loss, logits = self.timed_step(self.inputs(images), labels)
+            tally.add(step, loss, logits, labels)
+            self.stop.test_hook(epoch, step + 1)
+            if (step + 1) % refresh == 0 or step + 1 == total:
+                self._refresh(epoch, step + 1, total, tally, bar)
+        self._check_finite(tally, epoch)
+        if self.procs.world > 1:
+            average_buffers(self.model, self.procs.world)
+        return tally.result()
+
+    def _epoch_batches(self, epoch: int, first: int):
+        """The epoch's batches from step `first` on, and this process's random stream for the epoch."""
         self.sampler.set_epoch(epoch, first)
         batches = iter(self.loader)
         # Dropout, noise and MC masks in this process draw from a stream fixed by (seed, epoch, rank).
         # Seeded after iter(): a new loader iterator draws from this RNG, a persistent one does not.
-        torch.manual_seed(batch_seed(cfg.seed, epoch, -1 - self.procs.rank))
-        if position:
-            seen = restore_rank(position, self.procs.rank, self.model, loss_sum, correct, dev)
-            if bar is not None:
-                bar.update(first)
-        total = len(self.loader) if max_steps is None else min(max_steps, len(self.loader))
-        # islice: never fetch a batch past the last step (on the device path that would augment a
-        # whole chunk no step trains on). A resumed epoch's loader starts at step `first`.
-        for step, (images, labels) in enumerate(itertools.islice(batches, max(total - first, 0)), start=first):
-            images = images.to(dev, non_blocking=True)
-            labels = labels.to(dev, non_blocking=True)
-            x = self.augment(images).contiguous(memory_format=self.memory_format)
-            loss, logits = self.timed_step(x, labels)
-            # Metrics stay on the device; no .item() per step.
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-            loss_sum += loss.double() * labels.shape[0]
-            correct += (logits.argmax(dim=1) == labels).sum()
-            seen += labels.shape[0]
-            seen_here += labels.shape[0]
-            self.stop.test_hook(epoch, step + 1)
-            if (step + 1) % refresh == 0 or step + 1 == total:
-                self._check_finite(first_bad, epoch)
-                if bar is not None:
-                    bar.update(step + 1 - bar.n)
-                    # refresh=False: drawn at the bar's next rate-limited redraw (progress.py).
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
-                                    img_s=f"{seen_here * self.procs.world / (time.perf_counter() - start):.0f}",
-                                    refresh=False)
-                decision = self.stop.poll()     # the same on every rank (a collective under torchrun)
-                if decision.checkpoint or decision.stop:
-                    spent = (position["seconds"] if position else 0.0) + time.perf_counter() - start
-                    self._checkpoint_inside(epoch, step + 1, loss_sum, correct, seen, spent)
-                if decision.stop:
-                    raise _StopHere(decision, epoch, step + 1, total)
-        self._check_finite(first_bad, epoch)
-        if self.procs.world > 1:
-            average_buffers(self.model, self.procs.world)
-        totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), device=dev, dtype=torch.float64)])
-        if self.procs.world > 1:
-            dist.all_reduce(totals)
-        seconds = time.perf_counter() - start
-        return {"train_loss": (totals[0] / totals[2]).item(), "train_acc": (totals[1] / totals[2]).item(),
-                "images_per_s": seen_here * self.procs.world / seconds}
+        torch.manual_seed(batch_seed(self.cfg.seed, epoch, -1 - self.procs.rank))
+        return batches
 
-    def timed_step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`step`; the first compiled one is timed (it compiles) and falls back to eager on failure."""
-        if self.warmup_seconds is None and self.cfg.compile:
-            return self._timed_first_step(x, labels)
-        return self.step(x, labels)
+    def _refresh(self, epoch: int, done: int, total: int, tally: EpochTally, bar) -> None:
+        """A refresh point, `done` steps into `epoch`: check the loss, log and show it, and
+        checkpoint or stop here when `stop` says so."""
+        self._check_finite(tally, epoch)
+        self.board.train_loss(epoch, done, tally.loss_sum, tally.seen)
+        if bar is not None:
+            bar.update(done - bar.n)
+            # refresh=False: drawn at the bar's next rate-limited redraw (progress.py).
+            bar.set_postfix(**tally.postfix(), refresh=False)
+        decision = self.stop.poll()     # the same on every rank (a collective under torchrun)
+        if decision.checkpoint or decision.stop:
+            save_inside(self, epoch, done, tally.seconds(), tally.position(self.model))
+        if decision.stop:
+            raise StopHere(decision, epoch, done, total)
 
-    def _timed_first_step(self, x, labels):
-        """The first compiled step compiles (or loads from the cache): time it and say so. If
-        compiling fails (no C++ compiler or Triton, an unsupported GPU), say so in one line and
-        redo the step eager (a failure in backward leaves this batch's BatchNorm statistics
-        counted once more: negligible)."""
-        start = time.perf_counter()
-        try:
-            out = self.step(x, labels)
-        except compile_errors() as e:
-            self._compile_failed(failure_line(e))
-            return self.step(x, labels)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.warmup_seconds = time.perf_counter() - start
-        saved = save_artifacts(self.out) if self.procs.main else None
-        start_kind = "warm, from the artifacts beside the run" if self.compile_warm else "cache folder"
-        self._say(f"torch.compile ({self.cfg.compile_mode}, {self.compiled}) warm-up: {self.warmup_seconds:.1f} s "
-                  f"for the first step ({start_kind}: {self.compile_cache}"
-                  + (f"; artifacts saved to {saved}" if saved else "") + ")")
-        return out
-
-    def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
-        step = int(first_bad)
-        if step >= 0:
-            kept = (f"the last good checkpoint {self.out / 'last.pt'} ({self._where(*self.saved)})"
-                    if self.saved is not None else "no checkpoint was written yet")
+    def _check_finite(self, tally: EpochTally, epoch: int) -> None:
+        step = tally.first_bad_step()
+        if step is not None:
             raise NonFiniteLossError(f"the loss became NaN or infinite at epoch {epoch + 1}, step {step + 1}; "
-                                     f"the run stopped. Kept {kept}. Try a lower --lr.")
+                                     f"the run stopped. {self.files.kept()}. Try a lower --lr.")
 
     # ---- evaluate
     def predict(self, split) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits [N, K] (float32, CPU) in the split's order, and labels [N].
-
-        fp32 and eager, as `evaluate` computes them (experiments/evaluate.py, predict), so a
-        checkpoint has one set of calibration numbers (ECE, NLL, temperatures), not a bf16 one from
-        training and an fp32 one from evaluate. Compiled regions run eager here: no graph for eval
-        mode or for the short last batch."""
-        with eager() if self.cfg.compile else contextlib.nullcontext():
-            logits = predict_logits(self.model, split, self.device, self.cfg.eval_batch_size, self.augment,
-                                    memory_format=self.memory_format, rank=self.procs.rank,
-                                    world_size=self.procs.world)
-        if self.procs.world > 1:
-            logits = gather_interleaved(logits.to(self.device), len(split), self.procs.world).cpu()
-        return logits, split.labels
+        """Logits [N, K] (float32, CPU) in the split's order, and labels [N]; fp32 and eager (evaluation.py)."""
+        return split_logits(self.model, split, self.device, self.cfg.eval_batch_size, self.augment,
+                            self.memory_format, self.procs, compiled=self.cfg.compile)
 
     def evaluate(self) -> tuple[dict, dict]:
         """Metrics of this epoch, and the test reliability bins before/after temperature scaling."""
         val_logits, val_y = self.predict(self.val_split)
         test_logits, test_y = self.predict(self.test_split)
-        row = {f"val_{k}": v for k, v in classification_metrics(val_logits, val_y).items()}
-        row.update({f"test_{k}": v for k, v in classification_metrics(test_logits, test_y).items()})
-        calib, scaled = temperature_scaled(val_logits, val_y, test_logits, test_y)
-        row["temperature"], row["test_ece_ts"] = calib["temperature"], calib["ece_ts"]
-        row["temperature_ece"], row["test_ece_ts_ece"] = calib["temperature_ece"], calib["ece_ts_ece"]
-        bins = {"before": reliability(test_logits, test_y).to_dict(),
-                "after_ts": reliability(scaled, test_y).to_dict()}
-        return row, bins
+        self.logits = (val_logits, test_logits)   # for predictions.npz, when this epoch is the best
+        return epoch_metrics(val_logits, val_y, test_logits, test_y)
 
     # ---- the loop
     def run(self) -> list[dict]:
         """Train the remaining epochs. Stopped by a signal: raises RunStopped (last.pt holds the
         position). Stopped by the time limit: returns the history so far (both print one line)."""
         cfg, procs = self.cfg, self.procs
-        self.finished = False
         if procs.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            self._write(self.out / "config.json", write_json, self._config_record())
+            self.files.write("config.json", write_json, self._config_record())
             if self.history:  # a resumed run: files derived from the checkpoint are rewritten first
-                self.record()
-                self._repair_best()
+                self.files.record(self.history, self.best, self.calibration)
+                repair_best(self)
         procs.barrier()
         self._say(self.first_line())
-        if self.start_epoch >= cfg.epochs:
-            self._say(f"{shown_path(self.out)}: all {cfg.epochs} epochs are done already.")
-        elif self.saved:
-            self._say(f"{shown_path(self.out)}: resuming {self._where(*self.saved, len(self.loader))}.")
+        resuming = resume_line(self.out, self.files.saved, cfg.epochs, len(self.loader))
+        if resuming is not None:
+            self._say(resuming)
+        resumed_at = self.start_epoch * len(self.loader) + (self.position["step"] if self.position else 0)
+        self.board = RunBoard(self.out, len(self.loader), resumed_at, procs.main)
         try:
             for epoch in range(self.start_epoch, cfg.epochs):
                 self._one_epoch(epoch)
-        except _StopHere as stop:
+        except StopHere as stop:
             return self._stopped(stop)
-        self.finished = True
+        finally:
+            self.board.close()
+        if self.history and self.start_epoch < cfg.epochs:
+            self._say(closing_lines(self.out, self.best, cfg.epochs))
         return self.history
 
     def _one_epoch(self, epoch: int) -> None:
@@ -412,16 +302,15 @@ class Trainer:
         row.update(metrics, seconds=time.perf_counter() - start + (position["seconds"] if position else 0.0))
         self.scheduler.step()
         improved = self._add_to_history({k: row[k] for k in HISTORY_COLUMNS}, bins)
-        self.checkpoint(epoch + 1, improved)
+        save_after_epoch(self, epoch + 1, improved)
         if self.procs.main:
-            self.record()
-            self._say(epoch_line(self.history[-1], self.cfg.epochs) + self._skipped_note())
+            self.record(epoch, improved)
         self.stop.checkpointed()
         self.procs.barrier()
         if epoch + 1 < self.cfg.epochs:
             decision = self.stop.poll()     # a signal during the evaluation stops here
             if decision.stop:
-                raise _StopHere(decision, epoch + 1, 0, len(self.loader))
+                raise StopHere(decision, epoch + 1, 0, len(self.loader))
 
     def _add_to_history(self, row: dict, bins: dict) -> bool:
         """The epoch's row and reliability bins; True when validation top-1 improved (the best epoch)."""
@@ -433,71 +322,30 @@ class Trainer:
             self.calibration["best"] = bins
         return improved
 
-    # ---- checkpoint
-    def checkpoint(self, epochs_done: int, improved: bool) -> None:
-        """last.pt after an epoch, then best.pt when this epoch is the best by validation (rank 0).
-        last.pt first: if the second write fails, last.pt's own weights are the best epoch's, and a
-        resume rewrites best.pt from them (_repair_best)."""
-        if self.procs.main:
-            self._write(self.out / "last.pt", save_checkpoint, self._state(epochs_done))
-            self.saved = (epochs_done, 0)     # what a failed best.pt write below says is kept
-            if improved:
-                self._write(self.out / "best.pt", save_checkpoint, self._state(epochs_done, weights_only=True))
-        self.saved = (epochs_done, 0)
-
-    def _checkpoint_inside(self, epoch: int, step: int, loss_sum, correct, seen: int, seconds: float) -> None:
-        """last.pt at `step` steps into `epoch` (0-based): the model and optimizer as after that step,
-        and each rank's part of the position (runstate.py). Every rank takes part; rank 0 writes."""
-        ranks = rank_position(loss_sum, correct, seen, self.model, self.device, self.procs.world)
-        position = {"epoch": epoch, "step": step, "world": self.procs.world, "seconds": seconds, "ranks": ranks}
-        if self.procs.main:
-            self._write(self.out / "last.pt", save_checkpoint, self._state(epoch, position=position))
-        self.saved = (epoch, step)
-        self.stop.checkpointed()
-
-    def _state(self, epochs_done: int, weights_only: bool = False, position: dict | None = None) -> dict:
-        """What last.pt (everything to resume) or best.pt (`weights_only`) holds."""
-        state = {"model_name": self.cfg.model, "num_classes": NUM_CLASSES, "epoch": epochs_done,
-                 "config": self.cfg.to_dict(), "model": self.model.state_dict()}
-        if not weights_only:
-            state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                         history=self.history, best=self.best, calibration=self.calibration, rng=host_rng())
-            if self.scaler is not None:
-                state.update(scaler=self.scaler.state_dict(), skipped_steps=int(self.skipped_steps))
-            if position is not None:
-                state["position"] = position
-        return state
-
-    def _repair_best(self) -> None:
-        """A run that ended between writing last.pt and best.pt (a full disk, a kill) left best.pt a
-        step behind; the best epoch is then last.pt's own, whose weights it holds."""
-        if (self.position is None and self.best is not None and self.best["epoch"] == self.start_epoch
-                and checkpoint_epoch(self.out / "best.pt") != self.start_epoch):
-            self._write(self.out / "best.pt", save_checkpoint, self._state(self.start_epoch, weights_only=True))
-
     # ---- record
-    def record(self) -> None:
-        """history.csv and metrics.json from the history so far. Rank 0 alone calls it (the other
-        ranks hold the same history but write nothing)."""
-        self._write(self.out / "history.csv", write_csv, self.history)
-        self._write(self.out / "metrics.json", write_json,
-                    metrics_record(self.history, self.best, self.cfg.epochs, self.calibration))
+    def record(self, epoch: int, improved: bool) -> None:
+        """After `epoch` (0-based), rank 0 alone (the other ranks hold the same history but write
+        nothing): the best epoch's logits (they reproduce metrics.json's "best"), history.csv and
+        metrics.json, TensorBoard's points, and the epoch's line."""
+        if improved:
+            val_logits, test_logits = self.logits
+            self.files.write(PREDICTIONS, write_predictions, test_logits, self.test_split, epoch + 1,
+                             val_logits, self.val_split)
+        self.files.record(self.history, self.best, self.calibration)
+        self.board.epoch(self.history[-1])
+        if epoch + 1 == self.cfg.epochs:
+            self.board.finished(self.cfg.to_dict(), self.best)
+        skipped = f"  {int(self.skipped_steps)} fp16 steps skipped so far" if self.scaler is not None else ""
+        self._say(epoch_line(self.history[-1], self.cfg.epochs) + skipped)
 
     def _config_record(self) -> dict:
         return config_record(
             self.cfg, device=str(self.device), world_size=self.procs.world, augment_on=self.augment_on,
+            gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
             precision=self.precision.to_dict(), backends=getattr(self, "backends", None),
-            compile_cache=self.compile_cache,
-            data_sizes={"train": len(self.train_split), "val": len(self.val_split), "test": len(self.test_split)})
-
-    def _write(self, path: Path, write, *args) -> None:
-        """One file of the run folder, atomically; a failure (a full disk) is one line that says
-        what is kept and how to go on. The old file is intact, and no temp file is left."""
-        try:
-            write(path, *args)
-        except OSError as e:
-            raise RunFileError(f"could not write {path}: {e.strerror or e}. {self._kept()}; free space or "
-                               f"fix the folder, then resume: {self.resume_command}") from None
+            compile_cache=self.compilation.cache if self.compilation is not None else None,
+            data_sizes={"train": len(self.train_split), "val": len(self.val_split), "test": len(self.test_split)},
+            data_folder=str(data_root(self.cfg.data)))
 
     # ---- what the run says
     def first_line(self) -> str:
@@ -511,33 +359,14 @@ class Trainer:
         if self.show != "off":
             print(line, flush=True)
 
-    def _where(self, epochs_done: int, step: int, total: int | None = None) -> str:
-        return where_in_run(epochs_done, step, self.cfg.epochs, total)
-
-    def _kept(self) -> str:
-        if self.saved is None:
-            return "No checkpoint was written yet"
-        return f"The last good checkpoint {self.out / 'last.pt'} ({self._where(*self.saved)}) is kept"
-
-    def _skipped_note(self) -> str:
-        return f"  {int(self.skipped_steps)} fp16 steps skipped so far" if self.scaler is not None else ""
-
-    def _stopped(self, stop: _StopHere) -> list[dict]:
-        place = self._where(stop.epoch, stop.step, stop.total)
-        if stop.decision.signum is not None:
-            line = (f"{shown_path(self.out)}: stopped by {signal_name(stop.decision.signum)} {place}; last.pt holds that "
-                    f"position. Resume with: {self.resume_command}")
-        else:
-            line = (f"{shown_path(self.out)}: time limit of {self.cfg.time_limit:g} h reached {place}; last.pt saved there. "
-                    f"Resume to continue: {self.resume_command}")
+    def _stopped(self, stop: StopHere) -> list[dict]:
+        """The stop line (stopping.py), from rank 0; a signal raises RunStopped, the time limit returns."""
+        line = stop_line(self.out, stop, self.cfg.epochs, self.cfg.time_limit, self.files.resume_command)
         if self.procs.main:
             print(line, flush=True)
         if stop.decision.signum is not None:
             raise RunStopped(line, stop.decision.signum)
         return self.history
-
-    def weights_digest(self) -> str:
-        return weights_digest(self.model)
 
 
 def fit(config: TrainConfig, resume_command: str | None = None) -> list[dict]:
@@ -546,18 +375,7 @@ def fit(config: TrainConfig, resume_command: str | None = None) -> list[dict]:
     cfg = config.validate()
     procs = init_processes(cfg.device)
     try:
-        with contextlib.ExitStack() as held:
-            # Before any data is loaded: the folder can be written, and no other run holds it.
-            error = None
-            if procs.main:
-                try:
-                    check_out_folder(cfg.out)
-                    held.enter_context(hold(cfg.out))
-                except ConfigError as e:
-                    error = e
-            error = procs.share(error)
-            if error is not None:
-                raise error
+        with claimed(cfg.out, procs):    # before any data is loaded
             trainer = Trainer(cfg, procs, resume_command)
             trainer.stop = StopControl(cfg.checkpoint_minutes, cfg.time_limit, procs.world, trainer.device,
                                        procs.rank, cfg.out)
@@ -565,16 +383,7 @@ def fit(config: TrainConfig, resume_command: str | None = None) -> list[dict]:
             with backend_settings(trainer.device, cfg.deterministic, cfg.tf32) as trainer.backends, \
                     trainer.stop.installed():
                 trainer.setup(state)
-                history = trainer.run()
-            if procs.world > 1 and trainer.finished:
-                digests = [None] * procs.world
-                dist.all_gather_object(digests, trainer.weights_digest())
-                if procs.main:
-                    record = json.loads((trainer.out / "metrics.json").read_text())
-                    record["distributed"] = {"world_size": procs.world, "weights_sha256": digests,
-                                             "identical": len(set(digests)) == 1}
-                    trainer._write(trainer.out / "metrics.json", write_json, record)
-            return history
+                return trainer.run()
     finally:
         if procs.started_here and dist.is_initialized():
             dist.destroy_process_group()

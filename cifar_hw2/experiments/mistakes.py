@@ -1,0 +1,97 @@
+"""What each run gets wrong, read from the predictions.npz beside it (no model is run again).
+
+    analysed = with_predictions(runs)          the runs that have a predictions file, with it
+    confident_table(analysed)                  % of test images wrong above each confidence threshold
+    confused_pairs_table(run, predictions)     the 10 fine-class pairs most often mistaken for each other
+    hard_classes_table(analysed)               each run's 10 hardest and 10 easiest classes
+    agreement_rows(analysed)                   do two runs find the same classes hard? (Spearman ρ)
+
+Notebook 05's "What each loss gets wrong" shows these, with the figures of error_plots.py.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import errors
+from ..training.predictions import FILENAME, Predictions, PredictionsError, load_predictions
+
+
+def run_title(run) -> str:
+    """"CE · seed 0", or with the model too when it is not the small CNN of the reference runs."""
+    return f"{run.loss_label} · seed {run.config.get('seed')}"
+
+
+def with_predictions(runs, warn=print) -> list[tuple]:
+    """(run, Predictions) for each run whose folder holds a readable predictions file; a damaged one
+    is named in one line and left out."""
+    out = []
+    for run in runs:
+        # the trainer's file, else the one `evaluate --checkpoint RUN/best.pt` writes
+        found = [run.path / name for name in (FILENAME, "predictions-best.npz") if (run.path / name).exists()]
+        if not found:
+            continue
+        try:
+            out.append((run, load_predictions(found[0])))
+        except PredictionsError as e:
+            warn(f"left out: {e}")
+    return out
+
+
+def confident_table(analysed) -> list[dict]:
+    rows = []
+    for run, p in analysed:
+        conf, pred = errors.predicted(p.test_logits)
+        shares = errors.confident_mistakes(p.test_logits, p.test_labels)
+        rows.append({"run": run.name, "loss": run.loss_label, "top1": float((pred == p.test_labels).double().mean()),
+                     "ece": run.metrics["best"]["ece"], "mean confidence": f"{100 * float(conf.mean()):.2f}",
+                     **{f"wrong, conf > {t:g}": f"{100 * v:.2f}" for t, v in shares.items()}})
+    return rows
+
+
+def confused_pairs_table(p: Predictions, k: int = 10) -> list[dict]:
+    _, pred = errors.predicted(p.test_logits)
+    rows = []
+    for pair in errors.confused_pairs(pred, p.test_labels, len(p.classes), k):
+        same = int(p.coarse_of[pair.a]) == int(p.coarse_of[pair.b])
+        rows.append({"classes": f"{p.classes[pair.a]} ↔ {p.classes[pair.b]}", "a → b": pair.a_as_b,
+                     "b → a": pair.b_as_a, "same superclass": p.coarse_classes[int(p.coarse_of[pair.a])]
+                     if same else "no"})
+    return rows
+
+
+def class_accuracy(p: Predictions) -> torch.Tensor:
+    _, pred = errors.predicted(p.test_logits)
+    return errors.per_class_accuracy(pred, p.test_labels, len(p.classes))
+
+
+def hard_classes_table(analysed, k: int = 10) -> list[dict]:
+    """One row per rank: each run's k-th hardest and k-th easiest class with its accuracy (%)."""
+    rows = [{} for _ in range(k)]
+    for run, p in analysed:
+        acc = class_accuracy(p)
+        order = acc.argsort(stable=True)
+        for i in range(k):
+            hard, easy = int(order[i]), int(order[-1 - i])
+            rows[i][f"{run.name}: hardest"] = f"{p.classes[hard]} {100 * acc[hard]:.0f}"
+            rows[i][f"{run.name}: easiest"] = f"{p.classes[easy]} {100 * acc[easy]:.0f}"
+    return rows
+
+
+def agreement_rows(analysed, k: int = 10) -> list[dict]:
+    """Every pair of runs: Spearman's ρ of their per-class accuracies, and how many of their k
+    hardest classes they share."""
+    rows = []
+    for i, (run_a, pa) in enumerate(analysed):
+        for run_b, pb in analysed[i + 1:]:
+            a, b = class_accuracy(pa), class_accuracy(pb)
+            shared = set(a.argsort(stable=True)[:k].tolist()) & set(b.argsort(stable=True)[:k].tolist())
+            rows.append({"A": run_a.name, "B": run_b.name, "Spearman ρ": f"{errors.rank_agreement(a, b):.2f}",
+                         f"shared of the {k} hardest": len(shared)})
+    return rows
+
+
+def gallery_titles(p: Predictions) -> list[str]:
+    """"true →\\npredicted 0.97" for each image of the file's gallery, in its order."""
+    conf, pred = errors.predicted(p.test_logits)
+    return [f"{p.classes[int(p.test_labels[i])]} →\n{p.classes[int(pred[i])]} {float(conf[i]):.2f}"
+            for i in p.mistake_at.tolist()]

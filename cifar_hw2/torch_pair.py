@@ -1,0 +1,32 @@
+"""Is torchvision built for the installed torch? One line that says what to install, if not.
+
+A torch and a torchvision from different builds (a CPU torch beside a CUDA torchvision, which a CPU
+install gives when its index cannot be reached, or two releases apart) fail on the first
+`import torchvision` with `RuntimeError: operator torchvision::nms does not exist`, which names
+neither package nor the fix. The package checks once, when it is imported (cifar_hw2/__init__.py).
+"""
+from __future__ import annotations
+
+from importlib import metadata
+
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def mismatch() -> str | None:
+    """None when `import torchvision` works; else one line: what is installed and what to install."""
+    try:
+        import torchvision  # noqa: F401
+    except (RuntimeError, OSError) as e:   # a compiled operator or library that this torch cannot load
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return (f"torchvision {_version('torchvision')} does not work with torch {_version('torch')} "
+                f"({first}): they come from different builds. Install both from one place, e.g. "
+                f"`pip install --force-reinstall torch torchvision` (CUDA), or with "
+                f"`--index-url {CPU_INDEX}` for the CPU build")
+    return None

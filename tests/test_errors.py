@@ -1,0 +1,85 @@
+"""Error analysis (errors.py) on hand-made predictions, and the predictions file (training/predictions.py)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cifar_hw2 import errors
+from cifar_hw2.data import CifarSplit
+from cifar_hw2.metrics import classification_metrics
+from cifar_hw2.training.predictions import PredictionsError, load_predictions, write_predictions
+
+
+def logits_for(pred: list[int], conf: list[float], k: int = 4) -> torch.Tensor:
+    """Logits [N, k] whose softmax puts `conf` on class `pred` and shares the rest equally."""
+    z = torch.zeros(len(pred), k, dtype=torch.float64)
+    for i, (p, c) in enumerate(zip(pred, conf)):
+        z[i, p] = math.log(c * (k - 1) / (1 - c))
+    return z
+
+
+def test_confusion_pairs_and_per_class_accuracy():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 3])
+    pred = torch.tensor([0, 1, 1, 0, 1, 2, 3, 3])
+    c = errors.confusion(pred, labels, 4)
+    assert c.tolist() == [[1, 2, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]]
+    (top, second) = errors.confused_pairs(pred, labels, 4, k=5)        # only two pairs were ever confused
+    assert (top.a, top.b, top.a_as_b, top.b_as_a, top.total) == (0, 1, 2, 1, 3)
+    assert (second.a, second.b, second.a_as_b, second.b_as_a) == (2, 3, 1, 0)
+    assert errors.per_class_accuracy(pred, labels, 4).tolist() == pytest.approx([1 / 3, 1 / 2, 1 / 2, 1])
+
+
+def test_superclass_confusion_counts_a_mistake_inside_the_superclass_as_right():
+    coarse_of = torch.tensor([0, 0, 1, 1])              # classes 0, 1 in superclass 0; 2, 3 in 1
+    labels = torch.tensor([0, 0, 2, 2])
+    pred = torch.tensor([1, 2, 3, 2])                   # 0→1 same superclass, 0→2 across, 2→3 and 2→2 inside
+    m = errors.superclass_confusion(pred, labels, coarse_of)
+    assert m.tolist() == [[0.5, 0.5], [0.0, 1.0]]
+
+
+def test_confident_mistakes_and_the_gallery_order():
+    labels = torch.tensor([0, 1, 2, 3, 0])
+    z = logits_for([1, 1, 0, 0, 0], [0.95, 0.9, 0.6, 0.85, 0.99])   # wrong: #0 (0.95), #2 (0.6), #3 (0.85)
+    shares = errors.confident_mistakes(z, labels)
+    assert shares == pytest.approx({0.5: 3 / 5, 0.8: 2 / 5, 0.9: 1 / 5})
+    got = errors.most_confident_mistakes(z, labels, k=2)
+    assert [(i, p) for i, p, _ in got] == [(0, 1), (3, 0)] and got[0][2] == pytest.approx(0.95)
+
+
+def test_rank_agreement_is_spearman():
+    a = torch.tensor([0.1, 0.5, 0.3, 0.9])
+    assert errors.rank_agreement(a, a * 2) == pytest.approx(1.0)
+    assert errors.rank_agreement(a, -a) == pytest.approx(-1.0)
+    b = torch.tensor([0.2, 0.4, 0.1, 0.3])              # ranks 1,3,0,2 against 0,2,1,3: Σd² = 4
+    assert errors.rank_agreement(a, b) == pytest.approx(1 - 6 * 4 / (4 * 15))   # 0.6
+
+
+def _split(n: int, k: int = 4) -> CifarSplit:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % k
+    return CifarSplit(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), labels, labels // 2,
+                      [f"class{i}" for i in range(k)], ["even", "odd"])
+
+
+def test_predictions_round_trip_reproduce_the_metrics_exactly(tmp_path):
+    test, val = _split(40), _split(20)
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(40, 4, generator=g).float()
+    write_predictions(tmp_path / "predictions.npz", logits, test, epoch=3, val_logits=torch.randn(20, 4).float(),
+                      val_split=val)
+    p = load_predictions(tmp_path / "predictions.npz")
+    assert classification_metrics(p.test_logits, p.test_labels) == classification_metrics(logits, test.labels)
+    assert p.epoch == 3 and p.classes == test.classes and p.coarse_of.tolist() == [0, 0, 1, 1]
+    assert p.val_logits.shape == (20, 4) and p.val_labels.tolist() == val.labels.tolist()
+    first = errors.most_confident_mistakes(logits, test.labels, k=1)[0][0]
+    assert torch.equal(p.mistake_images[0], test.images[first]) and int(p.mistake_at[0]) == first
+
+
+def test_a_predictions_file_with_pickled_objects_is_refused(tmp_path):
+    bad = tmp_path / "predictions.npz"
+    np.savez(bad, test_logits=np.array([object()], dtype=object))
+    with pytest.raises(PredictionsError, match="not a readable predictions file"):
+        load_predictions(bad)
+    with pytest.raises(PredictionsError, match="no predictions file"):
+        load_predictions(tmp_path / "none.npz")

@@ -1,0 +1,84 @@
+"""The path from a clone to results has no trap: a mismatched torchvision says what to install,
+papermill's output inside notebooks/ stays out of git and out of the tests, and the notebook tests
+never read or replace a run of the user's."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cifar_hw2.notebook.nbtools import NOTEBOOKS
+from cifar_hw2.training.paths import RUNS_ENV, repo_path
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_git = pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs a git checkout")
+
+
+def _broken_torchvision(tmp_path: Path) -> dict:
+    """An environment whose `import torchvision` fails as a CPU torch beside a CUDA torchvision does."""
+    fake = tmp_path / "site" / "torchvision"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(ROOT)])}
+
+
+def test_a_mismatched_torchvision_is_one_line_on_the_command_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "cifar_hw2", "data"], env=_broken_torchvision(tmp_path),
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert lines[0].startswith("cifar-hw2: error: torchvision ") and "does not work with torch" in lines[0]
+    assert "pip install" in lines[0] and "--index-url" in lines[0]
+
+
+def test_a_mismatched_torchvision_is_a_clear_import_error_in_python(tmp_path):
+    run = subprocess.run([sys.executable, "-c", "import cifar_hw2"], env=_broken_torchvision(tmp_path),
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].startswith("ImportError: torchvision ")
+
+
+def test_the_notebook_tests_use_their_own_runs_folder():
+    # conftest.py points $CIFAR_HW2_RUNS at a temporary folder: 04 trains there and 05 reads there.
+    assert os.environ.get(RUNS_ENV)
+    assert repo_path("runs/04_train") == Path(os.environ[RUNS_ENV]) / "04_train"
+    assert not repo_path("runs/04_train").is_relative_to(ROOT)
+    assert repo_path("results/cpu-reference") == ROOT / "results" / "cpu-reference"
+
+
+def _collected(env) -> list[str]:
+    out = subprocess.run([sys.executable, "-m", "pytest", "--co", "-q", "notebooks"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return [line for line in out.stdout.splitlines() if "::" in line]
+
+
+@pytest.mark.slow
+@needs_git
+@pytest.mark.needs_real_data
+def test_papermill_output_in_notebooks_is_neither_tracked_nor_collected(tmp_path):
+    """The design card's command, run inside notebooks/: git status stays as it was, and pytest
+    collects the same tests (the five notebooks, not out.ipynb)."""
+    env = {**os.environ, RUNS_ENV: str(tmp_path / "runs"), "CIFAR_HW2_QUICK": "0"}
+    status = lambda: subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,  # noqa: E731
+                                    text=True, check=True).stdout
+    before_status, before_tests = status(), _collected(env)
+    out = ROOT / "notebooks" / "out.ipynb"
+    assert not out.exists(), "notebooks/out.ipynb exists already: move it away to run this test"
+    try:
+        run = subprocess.run([sys.executable, "-m", "papermill", "04_train.ipynb", "out.ipynb", "-p", "loss", "flsd53",
+                              "-p", "preset", "quick", "-p", "epochs", "1"], cwd=ROOT / "notebooks", env=env,
+                             capture_output=True, text=True, timeout=1800)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert out.exists() and (tmp_path / "runs" / "04_train" / "metrics.json").exists()
+        assert status() == before_status
+        assert _collected(env) == before_tests
+        assert {t.split("::")[0] for t in before_tests} == {f"notebooks/{name}" for name in NOTEBOOKS}
+    finally:
+        out.unlink(missing_ok=True)
+    # What running the notebooks writes to figures/ is ignored too (the tests send theirs elsewhere).
+    ignored = subprocess.run(["git", "check-ignore", "figures/04_training_curves.png", "notebooks/my_copy.ipynb"],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == ["figures/04_training_curves.png", "notebooks/my_copy.ipynb"]

@@ -1,0 +1,52 @@
+"""`report` over run folders that cannot be read (a garbled metrics.json): said in one line, never
+mistaken for "no run", never silently left out. Built from the shipped reference runs (no training)."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cifar_hw2.cli import main
+from cifar_hw2.experiments.report import find_runs
+
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "cpu-reference"
+
+
+def _garbled(folder: Path) -> Path:
+    """A copy of a reference run whose metrics.json was cut short (a disk that filled, a bad copy)."""
+    shutil.copytree(REFERENCE / "ce-seed0", folder)
+    metrics = folder / "metrics.json"
+    metrics.write_text(metrics.read_text()[:100])
+    return metrics
+
+
+def test_report_on_a_folder_whose_only_run_is_garbled_says_it_is_garbled(tmp_path, capsys):
+    metrics = _garbled(tmp_path / "runs" / "ce-seed0")
+    assert main(["report", "--runs", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"no readable run under {tmp_path / 'runs'}: {metrics} is garbled (JSONDecodeError: " in err
+    assert "no run folders (with metrics.json)" not in err
+
+
+def test_a_good_run_beside_a_garbled_one_is_reported_and_the_garbled_one_named(tmp_path, capsys):
+    root = tmp_path / "runs"
+    shutil.copytree(REFERENCE / "mc-seed0", root / "mc-seed0")
+    metrics = _garbled(root / "ce-seed0")
+    unreadable = []
+    assert [r.name for r in find_runs(root, unreadable)] == ["mc-seed0"]
+    assert len(unreadable) == 1 and unreadable[0].startswith(f"{metrics} is garbled (JSONDecodeError")
+    assert main(["report", "--runs", str(root)]) == 0
+    out, err = capsys.readouterr()
+    warning = [line for line in err.splitlines() if line.strip()]
+    assert warning == [f"warning: left out of the report: {unreadable[0]}"], err
+    report = (root / "report.md").read_text()
+    assert "| mc-seed0 |" in report and f"Left out (cannot be read): {unreadable[0]}." in report
+
+
+@pytest.mark.parametrize("missing", ["config.json", "history.csv"])
+def test_a_run_folder_missing_a_file_is_named_too(missing, tmp_path):
+    shutil.copytree(REFERENCE / "ce-seed0", tmp_path / "ce-seed0")
+    (tmp_path / "ce-seed0" / missing).unlink()
+    unreadable = []
+    assert find_runs(tmp_path, unreadable) == []
+    assert unreadable == [f"{tmp_path / 'ce-seed0'} is not a complete run folder: {missing} is missing"]
