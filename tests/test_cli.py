@@ -194,7 +194,7 @@ def test_bench_prints_every_measurement_and_one_table_for_several_batch_sizes(ti
     assert [json.loads(line) for line in lines[:-1]] == records
     table = lines[-1].splitlines()
     rows = [line.split() for line in table if line.split() and line.split()[0] in ("16", "20")]
-    assert [r[0] for r in rows] == ["16", "20"] and all(len(r) == 12 and r[6:9] == ["-"] * 3 for r in rows)   # eager, CPU: no compile, warm start, peak GiB
+    assert [r[0] for r in rows] == ["16", "20"] and all(len(r) == 13 and r[7:10] == ["-"] * 3 for r in rows)   # eager, CPU: no compile, warm start, peak GiB
     assert "h/row: cpu-reference: 7 epochs x 45000 images" in table[-1]
 
 

@@ -1,7 +1,8 @@
 """The package as a student gets it on Colab: a wheel installed without the repository.
 
 Notebook 05 opened from GitHub has no results/ folder beside it; the reference runs must come
-with the package (pyproject.toml maps cifar_hw2.cpu_reference onto results/cpu-reference).
+with the package (pyproject.toml maps cifar_hw2.cpu_reference onto results/cpu-reference, and
+cifar_hw2.cpu_reference_reruns, with the re-runs' predictions, onto results/cpu-reference-reruns).
 """
 import filecmp
 import shutil
@@ -13,8 +14,11 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT / "results" / "cpu-reference"
-RUN_FILES = ("config.json", "history.csv", "metrics.json")   # what report.find_runs reads
+# results/ folder -> (package folder, the files of each run it carries: what report.find_runs reads,
+# and for the re-runs the predictions that 05's error analysis reads)
+SHIPPED = {"cpu-reference": ("cpu_reference", ("config.json", "history.csv", "metrics.json")),
+           "cpu-reference-reruns": ("cpu_reference_reruns",
+                                    ("config.json", "history.csv", "metrics.json", "predictions.npz"))}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +28,8 @@ def installed(tmp_path_factory):
     src = tmp / "src"
     # A copy of what the build reads, so that the build's own folders (build/, *.egg-info) stay out of the checkout.
     shutil.copytree(ROOT / "cifar_hw2", src / "cifar_hw2", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REFERENCE, src / "results" / "cpu-reference")
+    for folder in SHIPPED:
+        shutil.copytree(ROOT / "results" / folder, src / "results" / folder)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -36,13 +41,15 @@ def installed(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_the_wheel_carries_the_reference_runs_unchanged(installed):
-    packaged = installed / "cifar_hw2" / "cpu_reference"
-    runs = sorted(p.parent.name for p in REFERENCE.glob("*/metrics.json"))
+@pytest.mark.parametrize("folder", SHIPPED)
+def test_the_wheel_carries_the_reference_runs_unchanged(installed, folder):
+    here, (package, files) = ROOT / "results" / folder, SHIPPED[folder]
+    packaged = installed / "cifar_hw2" / package
+    runs = sorted(p.parent.name for p in here.glob("*/metrics.json"))
     assert runs and sorted(p.parent.name for p in packaged.glob("*/metrics.json")) == runs
     for run in runs:
-        for name in RUN_FILES:
-            assert filecmp.cmp(REFERENCE / run / name, packaged / run / name, shallow=False), f"{run}/{name}"
+        for name in files:
+            assert filecmp.cmp(here / run / name, packaged / run / name, shallow=False), f"{folder}/{run}/{name}"
 
 
 @pytest.mark.slow
@@ -67,4 +74,9 @@ def test_05_from_the_installed_package_outside_the_checkout_shows_the_reference(
     # Figure 7, ECE before/after, reliability before and after T: every reference figure cell drew
     assert sum("figure7(shipped)" in s for s in images) == 1
     assert sum("reliability_figure(shipped" in s for s in images) == 3
+    # the re-runs' error analysis, read from the predictions.npz that the package carries
+    reran = [out for source, out in outputs if "show_mistakes(reran" in source]
+    shown = "".join(out.get("data", {}).get("text/markdown", "") for out in reran)
+    assert "**Confidently wrong**" in shown and "| flsd53-seed0 | FLSD-53 |" in shown
+    assert sum("image/png" in out.get("data", {}) for out in reran) == 5   # shares, 2 galleries, superclasses, per class
     assert "No runs under runs yet" in printed

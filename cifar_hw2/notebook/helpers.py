@@ -83,11 +83,12 @@ def save_figure(fig, name: str) -> Path:
     return path
 
 
-# The reference runs that ship with the project. In a checkout they are results/cpu-reference/;
+# The reference runs that ship with the project. In a checkout they are results/cpu-reference/
+# (and results/cpu-reference-reruns/, CE and FLSD-53 at seed 0 again, with their predictions);
 # an installed package (Colab opens 05 without a clone) carries the same files as
-# cifar_hw2/cpu_reference, which pyproject.toml maps onto that folder rather than copying it.
-REFERENCE = "results/cpu-reference"
-PACKAGED = {REFERENCE: PACKAGE_DIR / "cpu_reference"}
+# cifar_hw2/cpu_reference(_reruns), which pyproject.toml maps onto those folders rather than copying them.
+REFERENCE, RERUNS = "results/cpu-reference", "results/cpu-reference-reruns"
+PACKAGED = {REFERENCE: PACKAGE_DIR / "cpu_reference", RERUNS: PACKAGE_DIR / "cpu_reference_reruns"}
 
 
 def tensorboard_on_path() -> None:
