@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cifar_hw2.training.config import TrainConfig
+from cifar_hw2.training.runfolder import SAME_DIGITS_ON, settings_changed
 from conftest import REAL_DATA, needs_real_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +39,6 @@ def test_every_reference_run_names_a_clean_commit_of_this_history():
 def test_reference_seeds_and_settings():
     configs = {run.name: json.loads((run / "config.json").read_text()) for run in RUNS}
     for run in RERUNS:   # a re-run computes what its original did (runtime settings such as `out` aside)
-        from cifar_hw2.training.config import TrainConfig
-        from cifar_hw2.training.runfolder import settings_changed
         again = TrainConfig(**json.loads((run / "config.json").read_text())["config"])
         assert settings_changed(configs[run.name]["config"], again) == {}, run.name
     for name, record in configs.items():
@@ -111,7 +111,6 @@ def digits_here() -> dict:
 
 
 def recorded_digits(run: Path) -> dict:
-    from cifar_hw2.training.runfolder import SAME_DIGITS_ON
     recorded = json.loads((run / "config.json").read_text())["versions"]
     return {k: recorded.get(k) for k in SAME_DIGITS_ON}
 

@@ -16,7 +16,6 @@ for both: the GPU script's time is short), writes its result to FILE and exits 1
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -27,7 +26,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from ..training.backends import backend_settings
-from .syncdebug import report_syncs, run_steps, steady_trainer, step_stream, window_steps
+from .syncdebug import report_syncs, run_steps, steady_step_parser, steady_trainer, step_stream, window_steps
 
 TOP = 30      # rows kept in the table and the JSON
 
@@ -63,15 +62,7 @@ def profile_steps(trainer, warmup_steps: int = 16, steps: int = 8) -> tuple[str,
 
 
 def main(argv: list[str] | None = None, echo=print) -> int:
-    p = argparse.ArgumentParser(prog="python -m cifar_hw2.perf.kernels", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="efficientnet_b4")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto")
-    p.add_argument("--compile-mode", default=None, help="profile the compiled step in this mode (default: eager)")
-    p.add_argument("--data", default=None, help="folder holding cifar-100-python/")
-    p.add_argument("--warmup-steps", type=int, default=16)
-    p.add_argument("--steps", type=int, default=8)
+    p = steady_step_parser("cifar_hw2.perf.kernels", __doc__, "profile", steps=8)
     p.add_argument("--out", required=True, help="folder for kernels.txt and kernels.json")
     p.add_argument("--sync-json", default=None, help="also run the zero-sync check first; its result to this file")
     args = p.parse_args(argv)

@@ -124,16 +124,23 @@ def steady_state_syncs(trainer: Trainer, warmup_steps: int = 16, steps: int = 16
     return {**result, "steps_checked": n, "warmup_steps": window_steps(trainer, warmup_steps)}
 
 
-def main(argv: list[str] | None = None, echo=print) -> int:
-    p = argparse.ArgumentParser(prog="python -m cifar_hw2.perf.syncdebug", description=__doc__.splitlines()[0])
+def steady_step_parser(module: str, doc: str, verb: str, steps: int, device_help: str = "auto | cuda | cpu"):
+    """The flags of the two steady-state commands (this one and kernels.py): which step, where, how long."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.splitlines()[0])
     p.add_argument("--model", default="efficientnet_b4")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", help="auto | cuda | cpu (cpu: skipped, with a line that says so)")
+    p.add_argument("--device", default="auto", help=device_help)
     p.add_argument("--precision", default="auto")
-    p.add_argument("--compile-mode", default=None, help="check the compiled step in this mode (default: eager)")
+    p.add_argument("--compile-mode", default=None, help=f"{verb} the compiled step in this mode (default: eager)")
     p.add_argument("--data", default=None, help="folder holding cifar-100-python/")
     p.add_argument("--warmup-steps", type=int, default=16)
-    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--steps", type=int, default=steps)
+    return p
+
+
+def main(argv: list[str] | None = None, echo=print) -> int:
+    p = steady_step_parser("cifar_hw2.perf.syncdebug", __doc__, "check", steps=16,
+                           device_help="auto | cuda | cpu (cpu: skipped, with a line that says so)")
     p.add_argument("--json", default=None, help="also write the result to this file")
     args = p.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
