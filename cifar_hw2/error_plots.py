@@ -40,7 +40,7 @@ def confident_mistakes_figure(shares: dict[str, dict[float, float]]):
         x = np.arange(len(labels)) + (j - (len(thresholds) - 1) / 2) * width
         values = [100 * shares[label][t] for label in labels]
         bars = ax.bar(x, values, width=width, color=color, label=f"confidence > {t:g}")
-        ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=1)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=1)     # the digits of the table above it
     ax.set_xticks(range(len(labels)), labels, fontsize=9)
     ax.set_ylabel("% of test images\nwrong with that confidence")
     ax.set_title("Confidently wrong: misclassified images above a confidence threshold", fontsize=10)
@@ -53,7 +53,10 @@ def mistake_gallery(images: torch.Tensor, titles: list[str], ncols: int = 8, tit
     pics = to_display(images)
     nrows = max(-(-len(pics) // ncols), 1)
     size = NOTEBOOK_WIDTH_IN / ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(NOTEBOOK_WIDTH_IN, nrows * (size + 0.35)), squeeze=False)
+    # each row: a square image and a two-line 9 pt title (~0.35 in with its padding); constrained layout
+    # then keeps the titles off the images above them and off the suptitle, which tight_layout did not
+    height = nrows * (size + 0.45) + (0.3 if title else 0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(NOTEBOOK_WIDTH_IN, height), squeeze=False, layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(pics):
@@ -61,7 +64,6 @@ def mistake_gallery(images: torch.Tensor, titles: list[str], ncols: int = 8, tit
             ax.set_title(titles[i], fontsize=9, pad=2)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout(pad=0.3)
     return fig
 
 

@@ -83,3 +83,48 @@ def test_a_predictions_file_with_pickled_objects_is_refused(tmp_path):
         load_predictions(bad)
     with pytest.raises(PredictionsError, match="no predictions file"):
         load_predictions(tmp_path / "none.npz")
+
+
+@pytest.mark.parametrize("n, title", [(16, "its 16 most confident mistakes"), (3, "")])
+def test_the_gallery_titles_overlap_no_image_and_no_other_title(n, title):
+    """Two-line titles ("true →\\npredicted 0.97") once overlapped the images of the row above."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from cifar_hw2.error_plots import mistake_gallery
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    fig = mistake_gallery(images, [f"aquarium_fish →\nsweet_pepper 0.9{i % 10}" for i in range(n)], title=title)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)                      # constrained layout places the axes while drawing
+    pictures = [ax.images[0].get_window_extent(renderer) for ax in fig.axes if ax.images]
+    texts = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.images]
+    if title:
+        texts += [t.get_window_extent(renderer) for t in fig.texts if t.get_text() == title]   # the suptitle
+
+    def overlap(a, b):                      # touching is fine; sharing more than 1 px each way is not
+        return min(a.x1, b.x1) - max(a.x0, b.x0) > 1 and min(a.y1, b.y1) - max(a.y0, b.y0) > 1
+
+    assert len(pictures) == n and len(texts) == n + bool(title)
+    for i, t in enumerate(texts):
+        assert not any(overlap(t, p) for p in pictures), f"text {i} overlaps an image"
+        assert not any(overlap(t, u) for j, u in enumerate(texts) if j != i), f"text {i} overlaps another"
+        assert fig.bbox.contains(t.x0, t.y0) and fig.bbox.contains(t.x1, t.y1), f"text {i} is cut off"
+    plt.close(fig)
+
+
+def test_hardest_and_easiest_classes_say_when_a_tie_is_cut():
+    from types import SimpleNamespace
+    from cifar_hw2.experiments import mistakes
+    labels = torch.arange(12) // 2                        # 6 classes, 2 test images each
+    right = [0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 1, 1]           # accuracy 0, 0, 0, 0.5, 1, 1
+    pred = torch.where(torch.tensor(right).bool(), labels, (labels + 1) % 6)
+    p = mistakes.Predictions(test_logits=torch.nn.functional.one_hot(pred, 6).double(), test_labels=labels,
+                             classes=[f"c{i}" for i in range(6)], coarse_classes=["all"], coarse_of=torch.zeros(6),
+                             epoch=1, mistake_images=torch.zeros(0, 3, 32, 32, dtype=torch.uint8),
+                             mistake_at=torch.zeros(0, dtype=torch.int64))
+    analysed = [(SimpleNamespace(name="r"), p)]
+    assert mistakes.hard_classes_table(analysed, k=2) == [{"r: hardest": "c0 0", "r: easiest": "c5 100"},
+                                                          {"r: hardest": "c1 0", "r: easiest": "c4 100"}]
+    assert mistakes.ties_at_the_cut(analysed, k=2) == ["r: 3 classes tie at 0 % where the hardest column ends; "
+                                                       "it lists 2 of them."]
+    assert mistakes.ties_at_the_cut(analysed, k=3) == []     # all three zeros fit, and 0.5 is alone

@@ -4,6 +4,7 @@
     confident_table(analysed)                  % of test images wrong above each confidence threshold
     confused_pairs_table(run, predictions)     the 10 fine-class pairs most often mistaken for each other
     hard_classes_table(analysed)               each run's 10 hardest and 10 easiest classes
+    ties_at_the_cut(analysed)                  where equal accuracies make that choice arbitrary
     agreement_rows(analysed)                   do two runs find the same classes hard? (Spearman ρ)
 
 Notebook 05's "What each loss gets wrong" shows these, with the figures of error_plots.py.
@@ -75,6 +76,21 @@ def hard_classes_table(analysed, k: int = 10) -> list[dict]:
             rows[i][f"{run.name}: hardest"] = f"{p.classes[hard]} {100 * acc[hard]:.0f}"
             rows[i][f"{run.name}: easiest"] = f"{p.classes[easy]} {100 * acc[easy]:.0f}"
     return rows
+
+
+def ties_at_the_cut(analysed, k: int = 10) -> list[str]:
+    """A line for each run whose k-th hardest (or easiest) class ties with classes left out of the
+    table: a short run has many classes at 0 %, and which of them the table shows is arbitrary."""
+    notes = []
+    for run, p in analysed:
+        acc = class_accuracy(p)
+        order = acc.argsort(stable=True)
+        for end, shown, at in (("hardest", order[:k], acc[order[k - 1]]), ("easiest", order[-k:], acc[order[-k]])):
+            tied, listed = int((acc == at).sum()), int((acc[shown] == at).sum())
+            if tied > listed:
+                notes.append(f"{run.name}: {tied} classes tie at {100 * at:.0f} % where the {end} column ends; "
+                             f"it lists {listed} of them.")
+    return notes
 
 
 def agreement_rows(analysed, k: int = 10) -> list[dict]:

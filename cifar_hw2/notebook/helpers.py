@@ -188,6 +188,7 @@ def show_mistakes(runs, name: str, k: int = 10) -> None:
     _show(error_plots.per_class_accuracy_figure({titles[run.name]: mistakes.class_accuracy(p) for run, p in analysed}),
           f"{name}_per_class_accuracy")
     display(Markdown(f"**The {k} hardest and easiest classes** (test accuracy in %)\n\n"
-                     + markdown_table(mistakes.hard_classes_table(analysed, k))))
+                     + markdown_table(mistakes.hard_classes_table(analysed, k))
+                     + "".join(f"\n\n{note}" for note in mistakes.ties_at_the_cut(analysed, k))))
     if len(analysed) > 1:
         display(Markdown("**Do the runs find the same classes hard?**\n\n" + markdown_table(mistakes.agreement_rows(analysed, k))))
