@@ -63,6 +63,9 @@ LIMIT="${LIMIT:-150}"
 COMPILE_LIMIT="${COMPILE_LIMIT:-200}"
 BUDGET="${BUDGET:-470}"
 PYTHON="${PYTHON:-python3}"
+"$PYTHON" -c "import torch, torchvision, timm" 2>/dev/null || {
+    echo "$PYTHON cannot import torch, torchvision and timm: set PYTHON= to an interpreter that can; nothing was run" >&2
+    exit 3; }
 REF_BENCH="${REF_BENCH-resnet9:512}"
 TRAIN_PER_CLASS="${TRAIN_PER_CLASS:-20}"
 DET_PER_CLASS="${DET_PER_CLASS:-40}"

@@ -42,6 +42,9 @@ BUDGET="${BUDGET:-420}"
 DEVICE="${DEVICE:-cuda}"
 PRECISION="${PRECISION:-auto}"
 PYTHON="${PYTHON:-python3}"
+"$PYTHON" -c "import torch, torchvision, timm" 2>/dev/null || {
+    echo "$PYTHON cannot import torch, torchvision and timm: set PYTHON= to an interpreter that can; nothing was run" >&2
+    exit 3; }
 COMMIT="${COMMIT:-}"
 TRAIN_OPTS="${TRAIN_OPTS:-}"
 MARGIN=40          # s kept back from each wave's time limit: a stop waits for the epoch's evaluation
