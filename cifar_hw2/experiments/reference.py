@@ -1,7 +1,8 @@
 """The homework report's Table 1 as data, and which of our losses answers to which of its labels.
 
-Source: ../shared/reference/ (the report's text and what its code really ran). Accuracies and ECE
-are fractions, like everything the library returns.
+Source: the homework's report (its Table 1; the report is not part of this repository) and what its
+code really ran (the README's table). Accuracies and ECE are fractions, like everything the library
+returns.
 """
 from __future__ import annotations
 
