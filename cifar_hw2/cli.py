@@ -63,7 +63,8 @@ def _optional_int(text: str):
 
 # Fields whose config comment speaks Python (None, $VAR defaults): their command-line wording.
 CLI_HELP = {
-    "data": ("DIR", "folder holding cifar-100-python/ (default: $CIFAR_HW2_DATA, else ~/.cache/cifar_hw2/data)"),
+    "data": ("DIR", "folder holding cifar-100-python/ (default: $CIFAR_HW2_DATA, else cifar_hw2/data under "
+                    "$XDG_CACHE_HOME or ~/.cache)"),
     "train_per_class": ("N", "training images per class: 'all' (the 450 left after validation) or N "
                              "for a stratified subset (default: all)"),
     "test_per_class": ("N", "test images per class: 'all' (the 10,000) or N <= 100 (default: all)"),
@@ -236,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=Defaults,
                          description="The CLI, the notebooks and the tests all read this one folder.")
     dat.add_argument("--data", default=None, help="folder for cifar-100-python/ (default: $CIFAR_HW2_DATA, "
-                                                  "else ~/.cache/cifar_hw2/data)")
+                                                  "else cifar_hw2/data under $XDG_CACHE_HOME or ~/.cache)")
     nbs = sub.add_parser("notebooks", help="point the notebooks at a repository; check them; re-execute them",
                          description="Maintain notebooks/*.ipynb (see cifar_hw2/notebook/nbtools.py).")
     nbs.add_argument("--repo-url", metavar="URL", default=None,

@@ -74,10 +74,13 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root or os.environ.get(ENV_VAR) or default_data_root()).expanduser()
 
 
+def _holds_the_files(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in ("train", "test", "meta"))
+
+
 def is_present(root: str | os.PathLike | None = None) -> bool:
     """Whether the three files of `cifar-100-python/` are there (without reading or downloading)."""
-    folder = data_root(root) / FOLDER
-    return all((folder / name).is_file() for name in ("train", "test", "meta"))
+    return _holds_the_files(data_root(root) / FOLDER)
 
 
 def where_to_point(root: str | os.PathLike | None = None) -> str:
@@ -97,12 +100,27 @@ def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
         raise ValueError(f"unknown split {split!r}; valid splits: {sorted(SPLIT_SIZES)}")
     folder = data_root(root) / FOLDER
     if not (folder / split).is_file() or not (folder / "meta").is_file():
+        misplaced = _one_level_off(folder.parent)
+        if misplaced:
+            raise DataError(misplaced)
         if not download:
             raise DataError(f"CIFAR-100 not found in {folder} (download=False); {where_to_point(root)}.")
         download_cifar100(folder.parent, hint=where_to_point(root))
     raw = _read_pickle(folder / split)
     meta = _read_pickle(folder / "meta")
     return _to_split(raw, meta, split, folder)
+
+
+def _one_level_off(root: Path) -> str | None:
+    """The two ways to name the right files from the wrong folder, said before anything downloads:
+    `root` is cifar-100-python/ itself, or the archive was extracted into cifar-100-python/."""
+    if _holds_the_files(root):
+        return (f"{root} is the {FOLDER}/ folder itself; give the folder that holds it: "
+                f"--data {root.parent} (data= in a notebook, or {ENV_VAR}).")
+    if _holds_the_files(root / FOLDER / FOLDER):
+        return (f"{root / FOLDER} holds another {FOLDER}/ (the archive was extracted into it); "
+                f"move {root / FOLDER / FOLDER} up one level, or give --data {root / FOLDER}.")
+    return None
 
 
 def download_cifar100(root: Path, hint: str | None = None) -> Path:
@@ -113,9 +131,9 @@ def download_cifar100(root: Path, hint: str | None = None) -> Path:
     """
     root = Path(root)
     folder = root / FOLDER
-    hint = (f"Looked in {folder}. Download {URL} yourself and extract it there, or "
-            f"{hint or where_to_point(root)}.")
-    created = not root.exists()
+    hint = (f"Looked in {folder}. Download {URL} yourself and extract it into {root} (the archive "
+            f"holds {FOLDER}/): tar xzf cifar-100-python.tar.gz -C {root}; or {hint or where_to_point(root)}.")
+    made = [p for p in (root, *root.parents) if not p.exists()]   # the folders this call creates
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
@@ -134,8 +152,9 @@ def download_cifar100(root: Path, hint: str | None = None) -> Path:
                 shutil.rmtree(folder)
             os.replace(Path(tmp) / FOLDER, folder)
     except (OSError, tarfile.TarError, DataError) as e:  # URLError is an OSError; offline lands here
-        if created and root.is_dir() and not any(root.iterdir()):
-            root.rmdir()  # leave no empty folder behind
+        for p in made:                  # leave no empty folder behind, parents included
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
         if isinstance(e, DataError):
             raise
         raise DataError(f"CIFAR-100 is not available and could not be downloaded "

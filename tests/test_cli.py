@@ -42,6 +42,10 @@ def cli_here(capsys, *args) -> tuple[int, str]:
                                 "channels, but the feature map has 300. Models whose feature map it fits: "
                                 "efficientnet_b4 (1792 channels)"),
     (["--precision", "fp8"], "unknown precision 'fp8'; valid choices: auto, bf16, fp16, fp32"),
+    # a loss's own setting given to another loss would be ignored without a word
+    (["--loss", "ce", "--gamma", "3"], "gamma is a setting of loss 'focal' only, and this run's loss is 'ce': "
+                                       "leave gamma out, or choose that loss"),
+    (["--loss", "focal", "--mc-mu", "2"], "mc_mu is a setting of loss 'mc' only, and this run's loss is 'focal'"),
     (["--compile-mode", "fast"], "unknown compile_mode 'fast'; valid choices: default, reduce-overhead"),
     # what is accepted, never an internal name (_optional_float) or torch's "Overflow when unpacking long long"
     (["--time-limit", "garbage"], "argument --time-limit: expected a number or 'none', got 'garbage'"),
@@ -149,7 +153,7 @@ def test_help_documents_every_flag_with_its_default():
         assert noise not in " ".join(text.split()), noise
     flat = " ".join(text.split())   # argparse wraps lines where it likes
     assert "--epochs N passes over the training split (default: 200)" in flat
-    assert "(default: from the hub)" in flat and "(default: $CIFAR_HW2_DATA, else ~/.cache/cifar_hw2/data)" in flat
+    assert "(default: from the hub)" in flat and "(default: $CIFAR_HW2_DATA, else cifar_hw2/data under $XDG_CACHE_HOME or ~/.cache)" in flat
 
 
 @pytest.mark.slow

@@ -287,3 +287,35 @@ def test_data_that_is_not_a_uint8_array_is_one_clear_error(data, why, tmp_path):
     with pytest.raises(D.DataError) as e:
         D.load_cifar100("train", root, download=False)
     assert why in str(e.value) or "refused" in str(e.value), str(e.value)
+
+
+def test_a_data_folder_one_level_off_is_named_before_any_download(monkeypatch, tmp_path):
+    """--data pointed at cifar-100-python/ itself, or the archive extracted into cifar-100-python/:
+    one line that says which folder to give, and no download into a nested copy."""
+    def no_download(*a, **k):
+        raise AssertionError("tried to download")
+    monkeypatch.setattr(D.urllib.request, "urlopen", no_download)
+    root = write_archive(tmp_path / "data", 1, 1)
+    inner = root / "cifar-100-python"
+    with pytest.raises(D.DataError) as e:
+        D.load_cifar100("train", inner)
+    assert str(e.value) == (f"{inner} is the cifar-100-python/ folder itself; give the folder that holds it: "
+                            f"--data {root} (data= in a notebook, or CIFAR_HW2_DATA).")
+    nested = tmp_path / "nested"
+    (nested / "cifar-100-python").mkdir(parents=True)
+    inner.rename(nested / "cifar-100-python" / "cifar-100-python")
+    with pytest.raises(D.DataError, match=r"holds another cifar-100-python/ \(the archive was extracted into it\)"):
+        D.load_cifar100("train", nested)
+    assert not list(tmp_path.glob("**/.download-*"))
+
+
+def test_the_offline_hint_says_where_to_extract_and_a_failed_download_leaves_no_parents(monkeypatch, tmp_path):
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(D.urllib.request, "urlopen", offline)
+    typo = tmp_path / "a" / "b" / "c"
+    with pytest.raises(D.DataError) as e:
+        D.load_cifar100("train", typo)
+    assert f"extract it into {typo} (the archive holds cifar-100-python/): tar xzf cifar-100-python.tar.gz -C {typo}" \
+        in str(e.value)
+    assert list(tmp_path.iterdir()) == []          # a, a/b and a/b/c were made for the download; all gone

@@ -50,3 +50,25 @@ def test_a_run_folder_missing_a_file_is_named_too(missing, tmp_path):
     unreadable = []
     assert find_runs(tmp_path, unreadable) == []
     assert unreadable == [f"{tmp_path / 'ce-seed0'} is not a complete run folder: {missing} is missing"]
+
+
+def test_report_again_without_title_keeps_the_title_and_a_wrong_folder_says_so(tmp_path, capsys):
+    """Writing the report of the shipped runs again (a student exploring them) must not retitle it;
+    a --runs that is no folder, or holds no run, gets one line with a command that makes one."""
+    root = tmp_path / "runs"
+    shutil.copytree(REFERENCE / "mc-seed0", root / "mc-seed0")
+    shutil.copy(REFERENCE / "report.md", root / "report.md")
+    title = (REFERENCE / "report.md").read_text().splitlines()[0]
+    assert title.startswith("# CPU reference")
+    assert main(["report", "--runs", str(root)]) == 0
+    assert (root / "report.md").read_text().splitlines()[0] == title
+    assert main(["report", "--runs", str(root), "--title", "Mine"]) == 0
+    assert (root / "report.md").read_text().splitlines()[0] == "# Mine"
+    capsys.readouterr()
+    assert main(["report", "--runs", str(tmp_path / "nosuch")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{tmp_path / 'nosuch'} is not a folder; give the folder that holds the run folders, "
+        "e.g. --runs runs or --runs results/cpu-reference")
+    (tmp_path / "empty").mkdir()
+    assert main(["report", "--runs", str(tmp_path / "empty")]) == 2
+    assert f"train --preset quick --out {tmp_path / 'empty' / 'demo'}" in capsys.readouterr().err

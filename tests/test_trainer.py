@@ -246,7 +246,7 @@ def test_a_finished_run_says_where_its_results_are_and_evaluate_finds_its_data(t
     fit(tiny(tiny_data, out, data=None, epochs=1, progress="epoch"))
     printed = capsys.readouterr().out.strip().splitlines()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert printed[-2].endswith(f"done, 1 epochs. Best by validation: epoch 1, test top-1 "
+    assert printed[-2].endswith(f"done, 1 epoch. Best by validation: epoch 1, test top-1 "
                                 f"{100 * metrics['best']['top1']:.2f} %, ECE {100 * metrics['best']['ece']:.2f} % "
                                 f"(metrics.json; curves in history.csv and TensorBoard; predictions.npz).")
     assert printed[-1].startswith("Next: python -m cifar_hw2 evaluate --checkpoint ") and "best.pt" in printed[-1]

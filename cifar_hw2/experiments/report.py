@@ -281,17 +281,31 @@ def _distinct(labels: list[str], runs: list[Run]) -> list[str]:
     return [f"{label} · {run.name}" if labels.count(label) > 1 else label for label, run in zip(labels, runs)]
 
 
+def _title_of(md: Path) -> str | None:
+    """The title of an earlier report.md, so that writing the report again without --title keeps
+    it (the shipped results/*/report.md carry theirs)."""
+    try:
+        first = md.read_text(encoding="utf-8").split("\n", 1)[0]
+    except (OSError, UnicodeDecodeError):
+        return None
+    return (first[2:].strip() or None) if first.startswith("# ") else None
+
+
 def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
-    """report.md, report.csv and figure PNGs in `root`. Returns their paths."""
+    """report.md, report.csv and figure PNGs in `root`. Returns their paths. Without `title`, an
+    earlier report.md's title is kept."""
     import matplotlib.pyplot as plt
     root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder; give the folder that holds the run folders, "
+                         f"e.g. --runs runs or --runs results/cpu-reference")
     unreadable: list[str] = []
     runs = find_runs(root, unreadable)
     if not runs and unreadable:
         raise ValueError(f"no readable run under {root}: " + "; ".join(unreadable))
     if not runs:
-        raise ValueError(f"no run folders (with metrics.json) under {root}; train some first, "
-                         f"e.g. python -m cifar_hw2 grid --runs {root}")
+        raise ValueError(f"no run folders (with metrics.json) under {root}; train one first, e.g. "
+                         f"python -m cifar_hw2 train --preset quick --out {root / 'demo'}")
     if unreadable:   # reported, not silently left out
         print("warning: left out of the report: " + "; ".join(unreadable), file=sys.stderr, flush=True)
     rows = comparison_table(runs)
@@ -313,7 +327,7 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
         plt.close(fig)
         paths[key] = root / name
 
-    title = title or f"Runs under {root}"
+    title = title or _title_of(paths["md"]) or f"Runs under {root}"
     md = [f"# {title}\n", "## Accuracy\n",
           "Accuracy in %. `best_top1` is the test accuracy at the epoch with the best "
           "validation accuracy; `final_top1` at the last epoch; `report_top1` is the homework's "

@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 
 from .. import data
-from ..training.paths import FIGURES_ENV, REPO_ROOT, RUNS_ENV
+from ..training.paths import FIGURES_ENV, REPO_ROOT, RUNS_ENV, this_python
 from . import helpers
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -117,7 +117,7 @@ def execute_all(timeout: int | None = None, echo=print) -> list[Path]:
         raise ValueError(f"runs/ holds other runs ({', '.join(others)}); 05 would show them in its committed "
                          f"output. Move them out of {runs} first")
     if not data.is_present():
-        raise ValueError(f"CIFAR-100 is not in {data.data_root()}: run `python -m cifar_hw2 data` once, or set "
+        raise ValueError(f"CIFAR-100 is not in {data.data_root()}: run `{this_python()} -m cifar_hw2 data` once, or set "
                          f"{data.ENV_VAR} to a folder that holds cifar-100-python/ (01, 03 and 04 need it)")
     shutil.rmtree(runs / OWN_RUN, ignore_errors=True)   # 04 trains from scratch, not a resume
     # The kernels inherit this environment: quick mode, no weight downloads, this checkout's package.

@@ -9,6 +9,7 @@ notebook and would end up in its committed output (tests/test_notebooks.py check
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]      # cifar_hw2/
@@ -52,3 +53,16 @@ def shown_path(path: str | os.PathLike) -> str:
         if resolved.is_relative_to(base):
             return str(resolved.relative_to(base))
     return str(p)
+
+
+def this_python() -> str:
+    """The interpreter running now, as a command to paste: `.venv/bin/python` from the repository
+    root, not a bare `python`, which outside an activated environment is another Python. Not
+    resolved: the venv's python is a link to the system's, and only the link's path finds the venv.
+    Absolute when the interpreter is outside the working folder: for the CLI and the tests' lines,
+    never for a notebook's output."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
