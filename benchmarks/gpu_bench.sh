@@ -11,7 +11,7 @@
 #
 # Dry run on a CPU (small_cnn everywhere; it checks the script, it measures nothing about GPUs; on
 # a slow or shared CPU give it more time and less work: BUDGET, LIMIT, COMPILE_LIMIT, STEPS, REPEATS):
-#   DEST=/tmp/gpu_dry MODELS=small_cnn TRAIN="small_cnn:ce small_cnn:mc" DET_MODEL=small_cnn REF_BENCH=resnet9:16 \
+#   PYTHON=.venv/bin/python DEST=/tmp/gpu_dry MODELS=small_cnn TRAIN="small_cnn:ce small_cnn:mc" DET_MODEL=small_cnn REF_BENCH=resnet9:16 \
 #   DEVICE=cpu bash benchmarks/gpu_bench.sh
 #
 # What it does, in order:

@@ -7,8 +7,9 @@
 #   COMMIT=<sha of the clean commit> PACK=$OUT/gpu_reference.tgz bash benchmarks/gpu_reference.sh
 #
 # In order:
-#   1. checks each shard in SHARDS against meta.json (size and SHA-256), then rebuilds the official
-#      cifar-100-python/ in DATA with the shards' own to_official.py (~10 s)
+#   1. joins the parts SHARDS/cifar100.tar.0, .1, ... into the shards, where the data came as parts
+#      (docs/gpu.md); checks each shard in SHARDS against meta.json (size and SHA-256), then rebuilds
+#      the official cifar-100-python/ in DATA with the shards' own to_official.py (~10 s)
 #   2. trains the runs of FIRST together, each under --time-limit (what is left of BUDGET, less a
 #      margin) and --resume: a run cut short keeps its last.pt, and running the script again on
 #      the same (still warm) machine continues it exactly where it stopped
@@ -25,8 +26,9 @@
 #   BUDGET=420 (s, the whole script)  DEVICE=cuda  PRECISION=auto  PYTHON=python3  COMMIT=  PACK=
 #   TRAIN_OPTS= (more train options; the CPU dry run's smaller subset and epochs, docs/gpu.md)
 #
-# Dry run on a CPU (a small real subset; it checks the script and the rebuild, it measures nothing):
-#   SHARDS=../shared/data/cifar100 DATA=/tmp/gpuref-data DEST=/tmp/gpuref DEVICE=cpu \
+# Dry run on a CPU (a small real subset; it checks the script and the rebuild, it measures nothing;
+# SHARDS may hold the shards themselves, as here, or the parts of docs/gpu.md):
+#   PYTHON=.venv/bin/python SHARDS=../shared/data/cifar100 DATA=/tmp/gpuref-data DEST=/tmp/gpuref DEVICE=cpu \
 #   TRAIN_OPTS="--train-per-class 5 --val-per-class 5 --test-per-class 5 --epochs 2 --batch-size 50" \
 #   BUDGET=1500 bash benchmarks/gpu_reference.sh
 set -uo pipefail
@@ -54,7 +56,15 @@ mkdir -p "$LOGS"
 START=$SECONDS
 : > "$LOGS/steps.tsv"    # one line per step: name, status, seconds
 
-# 1. the data
+# 1. the data. A device call carries at most 64 MiB with the working tree, so the shards travel as
+# PARTS of one tar, a part a call (docs/gpu.md); joined here, then checked shard by shard below.
+parts=("$SHARDS"/cifar100.tar.?)
+if [ -e "${parts[0]}" ]; then
+    echo "$SHARDS: joining ${#parts[@]} parts (${parts[*]##*/})"
+    cat "${parts[@]}" | tar xf - -C "$SHARDS" || {
+        echo "the parts in $SHARDS (${parts[*]##*/}) do not make the whole tar: carry the missing ones again; nothing was trained" >&2
+        exit 3; }
+fi
 "$PYTHON" - "$SHARDS" <<'EOF' || { echo "the data in $SHARDS cannot be used; nothing was trained" >&2; exit 3; }
 import hashlib, json, sys
 from pathlib import Path
