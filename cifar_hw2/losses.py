@@ -9,8 +9,8 @@ the mean over the batch. logits: float [B, K]; targets: int64 [B] in 0..K-1.
     build_loss("mc", num_classes=100)       Chang et al. 2020
 
 The homework's code ran different things under the same names (the README's table "what its
-code ran"; notebooks 02 and 03 show each beside the paper's). Two of them are here by name so that notebooks and the grid can show the
-difference on the same tensors: "flsd53_homework" (γ = 0 above p_t = 0.5) and "mc_homework"
+code ran"; notebooks 02 and 03 show each beside the paper's). Two of them are here by name so that
+notebooks and the grid can show the difference on the same tensors: "flsd53_homework" (γ = 0 above p_t = 0.5) and "mc_homework"
 (219 channel groups, μ = 0.001). Its "FL" was `build_loss("focal", gamma=0)`, i.e. cross-entropy.
 "mc_homework" is sized for B4's 1792 channels; "mc_homework_scaled" makes the same mistake at any
 width (C channels in 219 groups), the stand-in that quick mode trains on small_cnn.
@@ -102,9 +102,10 @@ class SampleDependentFocalLoss(nn.Module):
 
     `schedule` is a list of (threshold, γ) pairs, ascending: the first threshold that p_t is below
     picks γ; `gamma_above` applies when p_t is above all thresholds. γ is computed without
-    gradient (a per-sample constant), as in the paper's code. The paper's 0.2 and 5 go together: γ = 5 is,
-    rounded, the γ whose gradient on the true logit equals CE's at p_t = 0.2 (the authors' code
-    solves for it; exactly γ ≈ 4.85), so below 0.2 the hardest samples get about CE's push or more.
+    gradient (a per-sample constant), as in the paper's code. The paper's 0.2 and 5 go together:
+    γ = 5 is, rounded, the γ whose gradient on the true logit equals CE's at p_t = 0.2 (the
+    authors' code solves for it; exactly γ ≈ 4.85), so below 0.2 the hardest samples get about
+    CE's push or more.
     """
 
     def __init__(self, schedule=((0.2, 5.0),), gamma_above: float = 3.0):

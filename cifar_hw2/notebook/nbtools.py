@@ -117,8 +117,8 @@ def execute_all(timeout: int | None = None, echo=print) -> list[Path]:
         raise ValueError(f"runs/ holds other runs ({', '.join(others)}); 05 would show them in its committed "
                          f"output. Move them out of {runs} first")
     if not data.is_present():
-        raise ValueError(f"CIFAR-100 is not in {data.data_root()}: run `{this_python()} -m cifar_hw2 data` once, or set "
-                         f"{data.ENV_VAR} to a folder that holds cifar-100-python/ (01, 03 and 04 need it)")
+        raise ValueError(f"CIFAR-100 is not in {data.data_root()}: run `{this_python()} -m cifar_hw2 data` "
+                         f"once, or set {data.ENV_VAR} to a folder that holds cifar-100-python/ (01, 03 and 04 need it)")
     shutil.rmtree(runs / OWN_RUN, ignore_errors=True)   # 04 trains from scratch, not a resume
     # The kernels inherit this environment: quick mode, no weight downloads, this checkout's package.
     os.environ.update({"CIFAR_HW2_QUICK": "1", "HF_HUB_OFFLINE": "1"})

@@ -243,6 +243,10 @@ QUICK_STAND_IN = {
 }
 
 
+# The settings that only one loss reads (TrainConfig.loss_kwargs): given for another loss, refused.
+LOSS_SETTINGS = {"gamma": ("focal",), "mc_mu": ("mc",), "mc_lambda": ("mc",), "mc_drop_rate": ("mc",)}
+
+
 def make_config(preset: str = "paper-b4", **overrides) -> TrainConfig:
     """The named preset with `overrides` applied, validated."""
     if preset not in PRESETS:
@@ -252,15 +256,12 @@ def make_config(preset: str = "paper-b4", **overrides) -> TrainConfig:
     if unknown:
         raise ConfigError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(fields))}")
     config = TrainConfig(**{**PRESETS[preset], **overrides}).validate()
-    for name, losses in LOSS_SETTINGS.items():   # a setting the chosen loss ignores is a mistake, said
+    for name, losses in LOSS_SETTINGS.items():
         if name in overrides and config.loss not in losses:
             raise ConfigError(f"{name} is a setting of loss {' or '.join(map(repr, losses))} only, and this "
                               f"run's loss is {config.loss!r}: leave {name} out, or choose that loss")
     return config
 
-
-# The settings that only one loss reads (TrainConfig.loss_kwargs).
-LOSS_SETTINGS = {"gamma": ("focal",), "mc_mu": ("mc",), "mc_lambda": ("mc",), "mc_drop_rate": ("mc",)}
 
 
 def quick_mode() -> bool:

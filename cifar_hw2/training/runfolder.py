@@ -208,7 +208,8 @@ def closing_lines(out: Path, best: dict, epochs: int) -> str:
     """What a finished run says last: its best epoch, where its files are, and what to run next."""
     shown = shown_path(out)
     parent = shown_path(Path(out).parent) if shown_path(Path(out).parent) not in ("", ".") else "."
-    return (f"{shown}: done, {epochs} epoch{'s' if epochs != 1 else ''}. Best by validation: epoch {best['epoch']}, test top-1 "
+    return (f"{shown}: done, {epochs} epoch{'s' if epochs != 1 else ''}. "
+            f"Best by validation: epoch {best['epoch']}, test top-1 "
             f"{100 * best['test_top1']:.2f} %, ECE {100 * best['test_ece']:.2f} % (metrics.json; curves in "
             f"history.csv and TensorBoard; predictions.npz).\n"
             f"Next: python -m cifar_hw2 evaluate --checkpoint {shown}/best.pt  |  python -m cifar_hw2 report "
