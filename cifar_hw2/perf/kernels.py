@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,11 +40,15 @@ def profile_steps(trainer, warmup_steps: int = 16, steps: int = 8) -> tuple[str,
     run_steps(trainer, batches, window_steps(trainer, warmup_steps))
     sync()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
-        start = time.perf_counter()
-        run_steps(trainer, batches, steps)
-        sync()
-        wall = time.perf_counter() - start
+    # torch 2.11 (the GPU image's) warns "Profiler clears events at the end of each cycle" on every
+    # profile, even one of a single cycle as here (later releases warn from the second cycle on).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Profiler clears events", category=UserWarning)
+        with profile(activities=activities) as prof:
+            start = time.perf_counter()
+            run_steps(trainer, batches, steps)
+            sync()
+            wall = time.perf_counter() - start
     averages = prof.key_averages()
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
     table = averages.table(sort_by=key, row_limit=TOP)
