@@ -34,6 +34,20 @@ def test_the_readme_stays_a_front_door():
     assert (ROOT / "README.md").stat().st_size <= 8704
 
 
+def test_the_readmes_layout_names_every_module_folder_and_script():
+    """The Layout block is a student's map of the tree: a module, package, results folder or GPU script
+    added without it shows up here."""
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout"):text.index("Each floor imports only")]
+    package = ROOT / "cifar_hw2"
+    names = [p.name for p in package.glob("*.py") if p.name != "__init__.py"]
+    names += [f"cifar_hw2/{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()]
+    names += [f"{p.name}/" for p in (ROOT / "results").iterdir() if p.is_dir()]
+    names += [p.name for p in (ROOT / "benchmarks").glob("*.sh")]
+    missing = [name for name in names if name not in layout]
+    assert not missing, f"README.md's Layout does not name {missing}"
+
+
 def markdown_pages() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
