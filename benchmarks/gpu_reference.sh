@@ -4,12 +4,16 @@
 # focal γ = 3, FLSD-53 and MC, side by side on one GPU (one process each), then `report`.
 # The exact device calls that bring the data and run this: docs/gpu.md, "The GPU reference runs".
 #
+#   SHARDS= DATA=~/.cache/cifar_hw2/data BUDGET=3600 bash benchmarks/gpu_reference.sh   # on your own GPU,
+#       after `python -m cifar_hw2 data`: the data as it is, an hour's budget for a slower card
 #   COMMIT=<sha of the clean commit> PACK=$OUT/gpu_reference.tgz bash benchmarks/gpu_reference.sh
+#       # on the project's lent machine, which has no network (docs/gpu.md)
 #
 # In order:
-#   1. joins the parts SHARDS/cifar100.tar.0, .1, ... into the shards, where the data came as parts
-#      (docs/gpu.md); checks each shard in SHARDS against meta.json (size and SHA-256), then rebuilds
-#      the official cifar-100-python/ in DATA with the shards' own to_official.py (~10 s)
+#   1. with SHARDS empty, uses DATA/cifar-100-python/ as it is. Else joins the parts
+#      SHARDS/cifar100.tar.0, .1, ... into the shards, where the data came as parts (docs/gpu.md);
+#      checks each shard in SHARDS against meta.json (size and SHA-256), then rebuilds the official
+#      cifar-100-python/ in DATA with the shards' own to_official.py (~10 s)
 #   2. trains the runs of FIRST together, each under --time-limit (what is left of BUDGET, less a
 #      margin) and --resume: a run cut short keeps its last.pt, and running the script again on
 #      the same (still warm) machine continues it exactly where it stopped
@@ -21,7 +25,8 @@
 #   5. with PACK, packs the run folders' config.json, history.csv and metrics.json, the report and
 #      DEST/logs into one .tgz (no checkpoints): what comes back from the device machine
 #
-# Knobs (environment): SHARDS=.gpudata  DATA=/tmp/cifar_hw2_gpu_reference  DEST=runs/gpu-reference
+# Knobs (environment): SHARDS=.gpudata (empty: DATA as it is)  DATA=/tmp/cifar_hw2_gpu_reference
+#   DEST=runs/gpu-reference
 #   FIRST="ce:0 focal:0 flsd53:0 mc:0"  THEN="ce:1 flsd53:1"  (loss:seed; focal runs with γ = FOCAL_GAMMA=3)
 #   BUDGET=420 (s, the whole script)  DEVICE=cuda  PRECISION=auto  PYTHON=python3  COMMIT=  PACK=
 #   TRAIN_OPTS= (more train options; the CPU dry run's smaller subset and epochs, docs/gpu.md)
@@ -34,7 +39,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SHARDS="${SHARDS:-.gpudata}"
+SHARDS="${SHARDS-.gpudata}"
 DATA="${DATA:-/tmp/cifar_hw2_gpu_reference}"
 DEST="${DEST:-runs/gpu-reference}"
 FIRST="${FIRST:-ce:0 focal:0 flsd53:0 mc:0}"
@@ -56,8 +61,19 @@ mkdir -p "$LOGS"
 START=$SECONDS
 : > "$LOGS/steps.tsv"    # one line per step: name, status, seconds
 
-# 1. the data. A device call carries at most 64 MiB with the working tree, so the shards travel as
-# PARTS of one tar, a part a call (docs/gpu.md); joined here, then checked shard by shard below.
+# 1. the data. With SHARDS empty, DATA must already hold cifar-100-python/ (`python -m cifar_hw2 data`
+# fetches it): used as it is. Else, on the lent machine: a device call carries at most 64 MiB with the
+# working tree, so the shards travel as PARTS of one tar, a part a call (docs/gpu.md); joined here,
+# then checked shard by shard below, then rebuilt into DATA.
+if [ -z "$SHARDS" ]; then
+    for f in train test meta; do
+        [ -f "$DATA/cifar-100-python/$f" ] || {
+            echo "SHARDS is empty, so DATA must hold cifar-100-python/, but $DATA/cifar-100-python/$f is missing: run \
+\`$PYTHON -m cifar_hw2 data --data $DATA\` first, or set DATA to the folder that holds it; nothing was trained" >&2
+            exit 3; }
+    done
+    echo "$DATA: cifar-100-python/ used as it is (SHARDS is empty)"
+else
 parts=("$SHARDS"/cifar100.tar.?)
 if [ -e "${parts[0]}" ]; then
     echo "$SHARDS: joining ${#parts[@]} parts (${parts[*]##*/})"
@@ -73,7 +89,8 @@ try:
     shards = json.loads((folder / "meta.json").read_text())["shards"]
 except (OSError, ValueError, KeyError) as e:
     sys.exit(f"{folder}/meta.json cannot be read ({type(e).__name__}): copy the shards, meta.json and "
-             f"to_official.py of shared/data/cifar100 there first")
+             f"to_official.py of shared/data/cifar100 there first, or set SHARDS= (empty) and DATA to a "
+             f"folder that holds cifar-100-python/")
 bad = []
 for shard in shards:
     path = folder / shard["file"]
@@ -88,6 +105,7 @@ if bad:
 print(f"{folder}: {len(shards)} shards match meta.json (size and SHA-256)")
 EOF
 "$PYTHON" "$SHARDS/to_official.py" "$DATA" || { echo "rebuilding the official layout failed" >&2; exit 3; }
+fi
 printf 'data\tok\t%s\n' "$((SECONDS - START))" >> "$LOGS/steps.tsv"
 
 { "$PYTHON" -c "import torch, torchvision, timm, platform; print('python', platform.python_version(), '| torch', \

@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "interrupted rows resume; CIFAR_HW2_QUICK=1 runs every row on the quick preset.")
     grid.add_argument("--runs", default="runs", help="folder for the run folders and executed notebooks")
     grid.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
-                      help="keep rows whose field matches (model, loss, batch_size, source, key, ...); repeatable")
+                      help="keep rows whose field matches (model, loss, batch_size, source, key, ...); repeatable: "
+                           "values of one key are alternatives, different keys must all match")
     grid.add_argument("--data", default=None, help="folder holding cifar-100-python/")
     grid.add_argument("--gpus", default="", help="comma-separated GPU ids: rows run in parallel, one per GPU")
     grid.add_argument("--nproc", type=int, default=1, help="run each row on this many GPUs with torchrun")
@@ -238,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
                          description="The CLI, the notebooks and the tests all read this one folder.")
     dat.add_argument("--data", default=None, help="folder for cifar-100-python/ (default: $CIFAR_HW2_DATA, "
                                                   "else cifar_hw2/data under $XDG_CACHE_HOME or ~/.cache)")
+    wts = sub.add_parser("weights", help="download the ImageNet weights of B4 and Swin-B once into the hub cache",
+                         description="Afterwards training from them needs no network: the Hugging Face hub "
+                                     "cache ($HF_HUB_CACHE, else $HF_HOME/hub) is read first. On a cluster, "
+                                     "run it where there is network, with the cache on a disk the nodes share.")
+    wts.add_argument("--model", action="append", default=None, help="only this model (repeatable; default: both)")
     nbs = sub.add_parser("notebooks", help="point the notebooks at a repository; check them; re-execute them",
                          description="Maintain notebooks/*.ipynb (see cifar_hw2/notebook/nbtools.py).")
     nbs.add_argument("--repo-url", metavar="URL", default=None,
@@ -253,6 +259,14 @@ def run_data(args) -> int:
     from .data import data_root, load_cifar100
     sizes = {split: len(load_cifar100(split, args.data)) for split in ("train", "test")}  # downloads if missing
     print(f"CIFAR-100 in {data_root(args.data)}: {sizes['train']} train, {sizes['test']} test images, checked")
+    return 0
+
+
+def run_weights(args) -> int:
+    from huggingface_hub.constants import HF_HUB_CACHE
+    from .models import fetch_pretrained, pretrained_models
+    for name in args.model or pretrained_models():
+        print(f"{name}: {fetch_pretrained(name)} is in {HF_HUB_CACHE}")
     return 0
 
 
@@ -355,7 +369,7 @@ def run_bench(args) -> int:
 
 
 COMMANDS = {"train": run_train, "evaluate": run_evaluate, "grid": run_grid, "report": run_report,
-            "bench": run_bench, "data": run_data, "notebooks": run_notebooks}
+            "bench": run_bench, "data": run_data, "weights": run_weights, "notebooks": run_notebooks}
 
 
 def main(argv=None) -> int:

@@ -100,7 +100,7 @@ def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
         raise ValueError(f"unknown split {split!r}; valid splits: {sorted(SPLIT_SIZES)}")
     folder = data_root(root) / FOLDER
     if not (folder / split).is_file() or not (folder / "meta").is_file():
-        misplaced = _one_level_off(folder.parent)
+        misplaced = _wrong_folder(folder.parent)
         if misplaced:
             raise DataError(misplaced)
         if not download:
@@ -111,15 +111,25 @@ def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
     return _to_split(raw, meta, split, folder)
 
 
-def _one_level_off(root: Path) -> str | None:
-    """The two ways to name the right files from the wrong folder, said before anything downloads:
-    `root` is cifar-100-python/ itself, or the archive was extracted into cifar-100-python/."""
+def _wrong_folder(root: Path) -> str | None:
+    """The ways to name the data from the wrong place, said before anything downloads: `root` is a
+    file, cifar-100-python/ itself, the folder above the right one, or the archive was extracted
+    into cifar-100-python/."""
+    if root.exists() and not root.is_dir():
+        return f"{root} is a file; --data (data= in a notebook, or {ENV_VAR}) names the folder that holds {FOLDER}/."
     if _holds_the_files(root):
         return (f"{root} is the {FOLDER}/ folder itself; give the folder that holds it: "
                 f"--data {root.parent} (data= in a notebook, or {ENV_VAR}).")
     if _holds_the_files(root / FOLDER / FOLDER):
         return (f"{root / FOLDER} holds another {FOLDER}/ (the archive was extracted into it); "
                 f"move {root / FOLDER / FOLDER} up one level, or give --data {root / FOLDER}.")
+    try:   # an unreadable folder on the way is no reason to stop here: the caller says what is missing
+        below = sorted(p for p in root.iterdir() if p.is_dir() and _holds_the_files(p / FOLDER)) if root.is_dir() else []
+    except OSError:
+        below = []
+    if below:
+        return (f"{root} holds no {FOLDER}/, but {below[0]} does: give --data {below[0]} "
+                f"(data= in a notebook, or {ENV_VAR}).")
     return None
 
 

@@ -196,6 +196,23 @@ def build_model(name: str, num_classes: int = 100, pretrained: bool | str | os.P
     return Classifier(name, backbone, spec.input_size, upsample_mode, features_nhwc=(name == "swin_b"))
 
 
+def pretrained_models() -> list[str]:
+    """The models that start from ImageNet weights on the Hugging Face hub."""
+    return [name for name, spec in MODELS.items() if spec.hub_tag]
+
+
+def fetch_pretrained(name: str) -> str:
+    """Put `name`'s ImageNet weights into the local Hugging Face hub cache, downloading them if they
+    are not there, and return the hub id. Afterwards pretrained=True finds them without network (the
+    cache is $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub: on a cluster, a shared
+    disk serves every node)."""
+    if name not in pretrained_models():
+        raise ModelError(f"{name!r} has no pretrained weights; models with them: {', '.join(pretrained_models())}")
+    spec = MODELS[name]
+    _create_timm(name, spec, 1, True)     # timm downloads into the cache; the 1-way head is thrown away
+    return f"timm/{spec.timm_name}.{spec.hub_tag}"
+
+
 def _create_timm(name: str, spec: ModelSpec, num_classes: int, pretrained) -> nn.Module:
     import timm
 

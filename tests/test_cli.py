@@ -1,5 +1,6 @@
 """The command line as a user meets it: exit codes and one-line errors."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,42 @@ def test_missing_data_offline_is_one_clear_line(tmp_path):
     assert "CIFAR_HW2_DATA" not in run.stderr          # --data overrides it: not a way out here
     assert str(tmp_path / "nodata" / "cifar-100-python") in run.stderr
     assert not (tmp_path / "x").exists()
+
+
+def fake_hub_cache(root: Path, hub_id: str, state: dict) -> None:
+    """The hub cache's layout (huggingface_hub's), holding `state` as the repository's model.safetensors."""
+    from safetensors.torch import save_file
+    repo = root / ("models--" + hub_id.replace("/", "--"))
+    revision = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(repo / "snapshots" / revision / "model.safetensors"))
+
+
+def test_weights_fills_the_cache_that_training_reads_offline(tmp_path):
+    """`weights` offline: one line when the cache lacks them; when it holds them (as after `weights` on a
+    machine with network), it says where, and a model built offline starts from exactly those weights."""
+    import timm
+    import torch
+    hub = tmp_path / "hub"
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "HF_HOME": str(tmp_path)}
+    run = cli("weights", "--model", "efficientnet_b4", env=env)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "could not get the pretrained weights of efficientnet_b4" in run.stderr
+    run = cli("weights", "--model", "small_cnn", env=env)
+    assert run.returncode == 2 and "models with them: efficientnet_b4, swin_b" in run.stderr, run.stderr
+    reference = timm.create_model("efficientnet_b4", pretrained=False)
+    fake_hub_cache(hub, "timm/efficientnet_b4.ra2_in1k", reference.state_dict())
+    run = cli("weights", "--model", "efficientnet_b4", env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == f"efficientnet_b4: timm/efficientnet_b4.ra2_in1k is in {hub}"
+    check = ("from cifar_hw2.models import build_model; import sys, torch; "
+             "m = build_model('efficientnet_b4', pretrained=True); torch.save(m.backbone.conv_stem.weight, sys.argv[1])")
+    done = subprocess.run([sys.executable, "-c", check, str(tmp_path / "stem.pt")], capture_output=True, text=True,
+                          env={**os.environ, **env}, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert torch.equal(torch.load(tmp_path / "stem.pt"), reference.conv_stem.weight)
 
 
 @pytest.mark.slow

@@ -290,8 +290,8 @@ def test_data_that_is_not_a_uint8_array_is_one_clear_error(data, why, tmp_path):
 
 
 def test_a_data_folder_one_level_off_is_named_before_any_download(monkeypatch, tmp_path):
-    """--data pointed at cifar-100-python/ itself, or the archive extracted into cifar-100-python/:
-    one line that says which folder to give, and no download into a nested copy."""
+    """--data pointed at cifar-100-python/ itself, the archive extracted into cifar-100-python/, the
+    folder above the right one, or a file: one line that says which folder to give, and no download."""
     def no_download(*a, **k):
         raise AssertionError("tried to download")
     monkeypatch.setattr(D.urllib.request, "urlopen", no_download)
@@ -306,6 +306,14 @@ def test_a_data_folder_one_level_off_is_named_before_any_download(monkeypatch, t
     inner.rename(nested / "cifar-100-python" / "cifar-100-python")
     with pytest.raises(D.DataError, match=r"holds another cifar-100-python/ \(the archive was extracted into it\)"):
         D.load_cifar100("train", nested)
+    # the folder above the right one (~/.cache/cifar_hw2 for ~/.cache/cifar_hw2/data), and a file
+    (nested / "cifar-100-python" / "cifar-100-python").rename(root / "cifar-100-python")
+    with pytest.raises(D.DataError) as e:
+        D.load_cifar100("train", tmp_path)
+    assert str(e.value) == (f"{tmp_path} holds no cifar-100-python/, but {root} does: give --data {root} "
+                            f"(data= in a notebook, or CIFAR_HW2_DATA).")
+    with pytest.raises(D.DataError, match=r"train is a file; --data \(data= in a notebook, or CIFAR_HW2_DATA\) names"):
+        D.load_cifar100("train", root / "cifar-100-python" / "train")
     assert not list(tmp_path.glob("**/.download-*"))
 
 

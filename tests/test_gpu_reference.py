@@ -120,3 +120,37 @@ def test_the_checks_refuse_a_cpu_run_on_a_subset(tiny_data, tmp_path):
     assert "not a clean commit" in " ".join(problems(out))
     (out / "metrics.json").write_text("{")
     assert "does not parse" in " ".join(problems(out))
+
+
+def run_script(env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    import os
+    import sys
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_reference.sh")], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=600,
+                          env={**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "DEST": str(tmp_path / "runs"),
+                               **env})
+
+
+def test_the_script_without_shards_wants_the_data_in_place(tmp_path):
+    """On one's own GPU the data is fetched as usual and SHARDS is left empty: DATA without
+    cifar-100-python/ is one line, exit 3, before anything trains."""
+    done = run_script({"SHARDS": "", "DATA": str(tmp_path / "none")}, tmp_path)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"SHARDS is empty, so DATA must hold cifar-100-python/, but {tmp_path}/none/cifar-100-python/train is missing: "
+        f"run `{__import__('sys').executable} -m cifar_hw2 data --data {tmp_path}/none` first, or set DATA to the "
+        f"folder that holds it; nothing was trained"]
+    assert not (tmp_path / "runs" / "ce-seed0").exists()
+
+
+@pytest.mark.slow
+def test_the_script_trains_and_reports_from_data_in_place(tiny_data, tmp_path):
+    """The whole script on the CPU, with the data already in place: one tiny run, then the report."""
+    done = run_script({"SHARDS": "", "DATA": str(tiny_data), "FIRST": "ce:0", "THEN": "", "BUDGET": "900",
+                       "TRAIN_OPTS": "--train-per-class 2 --val-per-class 2 --test-per-class 2 --epochs 1 "
+                                     "--batch-size 20"}, tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"{tiny_data}: cifar-100-python/ used as it is (SHARDS is empty)" in done.stdout
+    steps = (tmp_path / "runs" / "logs" / "steps.tsv").read_text().splitlines()
+    assert [line.split("\t")[:2] for line in steps] == [["data", "ok"], ["train_ce-seed0", "ok"], ["report", "ok"]]
+    assert json.loads((tmp_path / "runs" / "ce-seed0" / "metrics.json").read_text())["complete"]

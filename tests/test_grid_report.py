@@ -38,8 +38,13 @@ def test_only_filters_and_rejects_unknown_keys():
     assert len(select(grid_rows(), ["model=swin_b", "source=table1"])) == 2
     with pytest.raises(ValueError, match="unknown key 'colour'"):
         select(grid_rows(), ["colour=red"])
-    with pytest.raises(ValueError, match="no grid row matches"):
-        select(grid_rows(), ["loss=nothing"])
+    with pytest.raises(ValueError, match=r"no grid row has model=swin; its values: efficientnet_b4, swin_b"):
+        select(grid_rows(), ["model=swin"])
+    # one key repeated: alternatives (two rows); different keys: all must hold, and the error says so
+    two = ["key=b4-bs32-ce-homework", "key=b4-bs32-fl-homework"]
+    assert [r.key for r in select(grid_rows(), two)] == [k.split("=")[1] for k in two]
+    with pytest.raises(ValueError, match="no grid row matches model=swin_b and batch_size=32 .different keys"):
+        select(grid_rows(), ["model=swin_b", "batch_size=32"])
 
 
 # Timeouts that catch a hang, not a busy machine: a quick row takes ~70 s on 2 quiet cores, and
@@ -60,6 +65,23 @@ def test_dry_run_lists_rows_without_running(tmp_path):
     fl_homework = [line for line in run.stdout.splitlines() if "fl-homework" in line]
     assert len(fl_homework) == 3 and all("focal γ=0" in line for line in fl_homework)
     assert "focal γ=2" in next(line for line in run.stdout.splitlines() if "b4-bs64-focal-gamma2" in line)
+
+
+def test_a_full_grid_on_a_cpu_first_says_what_an_epoch_would_take(tmp_path, monkeypatch):
+    """Each row's notebook says it too, but only in the executed notebook: the console says it once."""
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("the notice is for a machine without a GPU")
+    monkeypatch.delenv("CIFAR_HW2_QUICK", raising=False)
+    said, ran = [], []
+
+    def runner(row, runs, data, env, nproc):
+        ran.append(row.key)
+        return Outcome(row, "failed", 0.0, "not run here")
+    run_grid(tmp_path, ["key=b4-bs64-flsd53"], echo=said.append, runner=runner)
+    assert ran == ["b4-bs64-flsd53"] and "full configuration" in said[0]
+    assert said[1].startswith("note: grid row b4-bs64-flsd53 (efficientnet_b4) needs a CUDA GPU; on this CPU")
+    assert "200 epochs asked). For a CPU run use CIFAR_HW2_QUICK=1 (quick stand-ins: small_cnn" in said[1]
 
 
 @pytest.mark.slow
@@ -110,9 +132,12 @@ def test_a_two_row_grid_interrupted_resumes_then_skips_then_reports(tmp_path):
 
     report = cli("report", "--runs", str(runs))
     assert report.returncode == 0, report.stderr
-    for name in ("report.md", "report.csv", "fig7_accuracy_by_loss.png", "fig8_accuracy_by_model.png",
-                 "reliability.png", "reliability_after_ts.png"):
+    for name in ("report.md", "report.csv", "fig7_accuracy_by_loss.png", "reliability.png", "reliability_after_ts.png"):
         assert (runs / name).exists(), name
+    # quick mode trains small_cnn for every row: one model, so no Figure 8, and the report says why
+    assert not (runs / "fig8_accuracy_by_model.png").exists()
+    assert "Figure 8 (test accuracy by model) is left out: every run here is small_cnn." in \
+        (runs / "report.md").read_text()
     rows = list(csv.DictReader(open(runs / "report.csv")))
     assert [r["run"] for r in rows] == ["b4-bs64-flsd53", "swin-bs64-flsd53"]
     metrics = json.loads((runs / "b4-bs64-flsd53" / "metrics.json").read_text())

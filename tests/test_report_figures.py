@@ -57,3 +57,22 @@ def test_ece_figure_shows_each_loss_before_and_after_scaling(runs):
     mc = next(100 * r.metrics["best"]["ece_ts_ece"] for r in runs if r.config["loss"] == "mc")
     assert before[0] == pytest.approx(np.mean(ce)) and ax.containers[2][3].get_height() == pytest.approx(mc)
     plt.close(fig)
+
+
+def test_figure8_only_when_the_runs_hold_two_models(tmp_path):
+    """Figure 8 compares models: drawn for two, left out (with a sentence, and an earlier one removed) for one."""
+    import json
+    import shutil
+
+    from cifar_hw2.experiments.report import write_report
+    for name in ("ce-seed0", "flsd53-seed0"):
+        shutil.copytree(REFERENCE / name, tmp_path / name, ignore=shutil.ignore_patterns("*.pt"))
+    record = json.loads((tmp_path / "ce-seed0" / "config.json").read_text())
+    record["config"]["model"] = "resnet9"          # as if trained with another model
+    (tmp_path / "ce-seed0" / "config.json").write_text(json.dumps(record))
+    paths = write_report(tmp_path, "two models")
+    assert paths["fig8"].exists() and "![Figure 8](fig8_accuracy_by_model.png)" in paths["md"].read_text()
+    shutil.rmtree(tmp_path / "ce-seed0")
+    paths = write_report(tmp_path)
+    assert "fig8" not in paths and not (tmp_path / "fig8_accuracy_by_model.png").exists()
+    assert "Figure 8 (test accuracy by model) is left out: every run here is small_cnn." in paths["md"].read_text()

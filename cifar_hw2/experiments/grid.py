@@ -111,18 +111,26 @@ def grid_rows() -> list[GridRow]:
 
 
 def select(rows: list[GridRow], only: list[str]) -> list[GridRow]:
-    """Keep rows whose fields match every `key=value` (values compared as text)."""
+    """Keep rows that match `key=value` conditions (values compared as text): conditions on one key
+    are alternatives (`key=a key=b`: both rows), conditions on different keys must all hold."""
     fields = set(GridRow.__dataclass_fields__)
+    wanted: dict[str, set[str]] = {}
     for cond in only:
         if "=" not in cond:
             raise ValueError(f"--only takes key=value, got {cond!r}; keys: {', '.join(sorted(fields))}")
         k, v = cond.split("=", 1)
         if k not in fields:
             raise ValueError(f"--only: unknown key {k!r}; valid keys: {', '.join(sorted(fields))}")
-        rows = [r for r in rows if str(getattr(r, k)) == v]
-    if not rows:
-        raise ValueError(f"no grid row matches {' '.join(only)}")
-    return rows
+        wanted.setdefault(k, set()).add(v)
+    for k, values in wanted.items():
+        unknown = values - {str(getattr(r, k)) for r in rows}
+        if unknown:
+            raise ValueError(f"no grid row has {k}={', '.join(sorted(unknown))}; "
+                             f"its values: {', '.join(sorted({str(getattr(r, k)) for r in rows}))}")
+    kept = [r for r in rows if all(str(getattr(r, k)) in values for k, values in wanted.items())]
+    if not kept:
+        raise ValueError(f"no grid row matches {' and '.join(only)} (different keys must all match)")
+    return kept
 
 
 def row_state(folder: Path) -> str:
@@ -224,7 +232,7 @@ def run_row(row: GridRow, runs: Path, data: str | None, env: dict, nproc: int = 
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:] or ["(no output)"]
-        return Outcome(row, "failed", seconds, f"exit {proc.returncode}: {tail[0][:300]} (log: {log})")
+        return Outcome(row, "failed", seconds, f"exit {proc.returncode}: {tail[0][:1000]} (log: {log})")
     top1 = json.loads((folder / "metrics.json").read_text())["best"]["top1"]
     return Outcome(row, "done", seconds, top1=top1)
 
@@ -243,7 +251,7 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
     quick = quick_mode()
     mode = "quick mode (CIFAR_HW2_QUICK=1): every row runs the quick preset on the CPU, a stand-in " \
            "for its Table 1 row" if quick else "full configuration"
-    echo(f"grid: {len(rows)} rows → {runs}  ({mode})")
+    echo(f"grid: {len(rows)} row{'s' if len(rows) != 1 else ''} → {runs}  ({mode})")
     todo, outcomes = [], []
     for i, row in enumerate(rows, 1):
         state = row_state(runs / row.key)
@@ -259,6 +267,12 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
         todo.append((i, row, what))
     if dry_run:
         return outcomes
+    if todo and not quick:      # a full row on a CPU: said once here, not only inside its notebook
+        from ..training.speed import slow_device_notice
+        first = todo[0][1]
+        notice = slow_device_notice(row_config(first, runs, data), f"grid row {first.key}")
+        if notice:
+            echo(notice.replace("--preset quick (small_cnn", "CIFAR_HW2_QUICK=1 (quick stand-ins: small_cnn"))
 
     lock, stop = threading.Lock(), threading.Event()
     work: queue.Queue = queue.Queue()

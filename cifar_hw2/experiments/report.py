@@ -317,8 +317,13 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
     writer.writerows(rows)
     atomic_write_text(paths["csv"], buf.getvalue())
 
-    figures = {"fig7": ("fig7_accuracy_by_loss.png", figure7(runs)),
-               "fig8": ("fig8_accuracy_by_model.png", figure8(runs)),
+    # Figure 8 compares models: with one model it would be a single line, so it is left out, and
+    # an earlier report's fig8 with it (it would show runs that this report does not).
+    models = sorted({r.config["model"] for r in runs})
+    fig8 = {"fig8": ("fig8_accuracy_by_model.png", figure8(runs))} if len(models) > 1 else {}
+    if not fig8:
+        (root / "fig8_accuracy_by_model.png").unlink(missing_ok=True)
+    figures = {"fig7": ("fig7_accuracy_by_loss.png", figure7(runs)), **fig8,
                "reliability": ("reliability.png", reliability_figure(runs)),
                "reliability_ts": ("reliability_after_ts.png", reliability_figure(runs, scaled=True)),
                "ece": ("ece_before_after_ts.png", ece_figure(runs))}
@@ -341,7 +346,9 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
           markdown_table(accuracy_table(runs)),
           "\n## Calibration\n", TEMPERATURE_NOTE + "\n", markdown_table(calibration_table(runs)),
           *seed_sections(runs),
-          "\n![Figure 7](fig7_accuracy_by_loss.png)\n\n![Figure 8](fig8_accuracy_by_model.png)\n",
+          "\n![Figure 7](fig7_accuracy_by_loss.png)\n\n"
+          + ("![Figure 8](fig8_accuracy_by_model.png)\n" if fig8 else
+             f"Figure 8 (test accuracy by model) is left out: every run here is {models[0]}.\n"),
           "\n## Reliability (test, best epoch)\n\n![ECE before and after T](ece_before_after_ts.png)\n\n"
           "![before](reliability.png)\n\n![after](reliability_after_ts.png)\n"]
     atomic_write_text(paths["md"], "\n".join(md))

@@ -46,4 +46,4 @@ def slow_device_notice(cfg: TrainConfig, preset: str) -> str | None:
     took = f"{hours:.0f} hours" if hours >= 2 else f"{hours * 60:.0f} minutes"
     return (f"note: {preset} ({cfg.model}) needs a CUDA GPU; on this CPU ({torch.get_num_threads()} threads) "
             f"one epoch would take about {took} ({cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} asked). For a CPU run use "
-            f"--preset quick (small_cnn, ~1.5 min). Continuing as asked; Ctrl-C stops.")
+            f"--preset quick (small_cnn, under 2 min). Continuing as asked; Ctrl-C stops.")
