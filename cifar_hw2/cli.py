@@ -5,6 +5,8 @@
     grid       the report's Table 1 (and the rows it could not run) through notebook 04
     report     report.md, report.csv and figures for the run folders under --runs
     bench      data-path and trainer throughput (JSON records and a table)
+    data       download CIFAR-100 once into the data folder and check it
+    weights    download B4's and Swin-B's ImageNet weights once into the hub cache
     notebooks  point badges and setup cells at a repository (--repo-url), check, re-execute
 
 Exit statuses: EXIT_STATUSES below, the one list of them (`python -m cifar_hw2 --help` shows it).
