@@ -68,8 +68,8 @@ def setup(seed: int = 0, quiet: bool = False) -> torch.device:
     if not quiet:
         print(f"device: {device.type}")
         if device.type == "cpu":
-            print("No GPU found: fine for this notebook's previews; for real training use a CUDA GPU "
-                  "(on Colab: Runtime → Change runtime type → GPU).")
+            print("No GPU found: the figures and the quick runs work on a CPU; the paper presets need a "
+                  "CUDA GPU (on Colab: Runtime → Change runtime type → GPU).")
         if quick_mode():
             print(f"{QUICK_ENV}=1: quick mode — small model, small subset, CPU-sized runs.")
     return device

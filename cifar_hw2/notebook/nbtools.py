@@ -108,7 +108,7 @@ def _tidy(nb) -> None:
 def execute_all(timeout: int | None = None, echo=print) -> list[Path]:
     """Run 01–05 in order in quick mode (as the tests do) and save them with their outputs.
 
-    No cell timeout by default: 04 trains for ~1.5 min on 2 quiet cores, but over an hour when
+    No cell timeout by default: 04 trains for 35 s to 1.5 min on 2 quiet cores, but over an hour when
     the machine is shared (seen at nice 15), and a timeout would throw that work away."""
     runs = REPO_ROOT / "runs"
     others = sorted(str(p.parent.relative_to(runs)) for p in runs.rglob("metrics.json")
