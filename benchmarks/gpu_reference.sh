@@ -4,8 +4,8 @@
 # focal γ = 3, FLSD-53 and MC, side by side on one GPU (one process each), then `report`.
 # The exact device calls that bring the data and run this: docs/gpu.md, "The GPU reference runs".
 #
-#   SHARDS= DATA=~/.cache/cifar_hw2/data BUDGET=3600 bash benchmarks/gpu_reference.sh   # on your own GPU,
-#       after `python -m cifar_hw2 data`: the data as it is, an hour's budget for a slower card
+#   SHARDS= BUDGET=3600 bash benchmarks/gpu_reference.sh   # on your own GPU, after `python -m cifar_hw2 data`:
+#       the package's data folder as it is (or DATA=), an hour's budget for a slower card
 #   COMMIT=<sha of the clean commit> PACK=$OUT/gpu_reference.tgz bash benchmarks/gpu_reference.sh
 #       # on the project's lent machine, which has no network (docs/gpu.md)
 #
@@ -25,7 +25,8 @@
 #   5. with PACK, packs the run folders' config.json, history.csv and metrics.json, the report and
 #      DEST/logs into one .tgz (no checkpoints): what comes back from the device machine
 #
-# Knobs (environment): SHARDS=.gpudata (empty: DATA as it is)  DATA=/tmp/cifar_hw2_gpu_reference
+# Knobs (environment): SHARDS=.gpudata (empty: DATA as it is)  DATA=/tmp/cifar_hw2_gpu_reference (with
+#   SHARDS empty: the package's data folder)
 #   DEST=runs/gpu-reference
 #   FIRST="ce:0 focal:0 flsd53:0 mc:0"  THEN="ce:1 flsd53:1"  (loss:seed; focal runs with γ = FOCAL_GAMMA=3)
 #   BUDGET=420 (s, the whole script)  DEVICE=cuda  PRECISION=auto  PYTHON=python3  COMMIT=  PACK=
@@ -40,6 +41,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 SHARDS="${SHARDS-.gpudata}"
+DATA_SET="${DATA:-}"
 DATA="${DATA:-/tmp/cifar_hw2_gpu_reference}"
 DEST="${DEST:-runs/gpu-reference}"
 FIRST="${FIRST:-ce:0 focal:0 flsd53:0 mc:0}"
@@ -66,6 +68,8 @@ START=$SECONDS
 # working tree, so the shards travel as PARTS of one tar, a part a call (docs/gpu.md); joined here,
 # then checked shard by shard below, then rebuilt into DATA.
 if [ -z "$SHARDS" ]; then
+    # the package's own data folder ($CIFAR_HW2_DATA, else under $XDG_CACHE_HOME or ~/.cache), unless DATA is set
+    [ -n "${DATA_SET:-}" ] || DATA="$("$PYTHON" -c 'from cifar_hw2.data import data_root; print(data_root())')"
     for f in train test meta; do
         [ -f "$DATA/cifar-100-python/$f" ] || {
             echo "SHARDS is empty, so DATA must hold cifar-100-python/, but $DATA/cifar-100-python/$f is missing: run \

@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Afterwards training from them needs no network: the Hugging Face hub "
                                      "cache ($HF_HUB_CACHE, else $HF_HOME/hub) is read first. On a cluster, "
                                      "run it where there is network, with the cache on a disk the nodes share.")
-    wts.add_argument("--model", action="append", default=None, help="only this model (repeatable; default: both)")
+    wts.add_argument("--model", action="append", default=None, choices=["efficientnet_b4", "swin_b"],
+                     help="only this model (repeatable; default: both)")
     nbs = sub.add_parser("notebooks", help="point the notebooks at a repository; check them; re-execute them",
                          description="Maintain notebooks/*.ipynb (see cifar_hw2/notebook/nbtools.py).")
     nbs.add_argument("--repo-url", metavar="URL", default=None,

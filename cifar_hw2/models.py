@@ -209,7 +209,13 @@ def fetch_pretrained(name: str) -> str:
     if name not in pretrained_models():
         raise ModelError(f"{name!r} has no pretrained weights; models with them: {', '.join(pretrained_models())}")
     spec = MODELS[name]
-    _create_timm(name, spec, 1, True)     # timm downloads into the cache; the 1-way head is thrown away
+    try:
+        _create_timm(name, spec, 1, True)     # timm downloads into the cache; the 1-way head is thrown away
+    except ModelError as e:   # its advice (pass a path) is for a run; here: where there is network
+        raise ModelError(str(e).split(". Without network")[0] + ". Run this where the hub can be reached "
+                         "(with the cache on a disk shared with this machine), or download model.safetensors "
+                         f"from https://huggingface.co/timm/{spec.timm_name}.{spec.hub_tag} and pass its path "
+                         "to train as --pretrained PATH.") from None
     return f"timm/{spec.timm_name}.{spec.hub_tag}"
 
 

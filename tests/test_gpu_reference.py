@@ -141,12 +141,19 @@ def test_the_script_without_shards_wants_the_data_in_place(tmp_path):
         f"run `{__import__('sys').executable} -m cifar_hw2 data --data {tmp_path}/none` first, or set DATA to the "
         f"folder that holds it; nothing was trained"]
     assert not (tmp_path / "runs" / "ce-seed0").exists()
+    # DATA not given: the package's own data folder, where `python -m cifar_hw2 data` put it
+    env = {k: v for k, v in __import__("os").environ.items() if k != "DATA"}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_reference.sh")], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=120,
+                          env={**env, "PYTHON": __import__("sys").executable, "DEVICE": "cpu", "SHARDS": "",
+                               "DEST": str(tmp_path / "runs"), "CIFAR_HW2_DATA": str(tmp_path / "pkg")})
+    assert done.returncode == 3 and f"{tmp_path}/pkg/cifar-100-python/train is missing" in done.stderr, done.stderr
 
 
 @pytest.mark.slow
 def test_the_script_trains_and_reports_from_data_in_place(tiny_data, tmp_path):
     """The whole script on the CPU, with the data already in place: one tiny run, then the report."""
-    done = run_script({"SHARDS": "", "DATA": str(tiny_data), "FIRST": "ce:0", "THEN": "", "BUDGET": "900",
+    done = run_script({"SHARDS": "", "DATA": str(tiny_data), "FIRST": "ce:0", "THEN": "", "BUDGET": "400",
                        "TRAIN_OPTS": "--train-per-class 2 --val-per-class 2 --test-per-class 2 --epochs 1 "
                                      "--batch-size 20"}, tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

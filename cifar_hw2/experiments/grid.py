@@ -129,7 +129,8 @@ def select(rows: list[GridRow], only: list[str]) -> list[GridRow]:
                              f"its values: {', '.join(sorted({str(getattr(r, k)) for r in rows}))}")
     kept = [r for r in rows if all(str(getattr(r, k)) in values for k, values in wanted.items())]
     if not kept:
-        raise ValueError(f"no grid row matches {' and '.join(only)} (different keys must all match)")
+        said = " and ".join(f"{k}={'|'.join(sorted(v))}" for k, v in wanted.items())
+        raise ValueError(f"no grid row matches {said} (different keys must all match)")
     return kept
 
 

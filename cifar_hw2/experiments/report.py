@@ -321,8 +321,6 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
     # an earlier report's fig8 with it (it would show runs that this report does not).
     models = sorted({r.config["model"] for r in runs})
     fig8 = {"fig8": ("fig8_accuracy_by_model.png", figure8(runs))} if len(models) > 1 else {}
-    if not fig8:
-        (root / "fig8_accuracy_by_model.png").unlink(missing_ok=True)
     figures = {"fig7": ("fig7_accuracy_by_loss.png", figure7(runs)), **fig8,
                "reliability": ("reliability.png", reliability_figure(runs)),
                "reliability_ts": ("reliability_after_ts.png", reliability_figure(runs, scaled=True)),
@@ -352,6 +350,8 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
           "\n## Reliability (test, best epoch)\n\n![ECE before and after T](ece_before_after_ts.png)\n\n"
           "![before](reliability.png)\n\n![after](reliability_after_ts.png)\n"]
     atomic_write_text(paths["md"], "\n".join(md))
+    if not fig8:          # only now: until report.md is replaced, the earlier one links it
+        (root / "fig8_accuracy_by_model.png").unlink(missing_ok=True)
     return paths
 
 
