@@ -209,17 +209,22 @@ def fetch_pretrained(name: str) -> str:
     if name not in pretrained_models():
         raise ModelError(f"{name!r} has no pretrained weights; models with them: {', '.join(pretrained_models())}")
     spec = MODELS[name]
-    try:
-        _create_timm(name, spec, 1, True)     # timm downloads into the cache; the 1-way head is thrown away
-    except ModelError as e:   # its advice (pass a path) is for a run; here: where there is network
-        raise ModelError(str(e).split(". Without network")[0] + ". Run this where the hub can be reached "
-                         "(with the cache on a disk shared with this machine), or download model.safetensors "
-                         f"from https://huggingface.co/timm/{spec.timm_name}.{spec.hub_tag} and pass its path "
-                         "to train as --pretrained PATH.") from None
+    # timm downloads into the cache; the 1-way head is thrown away. The advice fits this command.
+    _create_timm(name, spec, 1, True, advice=(
+        "Run this where the hub can be reached (with the cache on a disk shared with this machine), "
+        "or download model.safetensors from https://huggingface.co/{hub_id} and pass its path to "
+        "train as --pretrained PATH."))
     return f"timm/{spec.timm_name}.{spec.hub_tag}"
 
 
-def _create_timm(name: str, spec: ModelSpec, num_classes: int, pretrained) -> nn.Module:
+_RUN_ADVICE = ("Without network, download model.safetensors from https://huggingface.co/{hub_id} elsewhere "
+              "and pass its path as pretrained= (--pretrained PATH), or train from scratch with "
+              "pretrained=False (--no-pretrained).")
+
+
+def _create_timm(name: str, spec: ModelSpec, num_classes: int, pretrained,
+                 advice: str = _RUN_ADVICE) -> nn.Module:
+    """timm's model; `advice` (with {hub_id}) ends the error when hub weights cannot be had."""
     import timm
 
     hub_id = f"timm/{spec.timm_name}.{spec.hub_tag}"
@@ -231,9 +236,7 @@ def _create_timm(name: str, spec: ModelSpec, num_classes: int, pretrained) -> nn
         def unavailable(why: str) -> ModelError:
             return ModelError(
                 f"could not get the pretrained weights of {name} from the Hugging Face hub ({hub_id}): "
-                f"{why}. Without network, download model.safetensors from "
-                f"https://huggingface.co/{hub_id} elsewhere and pass its path as pretrained= "
-                f"(--pretrained PATH), or train from scratch with pretrained=False (--no-pretrained).")
+                f"{why}. " + advice.format(hub_id=hub_id))
         # Offline, timm would spend ~50 s in hub retries before failing: ask first, in seconds.
         if not _in_hub_cache(hub_id):
             if _hub_offline():

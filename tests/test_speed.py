@@ -29,6 +29,15 @@ def test_notice_only_for_big_models_on_the_cpu():
     assert slow_device_notice(make_config("quick"), "quick") is None
 
 
+def test_notebook_04_names_its_own_way_to_the_quick_preset(tmp_path, capsys, monkeypatch):
+    from cifar_hw2.training.parameters import train_config_from_parameters
+    monkeypatch.delenv("CIFAR_HW2_QUICK", raising=False)
+    train_config_from_parameters("paper-b4", out=str(tmp_path / "run"), device="cpu")
+    said = capsys.readouterr().out
+    assert said.startswith("note: paper-b4 (efficientnet_b4) needs a CUDA GPU")
+    assert 'use preset = "quick" or CIFAR_HW2_QUICK=1 (small_cnn' in said and "--preset" not in said
+
+
 def test_cli_says_it_first_and_goes_on(tmp_path):
     # It goes on: here it next stops on the missing data (an unreachable proxy makes that fast).
     env = {**os.environ, "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}

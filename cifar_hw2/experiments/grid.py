@@ -271,9 +271,10 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
     if todo and not quick:      # a full row on a CPU: said once here, not only inside its notebook
         from ..training.speed import slow_device_notice
         first = todo[0][1]
-        notice = slow_device_notice(row_config(first, runs, data), f"grid row {first.key}")
+        notice = slow_device_notice(row_config(first, runs, data), f"grid row {first.key}",
+                                    cpu_choice="CIFAR_HW2_QUICK=1, its quick stand-ins")
         if notice:
-            echo(notice.replace("--preset quick (small_cnn", "CIFAR_HW2_QUICK=1 (quick stand-ins: small_cnn"))
+            echo(notice)
 
     lock, stop = threading.Lock(), threading.Event()
     work: queue.Queue = queue.Queue()

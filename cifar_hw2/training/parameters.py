@@ -46,9 +46,9 @@ def train_config_from_parameters(preset: str, out: str, resume: bool = True, **p
             config = make_config("quick", **kept, out=out, device="cpu", overwrite=True)
     else:
         config = full
-        notice = slow_device_notice(config, preset)
+        notice = slow_device_notice(config, preset, cpu_choice=f"preset = \"quick\" or {QUICK_ENV}=1")
         if notice:
-            print(notice.replace("--preset quick", f"preset = \"quick\" (or {QUICK_ENV}=1)"))
+            print(notice)
     return config
 
 
