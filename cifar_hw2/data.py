@@ -116,6 +116,9 @@ def _wrong_folder(root: Path) -> str | None:
     file, cifar-100-python/ itself, the folder above the right one, or the archive was extracted
     into cifar-100-python/."""
     if root.exists() and not root.is_dir():
+        if root.name.endswith((".tar.gz", ".tgz", ".tar")):
+            return (f"{root} is an archive; --data names a folder. Extract it first, e.g. "
+                    f"tar xf {root} -C {root.parent} (it holds {FOLDER}/), then give --data {root.parent}.")
         return f"{root} is a file; --data (data= in a notebook, or {ENV_VAR}) names the folder that holds {FOLDER}/."
     if _holds_the_files(root):
         return (f"{root} is the {FOLDER}/ folder itself; give the folder that holds it: "

@@ -314,6 +314,13 @@ def test_a_data_folder_one_level_off_is_named_before_any_download(monkeypatch, t
                             f"(data= in a notebook, or CIFAR_HW2_DATA).")
     with pytest.raises(D.DataError, match=r"train is a file; --data \(data= in a notebook, or CIFAR_HW2_DATA\) names"):
         D.load_cifar100("train", root / "cifar-100-python" / "train")
+    archive = tmp_path / "cifar-100-python.tar.gz"     # downloaded by hand and named as the data
+    archive.write_bytes(b"not read")
+    with pytest.raises(D.DataError) as e:
+        D.load_cifar100("train", archive)
+    assert str(e.value) == (f"{archive} is an archive; --data names a folder. Extract it first, e.g. tar xf "
+                            f"{archive} -C {tmp_path} (it holds cifar-100-python/), then give --data {tmp_path}.")
+    assert archive.read_bytes() == b"not read"
     assert not list(tmp_path.glob("**/.download-*"))
 
 
