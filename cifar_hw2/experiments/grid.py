@@ -30,15 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..training.checkpoint import atomic_write_text
-from ..training.config import QUICK_STAND_IN, TrainConfig, quick_mode
+from ..training.config import QUICK_STAND_IN, TrainConfig, is_quick_run, quick_mode
 from ..training.folderlock import describe_holder, holder
 from ..training.paths import FIGURES_ENV, REPO_ROOT
+from ..training.runfolder import clear_run, saved_config
 from .reference import HOMEWORK_LOSS, MODEL_LABEL, REPORT_TABLE1, TABLE1_BY_KEY, find_table1_row
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "04_train.ipynb"
 SHORT = {"efficientnet_b4": "b4", "swin_b": "swin", "small_cnn": "cnn"}
 PRESET = {"efficientnet_b4": "paper-b4", "swin_b": "paper-swin"}
 ROW_FILE = "grid.json"   # in each row's folder: the grid row and the Table 1 row it stands for
+KEPT = "skip (it holds a full run, which quick mode leaves alone; give quick runs another --runs)"
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,12 @@ def select(rows: list[GridRow], only: list[str]) -> list[GridRow]:
     return kept
 
 
-def row_state(folder: Path) -> str:
-    """'done', 'resume' (an interrupted run) or 'new'."""
+def row_state(folder: Path, quick: bool) -> str:
+    """'done', 'resume' (an interrupted run), 'new', 'replace' (a quick run where a full one is asked
+    for: replaced, as notebook 04 does) or 'kept' (a full run, which quick mode leaves alone)."""
+    saved = saved_config(folder)
+    if saved and is_quick_run(saved) != quick:
+        return "kept" if quick else "replace"
     metrics = folder / "metrics.json"
     if metrics.exists():
         try:
@@ -197,11 +203,19 @@ def submit_rows(rows: list[GridRow], runs: Path, data: str | None, options, dry_
     quick, todo = quick_mode(), []
     for i, row in enumerate(rows, 1):
         state, detail = status(runs / row.key)
-        if state in ("done", "running", "queued"):
+        mode = row_state(runs / row.key, quick)
+        if state in ("running", "queued") or (state == "done" and mode != "replace"):
             echo(f"[{i}/{len(rows)}] {row.key:<26} {state}, not submitted ({detail})")
             continue
+        if mode == "kept":
+            echo(f"[{i}/{len(rows)}] {row.key:<26} not submitted: {KEPT}")
+            continue
         todo.append(row)
+        if mode == "replace":
+            echo(f"[{i}/{len(rows)}] {row.key:<26} {'would replace' if dry_run else 'replacing'} its quick run")
         if not dry_run:
+            if mode == "replace":
+                clear_run(runs / row.key)   # the job resumes what it finds (TrainJob): nothing, then
             record_row(row, runs / row.key, quick)
     configs = [row_config(row, runs, data, **(overrides or {})) for row in todo]
     echo(f"grid: {'would submit' if dry_run else 'submitting'} {len(todo)} row(s) to {options.cluster}"
@@ -255,15 +269,16 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
     echo(f"grid: {len(rows)} row{'s' if len(rows) != 1 else ''} → {runs}  ({mode})")
     todo, outcomes = [], []
     for i, row in enumerate(rows, 1):
-        state = row_state(runs / row.key)
-        what = {"done": "skip (complete)", "resume": "resume from last.pt", "new": "run"}[state]
-        if dry_run or state == "done":
+        state = row_state(runs / row.key, quick)
+        what = {"done": "skip (complete)", "resume": "resume from last.pt", "new": "run",
+                "replace": "replace its quick run", "kept": KEPT}[state]
+        if dry_run or state in ("done", "kept"):
             size = "" if quick else f" bs {row.batch_size:<3}"
             # γ shown where a row sets it: the homework's "FL" rows run focal with γ = 0, i.e. CE.
             loss = row.loss_run(quick) + (f" γ={row.gamma:g}" if row.gamma is not None else "")
             echo(f"[{i}/{len(rows)}] {row.key:<26} {loss:<18}{size} → {what}  ({row.stands_for(quick)})")
-            if state == "done":
-                outcomes.append(Outcome(row, "skipped", message="complete"))
+            if state in ("done", "kept"):
+                outcomes.append(Outcome(row, "skipped", message="complete" if state == "done" else "full run kept"))
             continue
         todo.append((i, row, what))
     if dry_run:

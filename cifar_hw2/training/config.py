@@ -84,7 +84,7 @@ class TrainConfig:
     resume: bool = False              # continue from out/last.pt
     checkpoint_minutes: float = 10.0  # also write last.pt inside an epoch every this many minutes (0: at epoch ends only). 10 bounds what a kill or a lost Colab VM costs to 10 minutes of training, while a write of even Swin-B's ~1 GB last.pt every 10 minutes costs well under 1 % of the time
     time_limit: float | None = None   # hours: stop cleanly once this process has run this long (checkpoint, exit 0, "resume to continue"), e.g. 11 on a 12 h Colab session; a stop waits for a running evaluation, so leave that much margin (None: no limit)
-    overwrite: bool = False           # replace a different run in out/
+    overwrite: bool = False           # replace the run in out/ (its files and TensorBoard curves: runfolder.clear_run)
 
     def validate(self) -> "TrainConfig":
         _choice("model", self.model, MODELS)
@@ -263,6 +263,15 @@ def make_config(preset: str = "paper-b4", **overrides) -> TrainConfig:
                               f"run's loss is {config.loss!r}: leave {name} out, or choose that loss")
     return config
 
+
+
+def is_quick_run(saved: dict) -> bool:
+    """Was the saved config (config.json's "config", a checkpoint's) a quick run: small_cnn on at
+    most the `quick` preset's images per class? Such a run takes a minute or two to make again, so
+    notebook 04 and the grid replace it where another run is asked for in its folder, and keep any
+    other run."""
+    quick, per_class = PRESETS["quick"], saved.get("train_per_class")
+    return saved.get("model") == quick["model"] and _is_int(per_class) and per_class <= quick["train_per_class"]
 
 
 def quick_mode() -> bool:

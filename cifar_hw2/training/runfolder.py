@@ -5,6 +5,7 @@
     history.csv    one row per epoch (HISTORY_COLUMNS)
     metrics.json   test metrics of the final epoch and of the best-by-validation epoch (fractions)
     last.pt        everything needed to resume; best.pt  the weights of the best-by-val epoch
+    events.out.tfevents.*   TensorBoard's curves (tensorboard.py)
     .lock          held while a run is alive (folderlock.py); slurm.json  its Slurm job (experiments/slurm.py)
 
 Under torchrun only rank 0 writes these; every write is atomic (checkpoint.py), and a failed one
@@ -95,7 +96,7 @@ def settings_changed(saved: dict, cfg: TrainConfig) -> dict:
     return {k: (old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)}
 
 
-def _describe(cfg: dict) -> str:
+def describe_run(cfg: dict) -> str:
     return f"model={cfg.get('model')}, loss={cfg.get('loss')}, lr={cfg.get('lr')}, batch_size={cfg.get('batch_size')}"
 
 
@@ -156,6 +157,25 @@ def claimed(out: str | Path, procs):
         yield
 
 
+def clear_run(out: str | Path) -> None:
+    """Delete the run in `out` (what --overwrite replaces): its run files, its TensorBoard event
+    files (TensorBoard would draw the old curves under the new run's) and its Slurm job record
+    (`grid --status` would report that job for the next run)."""
+    out = Path(out)
+    for path in [out / name for name in RUN_FILES + (JOB_FILE,)] + sorted(out.glob("events.out.tfevents.*")):
+        path.unlink(missing_ok=True)
+
+
+def saved_config(out: str | Path) -> dict:
+    """The config of the run in `out`, as its config.json records it; {} where there is none (or it
+    cannot be read: the file is not trusted, and only parsed as JSON)."""
+    try:
+        saved = json.loads((Path(out) / "config.json").read_text()).get("config", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
 def prepare_out(cfg: TrainConfig, procs) -> dict | None:
     """Check the out folder against this run; return the checkpoint state to resume from, if any.
     `procs`: a processes.Processes (barrier, main)."""
@@ -164,21 +184,13 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
         raise ConfigError(f"out {out} exists and is not a folder")
     existing = [name for name in RUN_FILES if (out / name).exists()]
     if existing and not (cfg.resume or cfg.overwrite):
-        old = {}
-        if (out / "config.json").exists():
-            try:
-                old = json.loads((out / "config.json").read_text()).get("config", {})
-            except ValueError:
-                pass
-        raise ConfigError(f"out folder {out} already holds a run ({_describe(old) if old else ', '.join(existing)}); "
+        old = saved_config(out)
+        raise ConfigError(f"out folder {out} already holds a run ({describe_run(old) if old else ', '.join(existing)}); "
                           f"pass --resume to continue it or --overwrite to replace it, or choose another --out")
     if cfg.overwrite:
         procs.barrier()
         if procs.main:
-            for name in existing:
-                (out / name).unlink()
-            # The old run's Slurm job record too: `grid --status` would report that job for this run.
-            (out / JOB_FILE).unlink(missing_ok=True)
+            clear_run(out)
         procs.barrier()
         return None
     results = [name for name in ("history.csv", "metrics.json", "best.pt") if name in existing]
