@@ -151,3 +151,24 @@ def test_a_full_grid_replaces_quick_stand_ins_and_a_quick_grid_keeps_full_rows(t
     assert {o.row.key: o.message for o in outcomes} == {"b4-bs64-flsd53": "complete",
                                                         "swin-bs64-flsd53": "full run kept"}
     assert any(KEPT in line for line in said)
+
+
+def test_slurm_rows_replace_quick_stand_ins_when_submitted(tmp_path, monkeypatch):
+    """A Slurm job resumes whatever its folder holds (slurm.TrainJob), so the grid clears a quick
+    stand-in when it submits the full row, and only then (not on --dry-run)."""
+    from cifar_hw2.experiments import slurm
+    from cifar_hw2.experiments.grid import grid_rows, select, submit_rows
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "0")
+    runs, said, submitted = tmp_path / "runs", [], []
+    a_run(runs / "b4-bs64-flsd53", "quick", loss="flsd53")
+    a_run(runs / "swin-bs64-flsd53", "paper-swin", loss="flsd53")
+    monkeypatch.setattr(slurm, "submit", lambda configs, names, *a, **k: submitted.extend(configs) or [])
+    rows = select(grid_rows(), ["loss=flsd53"])
+    submit_rows(rows, runs, None, slurm.SlurmOptions(), dry_run=True, echo=said.append)
+    assert "[1/2] b4-bs64-flsd53             would replace its quick run" in said
+    assert (runs / "b4-bs64-flsd53" / "last.pt").exists()
+    assert any(line.startswith("[2/2] swin-bs64-flsd53") and "done, not submitted" in line for line in said)
+    submitted.clear()
+    submit_rows(rows, runs, None, slurm.SlurmOptions(), echo=said.append)
+    assert [(c.model, c.resume, c.overwrite) for c in submitted] == [("efficientnet_b4", True, False)]
+    assert sorted(p.name for p in (runs / "b4-bs64-flsd53").iterdir()) == ["grid.json"]
