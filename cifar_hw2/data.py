@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shlex
 import shutil
 import tarfile
 import tempfile
@@ -117,8 +118,9 @@ def _wrong_folder(root: Path) -> str | None:
     into cifar-100-python/."""
     if root.exists() and not root.is_dir():
         if root.name.endswith((".tar.gz", ".tgz", ".tar")):
-            return (f"{root} is an archive; --data names a folder. Extract it first, e.g. "
-                    f"tar xf {root} -C {root.parent} (it holds {FOLDER}/), then give --data {root.parent}.")
+            return (f"{root} is an archive; --data (data= in a notebook, or {ENV_VAR}) names a folder. Extract "
+                    f"it first, e.g. tar xf {shlex.quote(str(root))} -C {shlex.quote(str(root.parent))} (it holds "
+                    f"{FOLDER}/), then give --data {shlex.quote(str(root.parent))}.")
         return f"{root} is a file; --data (data= in a notebook, or {ENV_VAR}) names the folder that holds {FOLDER}/."
     if _holds_the_files(root):
         return (f"{root} is the {FOLDER}/ folder itself; give the folder that holds it: "

@@ -318,10 +318,16 @@ def test_a_data_folder_one_level_off_is_named_before_any_download(monkeypatch, t
     archive.write_bytes(b"not read")
     with pytest.raises(D.DataError) as e:
         D.load_cifar100("train", archive)
-    assert str(e.value) == (f"{archive} is an archive; --data names a folder. Extract it first, e.g. tar xf "
-                            f"{archive} -C {tmp_path} (it holds cifar-100-python/), then give --data {tmp_path}.")
+    assert str(e.value) == (f"{archive} is an archive; --data (data= in a notebook, or CIFAR_HW2_DATA) names a "
+                            f"folder. Extract it first, e.g. tar xf {archive} -C {tmp_path} (it holds "
+                            f"cifar-100-python/), then give --data {tmp_path}.")
     assert archive.read_bytes() == b"not read"
     assert not list(tmp_path.glob("**/.download-*"))
+    spaced = tmp_path / "my data" / "cifar-100-python.tgz"      # the command in the line runs as printed
+    spaced.parent.mkdir()
+    spaced.write_bytes(b"not read")
+    with pytest.raises(D.DataError, match=f"tar xf '{spaced}' -C '{spaced.parent}' .*give --data '{spaced.parent}'"):
+        D.load_cifar100("train", spaced)
 
 
 def test_the_offline_hint_says_where_to_extract_and_a_failed_download_leaves_no_parents(monkeypatch, tmp_path):

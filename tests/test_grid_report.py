@@ -81,7 +81,7 @@ def test_a_full_grid_on_a_cpu_first_says_what_an_epoch_would_take(tmp_path, monk
     run_grid(tmp_path, ["key=b4-bs64-flsd53"], echo=said.append, runner=runner)
     assert ran == ["b4-bs64-flsd53"] and "full configuration" in said[0]
     assert said[1].startswith("note: grid row b4-bs64-flsd53 (efficientnet_b4) needs a CUDA GPU; on this CPU")
-    assert "200 epochs asked). For a CPU run use CIFAR_HW2_QUICK=1, its quick stand-ins (small_cnn" in said[1]
+    assert "200 epochs asked). For a CPU run use CIFAR_HW2_QUICK=1: every row a quick stand-in (small_cnn" in said[1]
 
 
 @pytest.mark.slow

@@ -34,29 +34,39 @@ def a_run(folder, preset, last="ok", complete=True, **overrides):
     return cfg
 
 
-def test_a_quick_run_is_a_small_cnn_on_a_subset():
+def test_a_quick_run_is_a_small_cnn_for_a_few_epochs_on_a_subset():
     assert is_quick_run(make_config("quick").to_dict())
-    assert is_quick_run(make_config("quick", train_per_class=3).to_dict())        # the tests' trimmed runs
-    assert not is_quick_run(make_config("cpu-reference").to_dict())               # full data: 7 to 25 min
+    assert is_quick_run(make_config("quick", train_per_class=3, epochs=2).to_dict())   # the tests' trimmed runs
+    assert not is_quick_run(make_config("cpu-reference").to_dict())            # full data: 6.5 to 35 min
+    assert not is_quick_run(make_config("quick", epochs=300).to_dict())        # a study, not a quick run
+    assert not is_quick_run(make_config("quick", test_per_class=None).to_dict())
     assert not is_quick_run(make_config("paper-b4", train_per_class=3).to_dict())
-    assert not is_quick_run({})
+    assert not is_quick_run({}) and not is_quick_run({**make_config("quick").to_dict(), "train_per_class": -1})
+    assert not is_quick_run({**make_config("quick").to_dict(), "epochs": True})
 
 
 def test_04s_folder_holding_a_quick_run_gets_the_run_asked_for(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CIFAR_HW2_QUICK", "0")
     out = tmp_path / "04_train"
     a_run(out, "quick", loss="ce")
-    config = train_config_from_parameters("paper-b4", str(out), loss="flsd53")
-    assert (config.model, config.overwrite, config.resume) == ("efficientnet_b4", True, False)
-    assert f"{out} holds a quick run (model=small_cnn, loss=ce, lr=0.002, batch_size=32): replacing it " \
-           "with this one." in capsys.readouterr().out
-    assert (out / "last.pt").exists()         # replaced by the trainer, when the run starts: not here
     (out / "04_train.ipynb").write_text("{}")
     (out / "grid.json").write_text("{}")
     (out / "slurm.json").write_text("{}")
-    assert prepare_out(config, SimpleNamespace(main=True, barrier=lambda: None)) is None
-    # the old run's files are gone, its curves too; what is not the run's stays
+    config = train_config_from_parameters("paper-b4", str(out), loss="flsd53")
+    assert f"{out} holds a quick run (model=small_cnn, loss=ce, lr=0.002, batch_size=32): replacing it " \
+           "with this one." in capsys.readouterr().out
+    # replaced in the parameters cell: the old run's files and curves are gone, what is not the run's stays
     assert sorted(p.name for p in out.iterdir()) == ["04_train.ipynb", "grid.json"]
+    assert (config.model, config.resume, config.overwrite) == ("efficientnet_b4", True, False)
+    # The new run stopped (Ctrl-C, time_limit), then the fit cell run again with the same config:
+    # it continues, nothing is replaced a second time.
+    a_run(out / "new", "paper-b4", loss="flsd53")
+    for path in (out / "new").iterdir():
+        path.rename(out / path.name)
+    config = train_config_from_parameters("paper-b4", str(out), loss="flsd53")
+    state = prepare_out(config, SimpleNamespace(main=True, barrier=lambda: None))
+    assert state["config"]["model"] == "efficientnet_b4" and (out / "last.pt").exists()
+    assert "replacing" not in capsys.readouterr().out
 
 
 def test_clear_run_removes_only_the_run(tmp_path):
@@ -72,38 +82,48 @@ def test_another_run_is_kept_and_the_cell_says_what_to_set(tmp_path, monkeypatch
     out = tmp_path / "04_train"
     a_run(out, "cpu-reference", loss="ce")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(ConfigError) as e:
-        train_config_from_parameters("paper-b4", str(out), loss="ce")
-    said = str(e.value)
-    assert said.startswith(f"{out} holds a run that this one cannot continue: model 'small_cnn' there, "
-                           "'efficientnet_b4' here; ")
-    assert "To keep it, set out to a new folder (papermill: -p out runs/NAME), or delete" in said
-    assert "--overwrite" not in said and "more" in said           # 5 or more settings differ: 4 shown
+    for resume in (True, False):
+        with pytest.raises(ConfigError) as e:
+            train_config_from_parameters("paper-b4", str(out), resume=resume, loss="ce")
+        said = str(e.value)
+        assert said.startswith(f"{out} holds a run that this one cannot continue: model 'small_cnn' there, "
+                               "'efficientnet_b4' here; ")
+        assert said.endswith(f"Set out to a new folder (papermill: -p out runs/NAME) to keep it, or delete {out} "
+                             "to start over")
+        assert "--overwrite" not in said and "resume = True" not in said and "; and 1 more. " in said
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_resume_false_on_a_run_says_resume_true_continues_it(tmp_path, monkeypatch):
+def test_resume_false_on_this_run_says_resume_true_continues_it(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR_HW2_QUICK", "0")
     out = tmp_path / "run"
     a_run(out, "cpu-reference", loss="ce")
-    with pytest.raises(ConfigError, match=r"already holds a run \(model=small_cnn, loss=ce, lr=0.002, "
-                                          r"batch_size=64\) and resume is False: set resume = True to continue it"):
+    with pytest.raises(ConfigError, match=r"already holds this run \(model=small_cnn, loss=ce, lr=0.002, "
+                                          r"batch_size=64\) and resume is False: set resume = True to continue it, "
+                                          r"set out to a new folder"):
         train_config_from_parameters("cpu-reference", str(out), resume=False, loss="ce")
-    # resume = True, the same settings: it continues, and nothing is said about replacing
+    # resume = True, the same settings (epochs may grow): it continues, and nothing is said about replacing
     config = train_config_from_parameters("cpu-reference", str(out), loss="ce", epochs=9)
-    assert config.resume and not config.overwrite
+    assert config.resume and not config.overwrite and (out / "last.pt").exists()
 
 
-@pytest.mark.parametrize("last", ["damaged", "missing"])
+@pytest.mark.parametrize("last", ["damaged", "missing", "odd config"])
 def test_a_run_that_cannot_be_continued_is_kept_unless_it_is_quick(last, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CIFAR_HW2_QUICK", "0")
-    a_run(tmp_path / "full", "cpu-reference", last=last)
-    why = "is not a cifar_hw2 checkpoint" if last == "damaged" else "it has no last.pt to continue from"
-    with pytest.raises(ConfigError, match=f"cannot continue: .*{why}"):
-        train_config_from_parameters("cpu-reference", str(tmp_path / "full"))
-    a_run(tmp_path / "quick", "quick", last=last)
-    assert train_config_from_parameters("cpu-reference", str(tmp_path / "quick")).overwrite
-    assert "holds a quick run" in capsys.readouterr().out
+    why = {"damaged": "is not a cifar_hw2 checkpoint", "missing": "it has no last.pt to continue from",
+           "odd config": "its config is not a mapping of settings"}[last]
+    for preset in ("cpu-reference", "quick"):
+        folder = tmp_path / preset
+        a_run(folder, preset, last="ok" if last == "odd config" else last)
+        if last == "odd config":        # a well-formed checkpoint file whose config is not a dict
+            save_checkpoint(folder / "last.pt", {"model_name": "small_cnn", "num_classes": 100, "epoch": 1,
+                                                 "config": ["model", "small_cnn"], "model": {}})
+        if preset == "quick":
+            train_config_from_parameters("cpu-reference", str(folder))
+            assert "holds a quick run" in capsys.readouterr().out and not (folder / "history.csv").exists()
+        else:
+            with pytest.raises(ConfigError, match=f"cannot continue: .*{why}"):
+                train_config_from_parameters("cpu-reference", str(folder))
 
 
 def test_a_folder_with_only_a_config_is_started_afresh(tmp_path, monkeypatch):
@@ -115,55 +135,93 @@ def test_a_folder_with_only_a_config_is_started_afresh(tmp_path, monkeypatch):
     assert config.resume and not config.overwrite
 
 
+def test_odd_json_in_a_run_folder_is_data_not_a_crash(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "0")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("[" * 100_000 + "]" * 100_000)      # nested past Python's recursion limit
+    (out / "metrics.json").write_text("[1]")
+    (out / "slurm.json").write_text("[2]")
+    with pytest.raises(ConfigError, match="no last.pt to continue from"):
+        train_config_from_parameters("cpu-reference", str(out))
+    from cifar_hw2.experiments.slurm import status
+    assert status(out) == ("new", "")
+
+
 def test_quick_mode_replaces_quick_runs_and_keeps_full_ones(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CIFAR_HW2_QUICK", "1")
     a_run(tmp_path / "quick", "quick", loss="ce")
     config = train_config_from_parameters("paper-b4", str(tmp_path / "quick"), loss="flsd53")
-    assert (config.model, config.loss, config.overwrite) == ("small_cnn", "flsd53", True)
+    assert (config.model, config.loss) == ("small_cnn", "flsd53") and not (tmp_path / "quick" / "last.pt").exists()
     a_run(tmp_path / "full", "cpu-reference", loss="flsd53")
     with pytest.raises(ConfigError, match=r"cannot continue: .*train_per_class None there, 50 here.*to start over "
-                                          r"there \(CIFAR_HW2_QUICK=1 asks for a quick run: unset it to continue"):
+                                          r"\(CIFAR_HW2_QUICK=1 makes this run a quick one, and the folder holds"):
         train_config_from_parameters("paper-b4", str(tmp_path / "full"), loss="flsd53")
+    assert (tmp_path / "full" / "last.pt").exists()
     capsys.readouterr()
 
 
+def row_config_of(key, runs):
+    from cifar_hw2.experiments.grid import grid_rows, row_config
+    return row_config(next(r for r in grid_rows() if r.key == key), runs, None)
+
+
 def test_a_full_grid_replaces_quick_stand_ins_and_a_quick_grid_keeps_full_rows(tmp_path, monkeypatch):
-    """A quick grid tried first in runs/ must not make the real grid there skip every row as done."""
-    runs, ran, said = tmp_path / "runs", [], []
+    """A quick grid tried first in runs/ must not make the real grid there skip every row as done.
+    The row is cleared by the grid itself, before its runner: a torchrun row runs `train --resume`."""
+    runs, seen, said = tmp_path / "runs", {}, []
 
     def runner(row, runs, data, env, nproc):
-        ran.append(row.key)
+        seen[row.key] = sorted(p.name for p in (runs / row.key).iterdir())
         return Outcome(row, "failed", 0.0, "not run here")
     a_run(runs / "b4-bs64-flsd53", "quick", loss="flsd53")                   # complete
     a_run(runs / "swin-bs64-flsd53", "paper-swin", loss="flsd53")             # complete
     monkeypatch.setenv("CIFAR_HW2_QUICK", "0")
-    assert row_state(runs / "b4-bs64-flsd53", quick=False) == "replace"
-    assert row_state(runs / "swin-bs64-flsd53", quick=False) == "done"
+    assert row_state(row_config_of("b4-bs64-flsd53", runs))[0] == "replace"
+    assert row_state(row_config_of("swin-bs64-flsd53", runs)) == ("done", "skip (complete)")
     run_grid(runs, ["loss=flsd53"], echo=said.append, runner=runner)
-    assert ran == ["b4-bs64-flsd53"]
+    assert seen == {"b4-bs64-flsd53": ["grid.json"]}                         # cleared before it ran
     assert any("b4-bs64-flsd53" in line and "replace its quick run ..." in line for line in said), said
 
+    a_run(runs / "b4-bs64-flsd53-quick", "quick", loss="flsd53")
+    for path in (runs / "b4-bs64-flsd53-quick").iterdir():
+        path.rename(runs / "b4-bs64-flsd53" / path.name)
     monkeypatch.setenv("CIFAR_HW2_QUICK", "1")
-    assert row_state(runs / "swin-bs64-flsd53", quick=True) == "kept"
-    ran.clear()
+    assert row_state(row_config_of("swin-bs64-flsd53", runs)) == ("kept", KEPT)
+    seen.clear()
     outcomes = run_grid(runs, ["loss=flsd53"], echo=said.append, runner=runner)
-    assert ran == []                           # the quick row is complete, the full one kept
-    assert {o.row.key: o.message for o in outcomes} == {"b4-bs64-flsd53": "complete",
-                                                        "swin-bs64-flsd53": "full run kept"}
-    assert any(KEPT in line for line in said)
+    assert seen == {}                          # the quick row is complete, the full one kept
+    assert {o.row.key: o.message for o in outcomes} == {"b4-bs64-flsd53": "complete", "swin-bs64-flsd53": KEPT}
+
+
+def test_a_row_whose_folder_holds_another_run_is_skipped_and_the_others_go_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "0")
+    runs, ran, said = tmp_path / "runs", [], []
+    a_run(runs / "b4-bs64-flsd53", "paper-b4", loss="flsd53", lr=5e-4, complete=False)
+
+    def runner(row, runs, data, env, nproc):
+        ran.append(row.key)
+        return Outcome(row, "failed", 0.0, "not run here")
+    outcomes = run_grid(runs, ["loss=flsd53"], echo=said.append, runner=runner)
+    assert ran == ["swin-bs64-flsd53"]
+    kept = next(o for o in outcomes if o.row.key == "b4-bs64-flsd53")
+    assert kept.status == "skipped" and kept.message == (
+        "skip (its folder holds a run this row does not continue: lr 0.0005 there, 0.001 here; move that run "
+        "elsewhere or delete it to run this row)")
+    assert (runs / "b4-bs64-flsd53" / "last.pt").exists()
 
 
 def test_slurm_rows_replace_quick_stand_ins_when_submitted(tmp_path, monkeypatch):
     """A Slurm job resumes whatever its folder holds (slurm.TrainJob), so the grid clears a quick
-    stand-in when it submits the full row, and only then (not on --dry-run)."""
+    stand-in that the row does not continue when it submits the row, and only then (not on --dry-run)."""
     from cifar_hw2.experiments import slurm
     from cifar_hw2.experiments.grid import grid_rows, select, submit_rows
-    monkeypatch.setenv("CIFAR_HW2_QUICK", "0")
     runs, said, submitted = tmp_path / "runs", [], []
-    a_run(runs / "b4-bs64-flsd53", "quick", loss="flsd53")
-    a_run(runs / "swin-bs64-flsd53", "paper-swin", loss="flsd53")
     monkeypatch.setattr(slurm, "submit", lambda configs, names, *a, **k: submitted.extend(configs) or [])
     rows = select(grid_rows(), ["loss=flsd53"])
+    a_run(runs / "b4-bs64-flsd53", "quick", loss="flsd53")
+    a_run(runs / "swin-bs64-flsd53", "paper-swin", loss="flsd53")
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "0")
     submit_rows(rows, runs, None, slurm.SlurmOptions(), dry_run=True, echo=said.append)
     assert "[1/2] b4-bs64-flsd53             would replace its quick run" in said
     assert (runs / "b4-bs64-flsd53" / "last.pt").exists()
@@ -172,3 +230,14 @@ def test_slurm_rows_replace_quick_stand_ins_when_submitted(tmp_path, monkeypatch
     submit_rows(rows, runs, None, slurm.SlurmOptions(), echo=said.append)
     assert [(c.model, c.resume, c.overwrite) for c in submitted] == [("efficientnet_b4", True, False)]
     assert sorted(p.name for p in (runs / "b4-bs64-flsd53").iterdir()) == ["grid.json"]
+
+    # Quick mode: an interrupted stand-in made with other settings (another seed) is replaced too,
+    # rather than submitted to fail on "cannot resume ... other settings".
+    a_run(runs / "b4-bs64-flsd53" / "old", "quick", loss="flsd53", seed=3, complete=False)
+    for path in (runs / "b4-bs64-flsd53" / "old").iterdir():
+        path.rename(runs / "b4-bs64-flsd53" / path.name)
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "1")
+    submitted.clear()
+    submit_rows(rows[:1], runs, None, slurm.SlurmOptions(), echo=said.append)
+    assert said[-2] == "[1/1] b4-bs64-flsd53             replacing its quick run"
+    assert [(c.model, c.seed) for c in submitted] == [("small_cnn", 0)] and not (runs / "b4-bs64-flsd53" / "last.pt").exists()

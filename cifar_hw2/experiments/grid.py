@@ -14,7 +14,8 @@ one resumes from its last.pt; a failed row is reported and the others go on; the
 if any row failed. With CIFAR_HW2_QUICK=1 every row runs the `quick` preset (small CNN, CPU): a
 quick stand-in for its row, and a loss that cannot run on the small CNN is replaced by its stand-in
 (training.config.QUICK_STAND_IN). Each row records the Table 1 row it stands for in runs/<key>/grid.json,
-where the report finds it. A row whose folder another process holds (training/folderlock.py) is skipped.
+where the report finds it. A row whose folder another process holds (training/folderlock.py) is skipped;
+a quick run that a row does not continue is replaced, any other such run kept (row_state).
 Slurm rows run the trainer directly in their job (no notebook: its figures come from `report`).
 """
 from __future__ import annotations
@@ -30,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..training.checkpoint import atomic_write_text
-from ..training.config import QUICK_STAND_IN, TrainConfig, is_quick_run, quick_mode
+from ..training.config import QUICK_STAND_IN, ConfigError, TrainConfig, is_quick_run, quick_mode
 from ..training.folderlock import describe_holder, holder
 from ..training.paths import FIGURES_ENV, REPO_ROOT
-from ..training.runfolder import clear_run, saved_config
+from ..training.parameters import judge_out, replace_quick_run, train_config_from_parameters
 from .reference import HOMEWORK_LOSS, MODEL_LABEL, REPORT_TABLE1, TABLE1_BY_KEY, find_table1_row
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "04_train.ipynb"
@@ -136,20 +137,25 @@ def select(rows: list[GridRow], only: list[str]) -> list[GridRow]:
     return kept
 
 
-def row_state(folder: Path, quick: bool) -> str:
-    """'done', 'resume' (an interrupted run), 'new', 'replace' (a quick run where a full one is asked
-    for: replaced, as notebook 04 does) or 'kept' (a full run, which quick mode leaves alone)."""
-    saved = saved_config(folder)
-    if saved and is_quick_run(saved) != quick:
-        return "kept" if quick else "replace"
-    metrics = folder / "metrics.json"
-    if metrics.exists():
-        try:
-            if json.loads(metrics.read_text()).get("complete"):
-                return "done"
-        except ValueError:
-            pass
-    return "resume" if (folder / "last.pt").exists() else "new"
+def row_state(config: TrainConfig) -> tuple[str, str]:
+    """(state, what the grid does) for the row that trains `config` (row_config): 'done', 'resume'
+    (an interrupted run), 'new', 'replace' (a quick run this row does not continue: cleared, then
+    run, as notebook 04 does) or 'kept' (any other run it does not continue: left alone, skipped)."""
+    found = judge_out(config)
+    if found.action == "replace":
+        return "replace", "replace its quick run"
+    if found.action == "keep":
+        if found.saved and is_quick_run(config.to_dict()):
+            return "kept", KEPT
+        return "kept", (f"skip (its folder holds a run this row does not continue: {found.why}; move that run "
+                        f"elsewhere or delete it to run this row)")
+    try:
+        metrics = json.loads((Path(config.out) / "metrics.json").read_text())
+    except (OSError, ValueError, RecursionError):
+        metrics = {}
+    if isinstance(metrics, dict) and metrics.get("complete"):
+        return "done", "skip (complete)"
+    return ("resume", "resume from last.pt") if (Path(config.out) / "last.pt").exists() else ("new", "run")
 
 
 @dataclass
@@ -171,14 +177,15 @@ def record_row(row: GridRow, folder: Path, quick: bool) -> None:
 
 
 def row_config(row: GridRow, runs: Path, data: str | None, **overrides) -> TrainConfig:
-    """The run a Slurm row trains: what notebook 04 makes of the row's parameters (quick mode
-    included), in an absolute folder (the job starts elsewhere). `overrides`: the tests' trims."""
+    """The run a row trains: what notebook 04 makes of the row's parameters (quick mode included),
+    in an absolute folder (a Slurm job starts elsewhere). A Slurm row trains exactly this; a local
+    row's notebook makes it again. `overrides`: the tests' trims."""
     import contextlib
     import dataclasses
     import io
-    from ..training.parameters import train_config_from_parameters
-    with contextlib.redirect_stdout(io.StringIO()):     # its quick-mode notes, once per row, are the grid's
-        cfg = train_config_from_parameters(**row.parameters((runs / row.key).resolve(), data))
+    # Its quick-mode notes, once per row, are the grid's; what the row does with its folder too (row_state).
+    with contextlib.redirect_stdout(io.StringIO()):
+        cfg = train_config_from_parameters(**row.parameters((runs / row.key).resolve(), data), settle=False)
     return dataclasses.replace(cfg, **overrides).validate() if overrides else cfg
 
 
@@ -201,23 +208,24 @@ def submit_rows(rows: list[GridRow], runs: Path, data: str | None, options, dry_
     """Submit the rows that are neither done nor already queued or running, as one Slurm array."""
     from .slurm import status, submit
     quick, todo = quick_mode(), []
+    configs = {row.key: row_config(row, runs, data, **(overrides or {})) for row in rows}
     for i, row in enumerate(rows, 1):
         state, detail = status(runs / row.key)
-        mode = row_state(runs / row.key, quick)
-        if state in ("running", "queued") or (state == "done" and mode != "replace"):
+        mode, what = row_state(configs[row.key])
+        if state in ("running", "queued") or mode == "done":
             echo(f"[{i}/{len(rows)}] {row.key:<26} {state}, not submitted ({detail})")
             continue
         if mode == "kept":
-            echo(f"[{i}/{len(rows)}] {row.key:<26} not submitted: {KEPT}")
+            echo(f"[{i}/{len(rows)}] {row.key:<26} not submitted: {what}")
             continue
         todo.append(row)
         if mode == "replace":
             echo(f"[{i}/{len(rows)}] {row.key:<26} {'would replace' if dry_run else 'replacing'} its quick run")
         if not dry_run:
             if mode == "replace":
-                clear_run(runs / row.key)   # the job resumes what it finds (TrainJob): nothing, then
+                replace_quick_run(runs / row.key)   # the job resumes what it finds (TrainJob): nothing, then
             record_row(row, runs / row.key, quick)
-    configs = [row_config(row, runs, data, **(overrides or {})) for row in todo]
+    configs = [configs[row.key] for row in todo]
     echo(f"grid: {'would submit' if dry_run else 'submitting'} {len(todo)} row(s) to {options.cluster}"
          + (f": {', '.join(row.key for row in todo)}" if todo else ""))
     return submit(configs, [f"cifar_hw2-{r.key}" for r in todo], options, (runs / "slurm").resolve(), dry_run, echo)
@@ -269,25 +277,23 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
     echo(f"grid: {len(rows)} row{'s' if len(rows) != 1 else ''} → {runs}  ({mode})")
     todo, outcomes = [], []
     for i, row in enumerate(rows, 1):
-        state = row_state(runs / row.key, quick)
-        what = {"done": "skip (complete)", "resume": "resume from last.pt", "new": "run",
-                "replace": "replace its quick run", "kept": KEPT}[state]
+        state, what = row_state(row_config(row, runs, data))
         if dry_run or state in ("done", "kept"):
             size = "" if quick else f" bs {row.batch_size:<3}"
             # γ shown where a row sets it: the homework's "FL" rows run focal with γ = 0, i.e. CE.
             loss = row.loss_run(quick) + (f" γ={row.gamma:g}" if row.gamma is not None else "")
             echo(f"[{i}/{len(rows)}] {row.key:<26} {loss:<18}{size} → {what}  ({row.stands_for(quick)})")
             if state in ("done", "kept"):
-                outcomes.append(Outcome(row, "skipped", message="complete" if state == "done" else "full run kept"))
+                outcomes.append(Outcome(row, "skipped", message="complete" if state == "done" else what))
             continue
-        todo.append((i, row, what))
+        todo.append((i, row, what, state))
     if dry_run:
         return outcomes
     if todo and not quick:      # a full row on a CPU: said once here, not only inside its notebook
         from ..training.speed import slow_device_notice
         first = todo[0][1]
         notice = slow_device_notice(row_config(first, runs, data), f"grid row {first.key}",
-                                    cpu_choice="CIFAR_HW2_QUICK=1, its quick stand-ins")
+                                    cpu_choice="CIFAR_HW2_QUICK=1: every row a quick stand-in")
         if notice:
             echo(notice)
 
@@ -302,7 +308,7 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
             env["CUDA_VISIBLE_DEVICES"] = gpu
         while not stop.is_set():
             try:
-                i, row, what = work.get_nowait()
+                i, row, what, state = work.get_nowait()
             except queue.Empty:
                 return
             busy = holder(runs / row.key)
@@ -313,6 +319,14 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
                 continue
             with lock:
                 echo(f"[{i}/{len(rows)}] {row.key:<26} {what}" + (f" on GPU {gpu}" if gpu is not None else "") + " ...")
+            try:
+                if state == "replace":      # here, not in the row's notebook: a torchrun row runs `train --resume`
+                    replace_quick_run(runs / row.key)
+            except ConfigError as e:        # taken by another process meanwhile
+                with lock:
+                    echo(f"[{i}/{len(rows)}] {row.key:<26} skipped: {e}")
+                    outcomes.append(Outcome(row, "skipped", message="in use"))
+                continue
             record_row(row, runs / row.key, quick)
             try:
                 outcome = runner(row, runs, data, env, nproc)

@@ -186,9 +186,10 @@ class TrainJob:
 
 def read(out: str | Path) -> dict:
     try:
-        return json.loads((Path(out) / JOB_FILE).read_text())
-    except (OSError, ValueError):
+        job = json.loads((Path(out) / JOB_FILE).read_text())
+    except (OSError, ValueError, RecursionError):
         return {}
+    return job if isinstance(job, dict) else {}
 
 
 def update(out: str | Path, **fields) -> None:
@@ -222,8 +223,9 @@ def status(out: str | Path) -> tuple[str, str]:
     out = Path(out)
     try:
         metrics = json.loads((out / "metrics.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         metrics = {}
+    metrics = metrics if isinstance(metrics, dict) else {}      # a file from outside: data, of any shape
     progress = f"{metrics.get('epochs_done', 0)}/{metrics.get('epochs', '?')} epochs" if metrics else "no epoch yet"
     if metrics.get("complete"):
         return "done", progress

@@ -93,8 +93,10 @@ def checkpoint_epoch(path: Path) -> int | None:
         return None
 
 
-def load_checkpoint(path: Path, model_name: str | None = None, num_classes: int | None = None) -> dict:
-    """Load and check a checkpoint. Raises CheckpointError, never a bare unpickling error."""
+def load_checkpoint(path: Path, model_name: str | None = None, num_classes: int | None = None,
+                    mmap: bool = False) -> dict:
+    """Load and check a checkpoint. Raises CheckpointError, never a bare unpickling error. `mmap`:
+    the tensors stay on disk until read (to look at a 1 GB last.pt's config, say)."""
     path = Path(path)
     if path.is_dir():
         found = sorted(p.name for p in path.glob("*.pt"))
@@ -108,7 +110,7 @@ def load_checkpoint(path: Path, model_name: str | None = None, num_classes: int 
         # one line below says all there is to say about such a file.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception:
         # torch's own text here suggests weights_only=False, i.e. running the file's code: advice
         # this project never gives for a file it cannot vouch for. Say what the file is not.
@@ -120,6 +122,8 @@ def load_checkpoint(path: Path, model_name: str | None = None, num_classes: int 
     missing = [k for k in ("model_name", "num_classes", "epoch", "config", "model") if k not in state]
     if missing:
         raise CheckpointError(f"{path} is not a complete cifar_hw2 checkpoint: it lacks {', '.join(missing)}")
+    if not isinstance(state["config"], dict):
+        raise CheckpointError(f"{path} is not a cifar_hw2 checkpoint: its config is not a mapping of settings")
     if model_name is not None and state["model_name"] != model_name:
         raise CheckpointError(f"{path} holds a {state['model_name']} model, not {model_name}; "
                               f"use another out folder or pass --overwrite to replace that run")

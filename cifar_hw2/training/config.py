@@ -215,7 +215,7 @@ PRESETS: dict[str, dict] = {
     "quick": dict(model="small_cnn", pretrained=False, epochs=6, batch_size=32, lr=2e-3,
                   train_per_class=50, val_per_class=10, test_per_class=20, seed=0),
     # The project's real-data evidence without a GPU (results/cpu-reference/): small_cnn on the full
-    # train split (45,000 after validation) and the full test split, 6.5 (quiet) to 25 (busy)
+    # train split (45,000 after validation) and the full test split, 6.5 (quiet) to 35 (busy)
     # minutes per loss on 2 cores (docs/cpu-reference.md).
     # Its committed results were made with the per-image loader path, pinned so that they reproduce.
     "cpu-reference": dict(model="small_cnn", pretrained=False, epochs=7, batch_size=64, lr=2e-3, seed=0,
@@ -266,12 +266,14 @@ def make_config(preset: str = "paper-b4", **overrides) -> TrainConfig:
 
 
 def is_quick_run(saved: dict) -> bool:
-    """Was the saved config (config.json's "config", a checkpoint's) a quick run: small_cnn on at
-    most the `quick` preset's images per class? Such a run takes a minute or two to make again, so
-    notebook 04 and the grid replace it where another run is asked for in its folder, and keep any
-    other run."""
-    quick, per_class = PRESETS["quick"], saved.get("train_per_class")
-    return saved.get("model") == quick["model"] and _is_int(per_class) and per_class <= quick["train_per_class"]
+    """Was the saved config (config.json's "config", a checkpoint's) a quick run: small_cnn for at
+    most the `quick` preset's epochs on at most its images per class? Such a run takes a minute or
+    two to make again, so notebook 04 and the grid replace it where another run is asked for in its
+    folder, and keep any other run."""
+    quick = PRESETS["quick"]
+    return saved.get("model") == quick["model"] and all(
+        _is_int(saved.get(k)) and 0 <= saved[k] <= quick[k]
+        for k in ("epochs", "train_per_class", "val_per_class", "test_per_class"))
 
 
 def quick_mode() -> bool:

@@ -6,24 +6,27 @@ layer must not import the notebook support.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
+from typing import NamedTuple
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import QUICK_ENV, QUICK_STAND_IN, ConfigError, TrainConfig, is_quick_run, make_config, quick_mode
+from .folderlock import hold
 from .paths import repo_path
-from .runfolder import RUN_FILES, describe_run, saved_config, settings_changed
+from .runfolder import RUN_FILES, clear_run, describe_run, saved_config, settings_changed
 from .speed import slow_device_notice
 
 
-def train_config_from_parameters(preset: str, out: str, resume: bool = True, **params) -> TrainConfig:
+def train_config_from_parameters(preset: str, out: str, resume: bool = True, settle: bool = True,
+                                 **params) -> TrainConfig:
     """The TrainConfig for notebook 04's parameters cell, validated, its out folder settled.
 
     Parameters left at None take the preset's value. In quick mode ($CIFAR_HW2_QUICK=1) the run
     becomes the `quick` preset (small_cnn on a subset, CPU) with the same loss and loss settings;
     this is printed, never silent. A loss that cannot run on small_cnn is replaced by its stand-in
-    (config.QUICK_STAND_IN), also printed. The out folder is settled here, before any data is
-    loaded (`settle_out`): a run there is continued, replaced (a quick run) or kept (any other).
+    (config.QUICK_STAND_IN), also printed. With `settle`, the run already in the out folder is
+    dealt with here, before any data is loaded (`settle_out`): continued, replaced (a quick run) or
+    kept (any other). The grid decides that per row itself (experiments/grid.py).
     """
     overrides = {k: v for k, v in params.items() if v is not None}
     shown, out = out, str(repo_path(out))   # messages name the folder as the user wrote it
@@ -46,35 +49,58 @@ def train_config_from_parameters(preset: str, out: str, resume: bool = True, **p
         notice = slow_device_notice(config, preset, cpu_choice=f"preset = \"quick\" or {QUICK_ENV}=1")
         if notice:
             print(notice)
-    return settle_out(config, shown)
+    return settle_out(config, shown) if settle else config
 
 
-def settle_out(config: TrainConfig, shown: str) -> TrainConfig:
-    """`config`, once the run already in its out folder (if any) is dealt with, in the notebook's words
-    (`shown`: the folder as the user wrote it). The same run is continued when resume is True. A
-    quick run is replaced, and that is printed: it takes a minute to make again, and the quick
-    mode of the tests leaves one in 04's default folder. Any other run is kept: ConfigError, with
-    what to set. The trainer's own checks (runfolder.prepare_out) come later and say the same in
-    the command line's words; here they are said before the data and the model are loaded."""
+class OutFolder(NamedTuple):
+    """What a run with some config finds in its out folder (`judge_out`)."""
+    action: str          # "empty" | "continue" | "replace" (a quick run) | "keep" (any other run)
+    why: str | None      # why the run there cannot be continued (None: it can, or there is none)
+    saved: dict          # the config of the run there ({} where none can be read)
+
+
+def judge_out(config: TrainConfig) -> OutFolder:
+    """What `config` would do with the run already in its out folder; reads, never changes it.
+    Continued: the same settings, and resume. Replaced: a quick run (config.is_quick_run) that this
+    run does not continue. Kept: any other run."""
     out = Path(config.out)
     held = [name for name in RUN_FILES if (out / name).exists()]
     if not held:
-        return config
-    saved, trouble = _saved_run(out, config)
+        return OutFolder("empty", None, {})
+    saved, why = _saved_run(out, config)
     results = [name for name in ("history.csv", "metrics.json", "best.pt") if name in held]
-    if config.resume and (trouble is None or ("last.pt" not in held and not results)):
-        return config       # continued (or, with nothing to continue or lose, started afresh)
-    if is_quick_run(saved):
-        print(f"{shown} holds a quick run ({describe_run(saved)}): replacing it with this one.")
-        return dataclasses.replace(config, resume=False, overwrite=True).validate()
-    elsewhere = (f"set out to a new folder (papermill: -p out runs/NAME), or delete {shown} to start over "
-                 f"there")
-    if not config.resume:
-        raise ConfigError(f"{shown} already holds a run ({describe_run(saved) if saved else ', '.join(held)}) "
-                          f"and resume is False: set resume = True to continue it, or {elsewhere}")
-    if quick_mode() and saved:
-        elsewhere += f" ({QUICK_ENV}=1 asks for a quick run: unset it to continue that one)"
-    raise ConfigError(f"{shown} holds a run that this one cannot continue: {trouble}. To keep it, {elsewhere}")
+    if config.resume and (why is None or ("last.pt" not in held and not results)):
+        return OutFolder("continue", None, saved)   # or, with nothing to continue or lose, start afresh
+    return OutFolder("replace" if is_quick_run(saved) else "keep", why, saved)
+
+
+def replace_quick_run(out: str | Path) -> None:
+    """Delete the quick run in `out`, holding the folder's lock while at it (a live run's folder is
+    refused: FolderInUse)."""
+    with hold(out):
+        clear_run(out)
+
+
+def settle_out(config: TrainConfig, shown: str) -> TrainConfig:
+    """Deal with the run already in `config.out`, in the notebook's words (`shown`: the folder as
+    the user wrote it), before the data and the model are loaded. A quick run is replaced now, and
+    that is printed: it takes a minute to make again, and the tests' quick mode leaves one in 04's
+    default folder. Any other run that `config` does not continue is kept: ConfigError, with what to
+    set. (The trainer's own checks, runfolder.prepare_out, say the same in the command line's words.)"""
+    found = judge_out(config)
+    if found.action == "replace":
+        print(f"{shown} holds a quick run ({describe_run(found.saved)}): replacing it with this one.")
+        replace_quick_run(config.out)
+    if found.action != "keep":
+        return config
+    elsewhere = f"set out to a new folder (papermill: -p out runs/NAME) to keep it, or delete {shown} to start over"
+    if found.why is None:       # the same settings, and resume = False
+        raise ConfigError(f"{shown} already holds this run ({describe_run(found.saved)}) and resume is False: "
+                          f"set resume = True to continue it, {elsewhere}")
+    if quick_mode() and found.saved:
+        elsewhere += f" ({QUICK_ENV}=1 makes this run a quick one, and the folder holds another kind)"
+    raise ConfigError(f"{shown} holds a run that this one cannot continue: {found.why}. {elsewhere[0].upper()}"
+                      f"{elsewhere[1:]}")
 
 
 def _saved_run(out: Path, config: TrainConfig) -> tuple[dict, str | None]:
@@ -83,10 +109,13 @@ def _saved_run(out: Path, config: TrainConfig) -> tuple[dict, str | None]:
     if not last.exists():
         return saved_config(out), "it has no last.pt to continue from"
     try:
-        saved = load_checkpoint(last)["config"]
+        saved = load_checkpoint(last, mmap=True)["config"]     # mmap: only the config is read
     except CheckpointError as e:
         return saved_config(out), str(e)
-    changed = settings_changed(saved, config)
+    try:
+        changed = settings_changed(saved, config)
+    except (TypeError, ValueError, AttributeError) as e:       # a config of odd values: not ours to trust
+        return saved, f"its settings cannot be read ({e})"
     if not changed:
         return saved, None
     what = [f"{k} {a!r} there, {b!r} here" for k, (a, b) in changed.items()]

@@ -171,7 +171,7 @@ def saved_config(out: str | Path) -> dict:
     cannot be read: the file is not trusted, and only parsed as JSON)."""
     try:
         saved = json.loads((Path(out) / "config.json").read_text()).get("config", {})
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return {}
     return saved if isinstance(saved, dict) else {}
 
