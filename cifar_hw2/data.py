@@ -147,7 +147,8 @@ def download_cifar100(root: Path, hint: str | None = None) -> Path:
     root = Path(root)
     folder = root / FOLDER
     hint = (f"Looked in {folder}. Download {URL} yourself and extract it into {root} (the archive "
-            f"holds {FOLDER}/): tar xzf cifar-100-python.tar.gz -C {root}; or {hint or where_to_point(root)}.")
+            f"holds {FOLDER}/): mkdir -p {shlex.quote(str(root))} && tar xzf cifar-100-python.tar.gz -C "
+            f"{shlex.quote(str(root))}; or {hint or where_to_point(root)}.")
     made = [p for p in (root, *root.parents) if not p.exists()]   # the folders this call creates
     try:
         root.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ neither package nor the fix. The package checks once, when it is imported (cifar
 """
 from __future__ import annotations
 
+import sys
 from importlib import metadata
 
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -20,13 +21,18 @@ def _version(name: str) -> str:
 
 
 def mismatch() -> str | None:
-    """None when `import torchvision` works; else one line: what is installed and what to install."""
+    """None when `import torchvision` works; else one line: what is installed and what to install.
+    The commands it gives name this Python: a bare `pip` may be another one's."""
     try:
         import torchvision  # noqa: F401
+    except ImportError as e:               # this Python has no torch (a system python beside the project's venv)
+        return (f"{e.name or 'torchvision'} is not installed in this Python ({sys.executable}). Run the one the "
+                f"project was installed into, e.g. `.venv/bin/python -m cifar_hw2` from the repository's root "
+                f"(or `source .venv/bin/activate` first)")
     except (RuntimeError, OSError) as e:   # a compiled operator or library that this torch cannot load
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return (f"torchvision {_version('torchvision')} does not work with torch {_version('torch')} "
                 f"({first}): they come from different builds. Install both from one place, e.g. "
-                f"`pip install --force-reinstall torch torchvision` (CUDA), or with "
+                f"`{sys.executable} -m pip install --force-reinstall torch torchvision` (CUDA), or with "
                 f"`--index-url {CPU_INDEX}` for the CPU build")
     return None

@@ -337,6 +337,6 @@ def test_the_offline_hint_says_where_to_extract_and_a_failed_download_leaves_no_
     typo = tmp_path / "a" / "b" / "c"
     with pytest.raises(D.DataError) as e:
         D.load_cifar100("train", typo)
-    assert f"extract it into {typo} (the archive holds cifar-100-python/): tar xzf cifar-100-python.tar.gz -C {typo}" \
-        in str(e.value)
+    assert f"extract it into {typo} (the archive holds cifar-100-python/): mkdir -p {typo} && tar xzf " \
+           f"cifar-100-python.tar.gz -C {typo}" in str(e.value)
     assert list(tmp_path.iterdir()) == []          # a, a/b and a/b/c were made for the download; all gone

@@ -128,3 +128,25 @@ def test_hardest_and_easiest_classes_say_when_a_tie_is_cut():
     assert mistakes.ties_at_the_cut(analysed, k=2) == ["r: 3 classes tie at 0 % where the hardest column ends; "
                                                        "it lists 2 of them."]
     assert mistakes.ties_at_the_cut(analysed, k=3) == []     # all three zeros fit, and 0.5 is alone
+
+
+def test_05s_mistakes_section_names_each_of_three_runs_with_one_title(tmp_path, monkeypatch):
+    """A student's own runs often share "FLSD-53 · seed 0" (the README's quick run, 04's run, ...):
+    05's figures are keyed by title, and three such runs once crashed the superclass figure."""
+    import shutil
+    from pathlib import Path
+    from cifar_hw2.experiments.mistakes import run_titles
+    from cifar_hw2.experiments.report import find_runs
+    from cifar_hw2.notebook.helpers import show_mistakes
+    source = Path(__file__).resolve().parents[1] / "results" / "cpu-reference-reruns" / "flsd53-seed0"
+    for name in ("demo", "flsd53", "mine"):
+        shutil.copytree(source, tmp_path / "runs" / name)
+    shutil.copytree(source.parent / "ce-seed0", tmp_path / "runs" / "ce")
+    runs = find_runs(tmp_path / "runs")
+    assert run_titles(runs) == {"ce": "CE · seed 0", "demo": "FLSD-53 · seed 0 (demo)",
+                                "flsd53": "FLSD-53 · seed 0 (flsd53)", "mine": "FLSD-53 · seed 0 (mine)"}
+    monkeypatch.setenv("CIFAR_HW2_FIGURES", str(tmp_path / "figures"))
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: None)
+    show_mistakes(runs, "t")
+    assert sorted(p.name for p in (tmp_path / "figures").glob("t_superclass_confusion_*.png")) == [
+        "t_superclass_confusion_1.png", "t_superclass_confusion_2.png"]

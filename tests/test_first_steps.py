@@ -30,7 +30,23 @@ def test_a_mismatched_torchvision_is_one_line_on_the_command_line(tmp_path):
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
     assert lines[0].startswith("cifar-hw2: error: torchvision ") and "does not work with torch" in lines[0]
-    assert "pip install" in lines[0] and "--index-url" in lines[0]
+    assert f"`{sys.executable} -m pip install --force-reinstall" in lines[0] and "--index-url" in lines[0]
+
+
+def test_a_python_without_torch_is_told_to_use_the_projects_venv(tmp_path):
+    """From the repository's root, a system python finds ./cifar_hw2 but not torch (the trainer's
+    'Next: python -m ...' line, run outside the venv): one line, not a traceback."""
+    fake = tmp_path / "site" / "torchvision"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('import no_such_torch_here\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(ROOT)])}
+    run = subprocess.run([sys.executable, "-m", "cifar_hw2", "data"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip() == (f"cifar-hw2: error: no_such_torch_here is not installed in this Python "
+                                  f"({sys.executable}). Run the one the project was installed into, e.g. "
+                                  f"`.venv/bin/python -m cifar_hw2` from the repository's root (or `source "
+                                  f".venv/bin/activate` first)")
 
 
 def test_a_mismatched_torchvision_is_a_clear_import_error_in_python(tmp_path):

@@ -1,6 +1,7 @@
 """What each run gets wrong, read from the predictions.npz beside it (no model is run again).
 
     analysed = with_predictions(runs)          the runs that have a predictions file, with it
+    run_titles(runs)                           how the figures name each run
     confident_table(analysed)                  % of test images wrong above each confidence threshold
     confused_pairs_table(run, predictions)     the 10 fine-class pairs most often mistaken for each other
     hard_classes_table(analysed)               each run's 10 hardest and 10 easiest classes
@@ -18,8 +19,16 @@ from ..training.predictions import FILENAME, Predictions, PredictionsError, load
 
 
 def run_title(run) -> str:
-    """"CE · seed 0", or with the model too when it is not the small CNN of the reference runs."""
+    """"CE · seed 0": the loss and the seed, what tells the reference runs apart."""
     return f"{run.loss_label} · seed {run.config.get('seed')}"
+
+
+def run_titles(runs) -> dict[str, str]:
+    """{run.name: title}: run_title, with the run's folder name added where runs share a title (two
+    FLSD-53 seed-0 runs of one's own). The figures are keyed by title: shared, they would merge."""
+    plain = {run.name: run_title(run) for run in runs}
+    shared = {t for t in plain.values() if list(plain.values()).count(t) > 1}
+    return {name: f"{t} ({name})" if t in shared else t for name, t in plain.items()}
 
 
 def with_predictions(runs, warn=print) -> list[tuple]:

@@ -165,7 +165,7 @@ def show_mistakes(runs, name: str, k: int = 10) -> None:
         print("No run here has a predictions.npz (the trainer writes one since predictions were added; "
               "`python -m cifar_hw2 evaluate --checkpoint RUN/best.pt` writes one for an older run).")
         return
-    titles = {run.name: mistakes.run_title(run) for run, _ in analysed}
+    titles = mistakes.run_titles([run for run, _ in analysed])
     display(Markdown("**Confidently wrong** (% of all test images; `top1`, `ece` and `mean confidence` "
                      "in %)\n\n" + markdown_table(mistakes.confident_table(analysed))))
     _show(error_plots.confident_mistakes_figure(
