@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..training.checkpoint import atomic_write_text
+from ..training.checkpoint import atomic_write_text, read_json_mapping
 from ..training.config import QUICK_STAND_IN, ConfigError, TrainConfig, is_quick_run, quick_mode
 from ..training.folderlock import describe_holder, holder
 from ..training.paths import FIGURES_ENV, REPO_ROOT
@@ -149,11 +149,7 @@ def row_state(config: TrainConfig) -> tuple[str, str]:
             return "kept", KEPT
         return "kept", (f"skip (its folder holds a run this row does not continue: {found.why}; move that run "
                         f"elsewhere or delete it to run this row)")
-    try:
-        metrics = json.loads((Path(config.out) / "metrics.json").read_text())
-    except (OSError, ValueError, RecursionError):
-        metrics = {}
-    if isinstance(metrics, dict) and metrics.get("complete"):
+    if read_json_mapping(Path(config.out) / "metrics.json").get("complete"):
         return "done", "skip (complete)"
     return ("resume", "resume from last.pt") if (Path(config.out) / "last.pt").exists() else ("new", "run")
 

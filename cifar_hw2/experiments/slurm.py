@@ -18,7 +18,6 @@ queued, running, requeued, stopped, done, failed); `grid --status` reads it (sta
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 import shutil
 import socket
@@ -27,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..training.checkpoint import write_json
+from ..training.checkpoint import read_json_mapping, write_json
 from ..training.config import ConfigError, TrainConfig
 from ..training.runfolder import JOB_FILE
 INSTALL = 'pip install -e ".[slurm]" (or pip install submitit)'
@@ -185,11 +184,7 @@ class TrainJob:
 
 
 def read(out: str | Path) -> dict:
-    try:
-        job = json.loads((Path(out) / JOB_FILE).read_text())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return job if isinstance(job, dict) else {}
+    return read_json_mapping(Path(out) / JOB_FILE)
 
 
 def update(out: str | Path, **fields) -> None:
@@ -221,11 +216,7 @@ def status(out: str | Path) -> tuple[str, str]:
     its metrics.json, last.pt, lock and slurm.json (and the scheduler, where sacct answers)."""
     from ..training.folderlock import describe_holder, holder
     out = Path(out)
-    try:
-        metrics = json.loads((out / "metrics.json").read_text())
-    except (OSError, ValueError, RecursionError):
-        metrics = {}
-    metrics = metrics if isinstance(metrics, dict) else {}      # a file from outside: data, of any shape
+    metrics = read_json_mapping(out / "metrics.json")
     progress = f"{metrics.get('epochs_done', 0)}/{metrics.get('epochs', '?')} epochs" if metrics else "no epoch yet"
     if metrics.get("complete"):
         return "done", progress

@@ -63,6 +63,16 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def read_json_mapping(path: Path) -> dict:
+    """A run folder's JSON file (config.json, metrics.json, slurm.json) as a dict; {} where it is
+    missing, unreadable or not a mapping. These files come from outside: data of any shape."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 

@@ -14,7 +14,6 @@ is one line (`RunFiles.write`).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import subprocess
@@ -26,7 +25,8 @@ import torch
 
 from .. import __version__
 from ..data import NUM_CLASSES
-from .checkpoint import CheckpointError, leftover_temp_files, load_checkpoint, write_csv, write_json
+from .checkpoint import (CheckpointError, leftover_temp_files, load_checkpoint, read_json_mapping, write_csv,
+                         write_json)
 from .paths import shown_path
 from .config import RUNTIME_FIELDS, ConfigError, TrainConfig, upgrade_saved
 from .folderlock import hold
@@ -169,10 +169,7 @@ def clear_run(out: str | Path) -> None:
 def saved_config(out: str | Path) -> dict:
     """The config of the run in `out`, as its config.json records it; {} where there is none (or it
     cannot be read: the file is not trusted, and only parsed as JSON)."""
-    try:
-        saved = json.loads((Path(out) / "config.json").read_text()).get("config", {})
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return {}
+    saved = read_json_mapping(Path(out) / "config.json").get("config", {})
     return saved if isinstance(saved, dict) else {}
 
 
