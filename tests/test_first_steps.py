@@ -1,7 +1,9 @@
 """The path from a clone to results has no trap: a mismatched torchvision says what to install,
-papermill's output inside notebooks/ stays out of git and out of the tests, and the notebook tests
-never read or replace a run of the user's."""
+papermill's output inside notebooks/ stays out of git and out of the tests, the notebook tests
+never read or replace a run of the user's, a bad setting in a notebook is one line, and a misspelt
+papermill parameter stops 04 instead of training with the default."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +49,41 @@ def test_a_python_without_torch_is_told_to_use_the_projects_venv(tmp_path):
                                   f"({sys.executable}). Run the one the project was installed into, e.g. "
                                   f"`.venv/bin/python -m cifar_hw2` from the repository's root (or `source "
                                   f".venv/bin/activate` first)")
+
+
+def _plain(traceback: list[str]) -> list[str]:
+    """An error output's traceback without IPython's colours."""
+    return [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in traceback]
+
+
+def test_bad_input_in_a_notebook_cell_is_one_line_and_other_errors_keep_their_traceback(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in (
+        "from cifar_hw2.notebook import setup\ndevice = setup(quiet=True)",
+        "from cifar_hw2.training.config import make_config\nmake_config('quick', loss='nope')",
+        "def f():\n    raise ValueError('a bug of ones own')\nf()",
+        "from cifar_hw2.models import ModelError\nraise ModelError('one clear line')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    NotebookClient(nb, timeout=300, allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [[o for o in cell.outputs if o.output_type == "error"] for cell in nb.cells]
+    assert [len(e) for e in errors] == [0, 1, 1, 1]        # the cells still fail: papermill and nbval stop there
+    config_error, bug, model_error = (e[0] for e in errors[1:])
+    assert config_error.ename == "ConfigError" and len(config_error.traceback) == 2, config_error.traceback
+    said = _plain(config_error.traceback)
+    assert "%tb" in said[0] and said[1].startswith("ConfigError: unknown loss 'nope'; valid choices: ce,"), said
+    assert model_error.ename == "ModelError" and _plain(model_error.traceback)[1] == "ModelError: one clear line\n"
+    assert bug.ename == "ValueError" and any("raise ValueError" in line for line in _plain(bug.traceback))
+
+
+def test_a_misspelt_papermill_parameter_is_found_from_the_cells_run():
+    from cifar_hw2.notebook.bad_input import unknown_papermill_parameters
+    params = 'preset = "paper-b4"\nloss = "flsd53"\nepochs = None   # a comment\ntensorboard: bool = True\n'
+    assert unknown_papermill_parameters(["", "import sys", params, '# Parameters\nlos = "ce"\nepoch = 3\n', "x = 1"]) \
+        == (["epoch", "los"], ["epochs", "loss", "preset", "tensorboard"])
+    assert unknown_papermill_parameters(["", params, '# Parameters\nloss = "ce"\n'])[0] == []
+    assert unknown_papermill_parameters(["", params, "los = 1"]) == ([], [])            # no papermill: no check
+    assert unknown_papermill_parameters(["", "print(1)", '# Parameters\nlos = "ce"\n'])[0] == []  # not after a parameters cell
 
 
 def test_a_mismatched_torchvision_is_a_clear_import_error_in_python(tmp_path):

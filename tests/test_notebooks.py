@@ -173,6 +173,9 @@ def test_train_notebook_parameters():
 @pytest.mark.parametrize("name, value, message", [
     ("loss", "fl", "unknown loss 'fl'; valid choices: ce, focal, flsd53, mc"),
     ("pretrained", "maybe", "pretrained weights file 'maybe' does not exist; pass True"),
+    # papermill only warns about a name 04 does not have; 04 stops on it (notebook/bad_input.py)
+    ("los", "ce", "unknown papermill parameter 'los' (did you mean 'loss'?); this notebook's parameters are "
+                  "batch_size, data, epochs, gamma, loss, lr,"),
 ])
 @pytest.mark.slow
 def test_papermill_with_a_bad_parameter_fails_and_shows_the_error(tmp_path, name, value, message):
@@ -180,12 +183,13 @@ def test_papermill_with_a_bad_parameter_fails_and_shows_the_error(tmp_path, name
     run = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "04_train.ipynb"), str(out),
                           "-p", name, value, "-p", "out", str(tmp_path / "run"), "--no-progress-bar"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert run.returncode != 0
-    assert "Passed unknown parameter" not in run.stderr
+    assert run.returncode != 0 and message in run.stderr
+    assert ("Passed unknown parameter" in run.stderr) == (name == "los")
     nb = nbformat.read(out, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert errors and errors[0].ename == "ConfigError"
+    assert len(errors) == 1 and errors[0].ename == "ConfigError"
     assert message in errors[0].evalue
+    assert len(errors[0].traceback) == 2    # IPython's "use %tb to see the full traceback" and the line
     assert not (tmp_path / "run").exists()
 
 

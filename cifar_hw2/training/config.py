@@ -129,8 +129,9 @@ class TrainConfig:
             raise ConfigError(f"pretrained must be True (ImageNet weights from the hub), False (train from "
                               f"scratch) or the path of a weight file, got {self.pretrained!r}")
         if isinstance(self.pretrained, str) and not Path(self.pretrained).expanduser().is_file():
-            raise ConfigError(f"pretrained weights file {self.pretrained!r} does not exist; pass True (download "
-                              f"from the hub), False (train from scratch) or the path of a timm weight file")
+            raise ConfigError(f"pretrained weights file {self.pretrained!r} does not exist; pass True "
+                              f"(--pretrained) to download from the hub, False (--no-pretrained) to train from "
+                              f"scratch, or the path of a timm weight file")
         if MODELS[self.model].hub_tag is None and self.pretrained is not False:
             raise ConfigError(f"{self.model} is trained from scratch: set pretrained=False (--no-pretrained)")
         if self.resume and self.overwrite:

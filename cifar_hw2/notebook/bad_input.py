@@ -1,0 +1,91 @@
+"""Bad input in a notebook says what was wrong in one line, as on the command line.
+
+- `show_bad_input_in_one_line`: the project's bad-input errors (a setting, a path, a file) show as
+  their message, not as a 70-line traceback whose clear line comes last. setup() turns it on.
+- `check_papermill_parameters`: `papermill ... -p los ce` (a misspelt name) only makes papermill
+  warn "Passed unknown parameter" and run on with the notebook's default, here a 3-hour FLSD-53 run
+  instead of CE. Notebook 04 calls this before it builds its config, and stops there.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+
+from ..training.config import ConfigError
+
+# The first line of the cell that papermill injects after the parameters cell (its Python translator's
+# comment; tests/test_first_steps.py runs papermill to guard it).
+PAPERMILL_CELL_MARK = "# Parameters\n"
+
+
+def bad_input_errors() -> tuple[type[BaseException], ...]:
+    """The errors that mean "fix a setting, a path or a file", those the CLI prints in one line (exit 2).
+    Their message says what was wrong and what is accepted; the stack under it gives nothing to act on."""
+    from ..data import DataError
+    from ..models import ModelError
+    from ..training.checkpoint import CheckpointError
+    from ..training.predictions import PredictionsError
+    return ConfigError, DataError, ModelError, CheckpointError, PredictionsError
+
+
+def _ipython():
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def show_bad_input_in_one_line() -> None:
+    """In an IPython kernel, show `bad_input_errors()` as IPython's "use %tb to see the full traceback"
+    and the message; nothing else changes. The cell still fails (papermill and nbval stop on it), and
+    every other error keeps its whole traceback. Outside IPython this does nothing."""
+    shell = _ipython()
+    if shell is None:
+        return
+
+    def one_line(shell, etype, value, tb, tb_offset=None):
+        shell.showtraceback((etype, value, tb), exception_only=True)
+
+    shell.set_custom_exc(bad_input_errors(), one_line)
+
+
+def _assigned(source: str) -> set[str]:
+    """The names that a cell's top-level statements assign (`x = ...`, `x: int = ...`)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def unknown_papermill_parameters(history: list[str]) -> tuple[list[str], list[str]]:
+    """(names that papermill passed but the parameters cell does not define, the names it does define),
+    from the cells run so far, oldest first (IPython's `In`). Papermill runs its cell right after the
+    parameters cell: the last cell that starts with its mark is compared with the cell run before it.
+    Nothing is reported when there is no such cell, or when the cell before it assigns nothing."""
+    for i in range(len(history) - 1, 0, -1):
+        if history[i].startswith(PAPERMILL_CELL_MARK):
+            known = _assigned(history[i - 1])
+            return (sorted(_assigned(history[i]) - known) if known else []), sorted(known)
+    return [], []
+
+
+def check_papermill_parameters() -> None:
+    """Raise ConfigError, in one line, if papermill passed a parameter that the notebook does not have."""
+    shell = _ipython()
+    if shell is None:
+        return
+    unknown, known = unknown_papermill_parameters(list(shell.user_ns.get("In", [])))
+    if unknown:
+        def named(name: str) -> str:
+            close = difflib.get_close_matches(name, known, n=1)
+            return f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        raise ConfigError(
+            f"unknown papermill parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(named, unknown))}; this "
+            f"notebook's parameters are {', '.join(known)}. Papermill only warns and would run on with the "
+            "default value, so the notebook stops here.")
