@@ -16,6 +16,7 @@ from cifar_hw2.metrics import classification_metrics
 from cifar_hw2.training.checkpoint import CheckpointError, load_checkpoint
 from cifar_hw2.training.predictions import load_predictions
 from cifar_hw2.training.config import ConfigError, make_config
+from cifar_hw2.training.paths import this_python
 from cifar_hw2.training.runfolder import HISTORY_COLUMNS
 from cifar_hw2.training.trainer import NonFiniteLossError, Trainer, fit
 
@@ -249,7 +250,8 @@ def test_a_finished_run_says_where_its_results_are_and_evaluate_finds_its_data(t
     assert printed[-2].endswith(f"done, 1 epoch. Best by validation: epoch 1, test top-1 "
                                 f"{100 * metrics['best']['top1']:.2f} %, ECE {100 * metrics['best']['ece']:.2f} % "
                                 f"(metrics.json; curves in history.csv and TensorBoard; predictions.npz).")
-    assert printed[-1].startswith("Next: python -m cifar_hw2 evaluate --checkpoint ") and "best.pt" in printed[-1]
+    assert printed[-1].startswith(f"Next: {this_python()} -m cifar_hw2 evaluate --checkpoint ")   # not a bare python
+    assert "best.pt" in printed[-1]
     assert json.loads((out / "config.json").read_text())["data_folder"] == str(tiny_data)
     monkeypatch.delenv("CIFAR_HW2_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))     # the default folder holds nothing

@@ -27,7 +27,8 @@ from .. import __version__
 from ..data import NUM_CLASSES
 from .checkpoint import (CheckpointError, leftover_temp_files, load_checkpoint, read_json_mapping, write_csv,
                          write_json)
-from .paths import shown_path
+from .paths import shown_path, this_python
+from .progress import in_notebook
 from .config import RUNTIME_FIELDS, ConfigError, TrainConfig, upgrade_saved
 from .folderlock import hold
 from .stopping import what_is_kept
@@ -214,14 +215,17 @@ def config_record(cfg: TrainConfig, **picked) -> dict:
 
 
 def closing_lines(out: Path, best: dict, epochs: int) -> str:
-    """What a finished run says last: its best epoch, where its files are, and what to run next."""
+    """What a finished run says last: its best epoch, where its files are, and what to run next. The
+    commands name this interpreter (`.venv/bin/python` from the repository root, not a bare `python`,
+    which outside the venv has no torch), except in a notebook, whose saved output is read elsewhere."""
+    python = "python" if in_notebook() else this_python()
     shown = shown_path(out)
     parent = shown_path(Path(out).parent) if shown_path(Path(out).parent) not in ("", ".") else "."
     return (f"{shown}: done, {epochs} epoch{'s' if epochs != 1 else ''}. "
             f"Best by validation: epoch {best['epoch']}, test top-1 "
             f"{100 * best['test_top1']:.2f} %, ECE {100 * best['test_ece']:.2f} % (metrics.json; curves in "
             f"history.csv and TensorBoard; predictions.npz).\n"
-            f"Next: python -m cifar_hw2 evaluate --checkpoint {shown}/best.pt  |  python -m cifar_hw2 report "
+            f"Next: {python} -m cifar_hw2 evaluate --checkpoint {shown}/best.pt  |  {python} -m cifar_hw2 report "
             f"--runs {parent}  |  tensorboard --logdir {parent}  |  notebook 05 compares runs")
 
 
