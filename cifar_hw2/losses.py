@@ -104,8 +104,9 @@ class SampleDependentFocalLoss(nn.Module):
     picks γ; `gamma_above` applies when p_t is above all thresholds. γ is computed without
     gradient (a per-sample constant), as in the paper's code. The paper's 0.2 and 5 go together:
     γ = 5 is, rounded, the γ whose gradient on the true logit equals CE's at p_t = 0.2 (the
-    authors' code solves for it; exactly γ ≈ 4.85), so below 0.2 the hardest samples get about
-    CE's push or more.
+    authors' code has the solver; exactly γ ≈ 4.85, rounded to 5), so below 0.2 the hardest samples
+    get about CE's push or more. The homework's rule, (0.2, 5), (0.5, 3) and γ = 0 above, is what the
+    authors' class gives without its `gamma` argument (default 0; their FLSD-53 passes 3).
     """
 
     def __init__(self, schedule=((0.2, 5.0),), gamma_above: float = 3.0):

@@ -10,6 +10,7 @@ import nbformat
 import pytest
 
 from cifar_hw2.notebook import nbtools
+from cifar_hw2.training.config import ConfigError
 from cifar_hw2.notebook.helpers import REPO_URL, narrow_table, run_tables
 from cifar_hw2.experiments.report import comparison_table, find_runs
 from cifar_hw2.training.paths import shown_path
@@ -191,6 +192,24 @@ def test_papermill_with_a_bad_parameter_fails_and_shows_the_error(tmp_path, name
     assert message in errors[0].evalue
     assert len(errors[0].traceback) == 2    # IPython's "use %tb to see the full traceback" and the line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("resume", "false", "resume must be True or False, got 'false' (a string: papermill's -p reads only True,"),
+    ("epochs", "10", "epochs must be a positive integer, got '10' (a string: papermill's -p"),
+    ("lr", "1e-3 ", "lr must be > 0, got '1e-3 ' (a string: papermill's -p"),
+    ("pretrained", "False ", "pretrained weights file 'False ' does not exist; pass True (--pretrained) to"),
+    ("pretrained", "false", "the path of a timm weight file (a string: papermill's -p reads only True, False"),
+    ("resume", 1, "resume must be True or False, got 1"),
+])
+def test_papermills_strings_where_python_values_belong_are_refused_and_explained(tmp_path, name, value, message):
+    """`-p resume false` (lower case) reaches the notebook as the string 'false', which is true:
+    every bool field takes only True or False, and a string where a number or a bool belongs says why."""
+    from cifar_hw2.notebook import train_config_from_parameters
+    with pytest.raises(ConfigError) as raised:
+        train_config_from_parameters("paper-b4", str(tmp_path / "run"), **{name: value}, device="cpu")
+    assert message in str(raised.value)
+    assert ("(a string" in str(raised.value)) == (value in ("false", "10", "1e-3 "))
 
 
 @pytest.mark.parametrize("quick", ["1", "0"])

@@ -98,6 +98,10 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("compile_mode", self.compile_mode, COMPILE_MODES)
         _choice("compile_scope", self.compile_scope, COMPILE_SCOPES)
+        for f in dataclasses.fields(self):
+            if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
+                raise ConfigError(f"{f.name} must be True or False, got {getattr(self, f.name)!r}"
+                                  + _string_note(getattr(self, f.name)))
         for name in ("epochs", "batch_size", "lr_period", "val_per_class", "eval_batch_size"):
             _positive_int(name, getattr(self, name))
         for name in ("train_per_class", "test_per_class"):
@@ -131,7 +135,9 @@ class TrainConfig:
         if isinstance(self.pretrained, str) and not Path(self.pretrained).expanduser().is_file():
             raise ConfigError(f"pretrained weights file {self.pretrained!r} does not exist; pass True "
                               f"(--pretrained) to download from the hub, False (--no-pretrained) to train from "
-                              f"scratch, or the path of a timm weight file")
+                              f"scratch, or the path of a timm weight file"
+                              + (_string_note(self.pretrained) if self.pretrained.lower() in ("true", "false", "none")
+                                 else ""))
         if MODELS[self.model].hub_tag is None and self.pretrained is not False:
             raise ConfigError(f"{self.model} is trained from scratch: set pretrained=False (--no-pretrained)")
         if self.resume and self.overwrite:
@@ -309,12 +315,21 @@ def _in_range(name, v, low, high, low_in, high_in, none_ok) -> None:
     if not ok:
         what = _range_text(low, high, low_in, high_in) + (" or None" if none_ok else "")
         finite = " (a finite number: NaN and inf are not accepted)" if _is_number(v) and not math.isfinite(v) else ""
-        raise ConfigError(f"{name} must be {what}{finite}, got {v!r}")
+        raise ConfigError(f"{name} must be {what}{finite}, got {v!r}" + _string_note(v))
+
+
+def _string_note(v) -> str:
+    """What a text where a number or a bool belongs needs: papermill's -p turns only numbers and the
+    words True, False and None (capitalised) into Python values; anything else stays a string."""
+    if not isinstance(v, str):
+        return ""
+    return (" (a string: papermill's -p reads only True, False and None, capitalised, and numbers as Python "
+            "values; in Python, write them without quotes)")
 
 
 def _positive_int(name, v):
     if not _is_int(v) or v <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        raise ConfigError(f"{name} must be a positive integer, got {v!r}" + _string_note(v))
 
 
 def field_help() -> dict[str, str]:
