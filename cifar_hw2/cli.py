@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--dry-run", action="store_true",
                       help="list what would run (with --launcher slurm: also the sbatch script)")
     grid.add_argument("--status", action="store_true",
-                      help="say for each row whether it is done, running, queued, failed, interrupted or new, "
+                      help="say for each row whether it is done, running, queued, failed, stopped, interrupted or new, "
                            "from its run folder and the Slurm job recorded there")
     _add_launcher_flags(grid, None)
 
