@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cifar_hw2.notebook.nbtools import NOTEBOOKS
+from cifar_hw2.training.config import ConfigError
 from cifar_hw2.training.paths import RUNS_ENV, repo_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,14 +77,28 @@ def test_bad_input_in_a_notebook_cell_is_one_line_and_other_errors_keep_their_tr
     assert bug.ename == "ValueError" and any("raise ValueError" in line for line in _plain(bug.traceback))
 
 
-def test_a_misspelt_papermill_parameter_is_found_from_the_cells_run():
-    from cifar_hw2.notebook.bad_input import unknown_papermill_parameters
+def test_papermills_cell_is_read_beside_the_parameters_cell(monkeypatch):
+    from cifar_hw2.notebook import bad_input
     params = 'preset = "paper-b4"\nloss = "flsd53"\nepochs = None   # a comment\ntensorboard: bool = True\n'
-    assert unknown_papermill_parameters(["", "import sys", params, '# Parameters\nlos = "ce"\nepoch = 3\n', "x = 1"]) \
-        == (["epoch", "los"], ["epochs", "loss", "preset", "tensorboard"])
-    assert unknown_papermill_parameters(["", params, '# Parameters\nloss = "ce"\n'])[0] == []
-    assert unknown_papermill_parameters(["", params, "los = 1"]) == ([], [])            # no papermill: no check
-    assert unknown_papermill_parameters(["", "print(1)", '# Parameters\nlos = "ce"\n'])[0] == []  # not after a parameters cell
+    given, defaults = bad_input.papermill_parameters(["", "import sys", params, '# Parameters\nlos = "ce"\n', "x = 1"])
+    assert set(given) == {"los"} and set(defaults) == {"preset", "loss", "epochs", "tensorboard"}
+    assert bad_input.papermill_parameters(["", params, "los = 1"]) == ({}, {})            # no papermill: no check
+    assert bad_input.papermill_parameters(["", "print(1)", '# Parameters\nlos = 1\n']) == ({}, {})  # by hand
+
+    def check(*history):
+        monkeypatch.setattr(bad_input, "_ipython", lambda: type("Shell", (), {"user_ns": {"In": list(history)}})())
+        with pytest.raises(ConfigError) as raised:
+            bad_input.check_papermill_parameters()
+        return str(raised.value)
+
+    assert check("", params, '# Parameters\nlos = "ce"\nepoch = 3\nzzz = 1\n').startswith(
+        "unknown papermill parameters 'epoch' (did you mean 'epochs'?), 'los' (did you mean 'loss'?), 'zzz'; this "
+        "notebook's parameters are epochs, loss, preset, tensorboard.")
+    assert check("", params, '# Parameters\ntensorboard = "false"\n').startswith(
+        "tensorboard must be True or False, got 'false' (a string: papermill's -p reads only True, False and None,")
+    monkeypatch.setattr(bad_input, "_ipython", lambda: type("Shell", (), {"user_ns": {"In": [
+        "", params, '# Parameters\ntensorboard = False\nloss = "ce"\nepochs = 3\n']}})())
+    bad_input.check_papermill_parameters()       # right names and kinds: nothing to say
 
 
 def test_a_mismatched_torchvision_is_a_clear_import_error_in_python(tmp_path):

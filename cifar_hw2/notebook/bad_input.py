@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 
-from ..training.config import ConfigError
+from ..training.config import ConfigError, string_note
 
 # The first line of the cell that papermill injects after the parameters cell (its Python translator's
 # comment; tests/test_first_steps.py runs papermill to guard it).
@@ -50,37 +50,44 @@ def show_bad_input_in_one_line() -> None:
     shell.set_custom_exc(bad_input_errors(), one_line)
 
 
-def _assigned(source: str) -> set[str]:
-    """The names that a cell's top-level statements assign (`x = ...`, `x: int = ...`)."""
+def _assigned(source: str) -> dict[str, ast.expr]:
+    """What a cell's top-level statements assign: name → the expression (`x = ...`, `x: int = ...`)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return set()
-    names = set()
+        return {}
+    values = {}
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        names.update(t.id for t in targets if isinstance(t, ast.Name))
-    return names
+        values.update((t.id, node.value) for t in targets if isinstance(t, ast.Name))
+    return values
 
 
-def unknown_papermill_parameters(history: list[str]) -> tuple[list[str], list[str]]:
-    """(names that papermill passed but the parameters cell does not define, the names it does define),
-    from the cells run so far, oldest first (IPython's `In`). Papermill runs its cell right after the
-    parameters cell: the last cell that starts with its mark is compared with the cell run before it.
-    Nothing is reported when there is no such cell, or when the cell before it assigns nothing."""
+def papermill_parameters(history: list[str]) -> tuple[dict[str, ast.expr], dict[str, ast.expr]]:
+    """(what papermill passed, the parameters cell's defaults), each name → its expression, from the
+    cells run so far, oldest first (IPython's `In`). Papermill runs its cell right after the parameters
+    cell: the last cell that starts with its mark is read with the cell run before it. Both are empty
+    when there is no such cell, or when the cell before it assigns nothing (then it is not a
+    parameters cell: the injected cell was run again by hand)."""
     for i in range(len(history) - 1, 0, -1):
         if history[i].startswith(PAPERMILL_CELL_MARK):
-            known = _assigned(history[i - 1])
-            return (sorted(_assigned(history[i]) - known) if known else []), sorted(known)
-    return [], []
+            defaults = _assigned(history[i - 1])
+            return (_assigned(history[i]), defaults) if defaults else ({}, {})
+    return {}, {}
+
+
+def _is(node: ast.expr, kind: type) -> bool:
+    return isinstance(node, ast.Constant) and type(node.value) is kind
 
 
 def check_papermill_parameters() -> None:
-    """Raise ConfigError, in one line, if papermill passed a parameter that the notebook does not have."""
+    """Raise ConfigError, in one line, if papermill passed a parameter that the notebook does not have,
+    or a string for one whose default is True or False (`-p tensorboard false`: 'false' is true)."""
     shell = _ipython()
     if shell is None:
         return
-    unknown, known = unknown_papermill_parameters(list(shell.user_ns.get("In", [])))
+    given, defaults = papermill_parameters(list(shell.user_ns.get("In", [])))
+    unknown, known = sorted(set(given) - set(defaults)), sorted(defaults)
     if unknown:
         def named(name: str) -> str:
             close = difflib.get_close_matches(name, known, n=1)
@@ -89,3 +96,7 @@ def check_papermill_parameters() -> None:
             f"unknown papermill parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(named, unknown))}; this "
             f"notebook's parameters are {', '.join(known)}. Papermill only warns and would run on with the "
             "default value, so the notebook stops here.")
+    for name in known:
+        if name in given and _is(defaults[name], bool) and _is(given[name], str):
+            raise ConfigError(f"{name} must be True or False, got {given[name].value!r}"
+                              + string_note(given[name].value))

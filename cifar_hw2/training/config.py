@@ -101,7 +101,7 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
                 raise ConfigError(f"{f.name} must be True or False, got {getattr(self, f.name)!r}"
-                                  + _string_note(getattr(self, f.name)))
+                                  + string_note(getattr(self, f.name)))
         for name in ("epochs", "batch_size", "lr_period", "val_per_class", "eval_batch_size"):
             _positive_int(name, getattr(self, name))
         for name in ("train_per_class", "test_per_class"):
@@ -136,7 +136,7 @@ class TrainConfig:
             raise ConfigError(f"pretrained weights file {self.pretrained!r} does not exist; pass True "
                               f"(--pretrained) to download from the hub, False (--no-pretrained) to train from "
                               f"scratch, or the path of a timm weight file"
-                              + (_string_note(self.pretrained) if self.pretrained.lower() in ("true", "false", "none")
+                              + (string_note(self.pretrained) if self.pretrained.lower() in ("true", "false", "none")
                                  else ""))
         if MODELS[self.model].hub_tag is None and self.pretrained is not False:
             raise ConfigError(f"{self.model} is trained from scratch: set pretrained=False (--no-pretrained)")
@@ -315,10 +315,10 @@ def _in_range(name, v, low, high, low_in, high_in, none_ok) -> None:
     if not ok:
         what = _range_text(low, high, low_in, high_in) + (" or None" if none_ok else "")
         finite = " (a finite number: NaN and inf are not accepted)" if _is_number(v) and not math.isfinite(v) else ""
-        raise ConfigError(f"{name} must be {what}{finite}, got {v!r}" + _string_note(v))
+        raise ConfigError(f"{name} must be {what}{finite}, got {v!r}" + string_note(v))
 
 
-def _string_note(v) -> str:
+def string_note(v) -> str:
     """What a text where a number or a bool belongs needs: papermill's -p turns only numbers and the
     words True, False and None (capitalised) into Python values; anything else stays a string."""
     if not isinstance(v, str):
@@ -329,7 +329,7 @@ def _string_note(v) -> str:
 
 def _positive_int(name, v):
     if not _is_int(v) or v <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {v!r}" + _string_note(v))
+        raise ConfigError(f"{name} must be a positive integer, got {v!r}" + string_note(v))
 
 
 def field_help() -> dict[str, str]:
