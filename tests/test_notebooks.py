@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from cifar_hw2.notebook import nbtools
-from cifar_hw2.training.config import ConfigError
+from cifar_hw2.training.config import ConfigError, make_config
 from cifar_hw2.notebook.helpers import REPO_URL, narrow_table, run_tables
 from cifar_hw2.experiments.report import comparison_table, find_runs
 from cifar_hw2.training.paths import shown_path
@@ -210,6 +210,18 @@ def test_papermills_strings_where_python_values_belong_are_refused_and_explained
         train_config_from_parameters("paper-b4", str(tmp_path / "run"), **{name: value}, device="cpu")
     assert message in str(raised.value)
     assert ("(a string" in str(raised.value)) == (value in ("false", "10", "1e-3 "))
+
+
+def test_quick_mode_says_what_it_set_aside_and_how_to_keep_it(monkeypatch, tmp_path, capsys):
+    from cifar_hw2.notebook import train_config_from_parameters
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "1")
+    config = train_config_from_parameters("paper-b4", str(tmp_path / "a"), epochs=1, batch_size=8, loss="ce")
+    assert (config.model, config.epochs, config.loss) == ("small_cnn", make_config("quick").epochs, "ce")
+    assert capsys.readouterr().out.startswith(
+        "CIFAR_HW2_QUICK=1 → quick mode: preset 'quick' instead of 'paper-b4'; ignoring batch_size, epochs "
+        "(preset = \"quick\" with CIFAR_HW2_QUICK unset keeps them). Unset CIFAR_HW2_QUICK")
+    train_config_from_parameters("quick", str(tmp_path / "b"), epochs=1)
+    assert capsys.readouterr().out.startswith("CIFAR_HW2_QUICK=1 → quick mode: preset 'quick'; ignoring epochs")
 
 
 @pytest.mark.parametrize("quick", ["1", "0"])

@@ -37,8 +37,9 @@ def train_config_from_parameters(preset: str, out: str, resume: bool = True, set
                 if k in ("loss", "gamma", "mc_mu", "mc_lambda", "mc_drop_rate", "data", "seed", "time_limit",
                          "checkpoint_minutes")}
         dropped = sorted(set(overrides) - set(kept))
-        print(f"{QUICK_ENV}=1 → quick mode: preset 'quick' instead of {preset!r}"
-              + (f"; ignoring {', '.join(dropped)}" if dropped else "")
+        print(f"{QUICK_ENV}=1 → quick mode: preset 'quick'" + (f" instead of {preset!r}" if preset != "quick" else "")
+              + (f"; ignoring {', '.join(dropped)} (preset = \"quick\" with {QUICK_ENV} unset keeps them)"
+                 if dropped else "")
               + f". Unset {QUICK_ENV} (or set it to 0) for the real run.")
         if kept.get("loss") in QUICK_STAND_IN:
             stand_in, what = QUICK_STAND_IN[kept["loss"]]
