@@ -58,6 +58,8 @@ def _plain(traceback: list[str]) -> list[str]:
 
 
 def test_bad_input_in_a_notebook_cell_is_one_line_and_other_errors_keep_their_traceback(tmp_path):
+    """After setup(): the project's bad-input errors in one line (%tb shows the rest), a bug's traceback
+    whole, and papermill's injected cell checked against the parameters cell run before it."""
     import nbformat
     from nbclient import NotebookClient
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in (
@@ -65,12 +67,16 @@ def test_bad_input_in_a_notebook_cell_is_one_line_and_other_errors_keep_their_tr
         "from cifar_hw2.training.config import make_config\nmake_config('quick', loss='nope')",
         "%tb",
         "def f():\n    raise ValueError('a bug of ones own')\nf()",
-        "from cifar_hw2.models import ModelError\nraise ModelError('one clear line')")])
+        "from cifar_hw2.models import ModelError\nraise ModelError('one clear line')",
+        'loss = "flsd53"   # a parameters cell\nepochs = None',
+        '# Parameters\nlos = "ce"\n')])                      # then papermill's cell, with a misspelt name
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
     NotebookClient(nb, timeout=300, allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [[o for o in cell.outputs if o.output_type == "error"] for cell in nb.cells]
-    assert [len(e) for e in errors] == [0, 1, 1, 1, 1]     # the cells still fail: papermill and nbval stop there
-    config_error, whole, bug, model_error = (e[0] for e in errors[1:])
+    assert [len(e) for e in errors] == [0, 1, 1, 1, 1, 0, 1]   # the cells still fail: papermill and nbval stop there
+    config_error, whole, bug, model_error, _, misspelt = (e[0] if e else None for e in errors[1:])
+    assert _plain(misspelt.traceback)[1].startswith("ConfigError: unknown papermill parameter 'los' (did you mean "
+                                                    "'loss'?); this notebook's parameters are epochs, loss.")
     assert whole.ename == "ConfigError" and any("----> 2 make_config('quick', loss='nope')" in line
                                                 for line in _plain(whole.traceback))   # %tb: the whole traceback
     assert config_error.ename == "ConfigError" and len(config_error.traceback) == 2, config_error.traceback

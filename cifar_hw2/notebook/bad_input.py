@@ -1,10 +1,12 @@
-"""Bad input in a notebook says what was wrong in one line, as on the command line.
+"""Bad input in a notebook says what was wrong in one line, as on the command line. setup() turns
+both of these on in its IPython kernel (`turn_on`):
 
-- `show_bad_input_in_one_line`: the project's bad-input errors (a setting, a path, a file) show as
-  their message, not as a 70-line traceback whose clear line comes last. setup() turns it on.
-- `check_papermill_parameters`: `papermill ... -p los ce` (a misspelt name) only makes papermill
-  warn "Passed unknown parameter" and run on with the notebook's default, here a 3-hour FLSD-53 run
-  instead of CE. Notebook 04 calls this before it builds its config, and stops there.
+- The project's bad-input errors (a setting, a path, a file) show as their message, not as a 70-line
+  traceback whose clear line comes last (`show_in_one_line`).
+- The cell that papermill injects is checked against the parameters cell before it
+  (`check_papermill_parameters`): `-p los ce`, a misspelt name, only makes papermill warn "Passed
+  unknown parameter" and run on with the default, in 04 a 3-hour FLSD-53 run instead of CE; and
+  `-p tensorboard false` passes the string 'false', which is true. The injected cell stops instead.
 """
 from __future__ import annotations
 
@@ -36,18 +38,28 @@ def _ipython():
     return get_ipython()
 
 
-def show_bad_input_in_one_line() -> None:
-    """In an IPython kernel, show `bad_input_errors()` as IPython's "use %tb to see the full traceback"
-    and the message; nothing else changes. The cell still fails (papermill and nbval stop on it), and
-    every other error keeps its whole traceback. Outside IPython this does nothing."""
+def turn_on() -> None:
+    """In an IPython kernel: bad-input errors in one line, and papermill's cell checked. Elsewhere: nothing."""
     shell = _ipython()
     if shell is None:
         return
+    shell.set_custom_exc(bad_input_errors(), show_in_one_line)
+    if check_papermills_cell not in shell.input_transformers_post:
+        shell.input_transformers_post.append(check_papermills_cell)
 
-    def one_line(shell, etype, value, tb, tb_offset=None):
-        shell.showtraceback((etype, value, tb), exception_only=True)
 
-    shell.set_custom_exc(bad_input_errors(), one_line)
+def show_in_one_line(shell, etype, value, tb, tb_offset=None) -> None:
+    """IPython's handler for `bad_input_errors()`: its "use %tb to see the full traceback" line and the
+    message. The cell still fails (papermill and nbval stop on it); every other error keeps its traceback."""
+    shell.showtraceback((etype, value, tb), exception_only=True)
+
+
+def check_papermills_cell(lines: list[str]) -> list[str]:
+    """IPython input transformer: the cell that papermill injects gets one more line, which checks it
+    (the cell is in `In` by then, beside the parameters cell run before it). Other cells pass unchanged."""
+    if lines and lines[0] == PAPERMILL_CELL_MARK:
+        return lines + ["\n", "import cifar_hw2.notebook.bad_input; cifar_hw2.notebook.bad_input.check_papermill_parameters()\n"]
+    return lines
 
 
 def _assigned(source: str) -> dict[str, ast.expr]:
@@ -90,8 +102,8 @@ def check_papermill_parameters() -> None:
     unknown, known = sorted(set(given) - set(defaults)), sorted(defaults)
     if unknown:
         def named(name: str) -> str:
-            close = difflib.get_close_matches(name, known, n=1)
-            return f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            close = difflib.get_close_matches(name, known, n=2)
+            return f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
         raise ConfigError(
             f"unknown papermill parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(named, unknown))}; this "
             f"notebook's parameters are {', '.join(known)}. Papermill only warns and would run on with the "

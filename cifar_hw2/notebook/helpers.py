@@ -17,8 +17,7 @@ import torch
 from ..training.config import QUICK_ENV, quick_mode
 from ..training.paths import PACKAGE_DIR, figures_dir, repo_path
 from ..training.processes import pick_device
-from ..training import parameters
-from .bad_input import check_papermill_parameters, show_bad_input_in_one_line
+from . import bad_input
 
 # The one place the repository's address is written. Every notebook's Colab badge and setup cell
 # are generated from it: `python -m cifar_hw2 notebooks --repo-url URL` rewrites this line and
@@ -58,9 +57,10 @@ def setup(seed: int = 0, quiet: bool = False) -> torch.device:
     """Seed python/numpy/torch, choose cuda → mps → cpu, set a plain plotting style.
 
     Prints the device (and a hint when there is no GPU) unless quiet. In IPython, the project's
-    bad-input errors show as one line from now on (bad_input.show_bad_input_in_one_line).
+    bad-input errors show as one line from now on, and a cell injected by papermill is checked against
+    the parameters cell (bad_input.turn_on).
     """
-    show_bad_input_in_one_line()
+    bad_input.turn_on()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -77,13 +77,6 @@ def setup(seed: int = 0, quiet: bool = False) -> torch.device:
         if quick_mode():
             print(f"{QUICK_ENV}=1: quick mode — small model, small subset, CPU-sized runs.")
     return device
-
-
-def train_config_from_parameters(preset: str, out: str, **params):
-    """Notebook 04's TrainConfig: `training.parameters.train_config_from_parameters`, after stopping
-    on a parameter name that papermill passed but 04 does not have (`check_papermill_parameters`)."""
-    check_papermill_parameters()
-    return parameters.train_config_from_parameters(preset, out, **params)
 
 
 def save_figure(fig, name: str) -> Path:
