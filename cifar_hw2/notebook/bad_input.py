@@ -16,7 +16,7 @@ import difflib
 from ..training.config import ConfigError, string_note
 
 # The first line of the cell that papermill injects after the parameters cell (its Python translator's
-# comment; tests/test_first_steps.py runs papermill to guard it).
+# comment; tests/test_notebooks.py runs papermill to guard it).
 PAPERMILL_CELL_MARK = "# Parameters\n"
 
 
@@ -58,7 +58,8 @@ def check_papermills_cell(lines: list[str]) -> list[str]:
     """IPython input transformer: the cell that papermill injects gets one more line, which checks it
     (the cell is in `In` by then, beside the parameters cell run before it). Other cells pass unchanged."""
     if lines and lines[0] == PAPERMILL_CELL_MARK:
-        return lines + ["\n", "import cifar_hw2.notebook.bad_input; cifar_hw2.notebook.bad_input.check_papermill_parameters()\n"]
+        return lines + ["\nfrom cifar_hw2.notebook.bad_input import check_papermill_parameters\n",
+                        "check_papermill_parameters()\n"]
     return lines
 
 
