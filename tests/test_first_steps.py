@@ -86,6 +86,25 @@ def test_bad_input_in_a_notebook_cell_is_one_line_and_other_errors_keep_their_tr
     assert bug.ename == "ValueError" and any("raise ValueError" in line for line in _plain(bug.traceback))
 
 
+def test_turning_on_twice_adds_nothing_and_leaves_another_handler_alone(monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+    from cifar_hw2.notebook import bad_input
+    shell = InteractiveShell.instance()
+    monkeypatch.setattr(bad_input, "_ipython", lambda: shell)
+    try:
+        bad_input.turn_on()
+        bad_input.turn_on()                     # the setup cell run again
+        assert shell.custom_exceptions == bad_input.bad_input_errors()
+        assert shell.input_transformers_post.count(bad_input.check_papermills_cell) == 1
+        shell.set_custom_exc((KeyError,), None)  # e.g. a hosted notebook's own handler
+        bad_input.turn_on()
+        assert shell.custom_exceptions == (KeyError,)
+    finally:
+        shell.set_custom_exc((), None)
+        shell.input_transformers_post.remove(bad_input.check_papermills_cell)
+        InteractiveShell.clear_instance()
+
+
 def test_papermills_cell_is_read_beside_the_parameters_cell(monkeypatch):
     from cifar_hw2.notebook import bad_input
     params = 'preset = "paper-b4"\nloss = "flsd53"\nepochs = None   # a comment\ntensorboard: bool = True\n'

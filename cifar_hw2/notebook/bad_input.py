@@ -43,7 +43,8 @@ def turn_on() -> None:
     shell = _ipython()
     if shell is None:
         return
-    shell.set_custom_exc(bad_input_errors(), show_in_one_line)
+    if shell.custom_exceptions in ((), bad_input_errors()):   # another handler's errors are left to it
+        shell.set_custom_exc(bad_input_errors(), show_in_one_line)
     if check_papermills_cell not in shell.input_transformers_post:
         shell.input_transformers_post.append(check_papermills_cell)
 
