@@ -1,5 +1,6 @@
 """The command line as a user meets it: exit codes and one-line errors."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -217,9 +218,11 @@ def test_bench_prints_every_measurement_and_one_table_for_several_batch_sizes(ti
                  "trainer_over_bare_loop", "logging_cost", "warmup", "gflop_per_image", "achieved_tflops", "hours_per_row"]
     # augmentation once; no peak GPU memory on the CPU
     assert names == ["augmentation_per_core"] * 3 + ["augmentation_ratio"] * 2 + per_batch * 2
-    # logging_cost is 1 - logged/unlogged rate: near 0, and below it when timing noise favours the logged window
     assert all(r["value"] > 0 for r in records if r["measurement"] != "logging_cost")
-    assert all(-1 < r["value"] < 1 for r in records if r["measurement"] == "logging_cost")
+    # logging_cost is 1 - logged/unlogged rate: below 1. How far timing noise moves it is not a test's
+    # business (on 2 busy cores one window ran twice as fast as the other: -1).
+    logging = [r for r in records if r["measurement"] == "logging_cost"]
+    assert len(logging) == 2 and all(math.isfinite(r["value"]) and r["value"] < 1 and "points" in r for r in logging)
     for size in (16, 20):
         value = {(r["measurement"], r.get("path", "")): r["value"] for r in records if r["batch_size"] == size}
         v = {k[0]: x for k, x in value.items()}
