@@ -149,8 +149,13 @@ def test_train_then_out_folder_guard_then_evaluate(tiny_data, tmp_path):
             "--val-per-class", "2", "--test-per-class", "all", "--epochs", "1", "--workers", "0",
             "--out", str(out), "--loss", "flsd53"]
     assert cli(*args).returncode == 0
-    again = cli(*args[:-1], "ce")
+    again = cli(*args)
     assert again.returncode == 2 and "already holds a run (model=small_cnn, loss=flsd53" in again.stderr
+    assert "pass --resume to continue it or --overwrite to replace it" in again.stderr
+    other = cli(*args[:-1], "ce")       # --resume would be refused: not offered
+    assert other.returncode == 2 and other.stderr.strip() == (
+        f"cifar-hw2: error: out folder {out} already holds a run made with other settings (loss 'flsd53' there, "
+        f"'ce' here); pass --overwrite to replace it, or choose another --out")
     assert cli(*args, "--overwrite").returncode == 0
     run = cli("evaluate", "--checkpoint", str(out / "best.pt"), "--split", "val")
     assert run.returncode == 0, run.stderr

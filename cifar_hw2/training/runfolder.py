@@ -183,6 +183,14 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
     existing = [name for name in RUN_FILES if (out / name).exists()]
     if existing and not (cfg.resume or cfg.overwrite):
         old = saved_config(out)
+        try:
+            changed = settings_changed(old, cfg) if old else {}
+        except (TypeError, ValueError, AttributeError):    # config.json is not trusted: odd values
+            changed = {}
+        if changed:     # --resume would be refused: offer only what works
+            what = ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in changed.items())
+            raise ConfigError(f"out folder {out} already holds a run made with other settings ({what}); pass "
+                              f"--overwrite to replace it, or choose another --out")
         raise ConfigError(f"out folder {out} already holds a run ({describe_run(old) if old else ', '.join(existing)}); "
                           f"pass --resume to continue it or --overwrite to replace it, or choose another --out")
     if cfg.overwrite:
