@@ -256,6 +256,8 @@ def test_a_finished_run_says_where_its_results_are_and_evaluate_finds_its_data(t
                                 f"(metrics.json; curves in history.csv and TensorBoard; predictions.npz).")
     assert printed[-1].startswith(f"Next: {this_python()} -m cifar_hw2 evaluate --checkpoint ")   # not a bare python
     assert "best.pt" in printed[-1]
+    beside = Path(this_python()).with_name("tensorboard")      # the venv's, which the README never puts on PATH
+    assert f"  |  {beside if beside.is_file() else 'tensorboard'} --logdir " in printed[-1]
     assert json.loads((out / "config.json").read_text())["data_folder"] == str(tiny_data)
     monkeypatch.delenv("CIFAR_HW2_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))     # the default folder holds nothing

@@ -225,8 +225,11 @@ def config_record(cfg: TrainConfig, **picked) -> dict:
 def closing_lines(out: Path, best: dict, epochs: int) -> str:
     """What a finished run says last: its best epoch, where its files are, and what to run next. The
     commands name this interpreter (`.venv/bin/python` from the repository root, not a bare `python`,
-    which outside the venv has no torch), except in a notebook, whose saved output is read elsewhere."""
+    which outside the venv has no torch) and the tensorboard beside it, except in a notebook, whose
+    saved output is read elsewhere."""
     python = "python" if in_notebook() else this_python()
+    beside = Path(python).with_name("tensorboard")     # the venv's own, as for python: it may not be on PATH
+    tensorboard = str(beside) if python != "python" and beside.is_file() else "tensorboard"
     shown = shown_path(out)
     parent = shown_path(Path(out).parent) if shown_path(Path(out).parent) not in ("", ".") else "."
     return (f"{shown}: done, {epochs} epoch{'s' if epochs != 1 else ''}. "
@@ -234,7 +237,7 @@ def closing_lines(out: Path, best: dict, epochs: int) -> str:
             f"{100 * best['test_top1']:.2f} %, ECE {100 * best['test_ece']:.2f} % (metrics.json; curves in "
             f"history.csv and TensorBoard; predictions.npz).\n"
             f"Next: {python} -m cifar_hw2 evaluate --checkpoint {shown}/best.pt  |  {python} -m cifar_hw2 report "
-            f"--runs {parent}  |  tensorboard --logdir {parent}  |  notebook 05 compares runs")
+            f"--runs {parent}  |  {tensorboard} --logdir {parent}  |  notebook 05 compares runs")
 
 
 def metrics_record(history: list[dict], best: dict | None, epochs: int, calibration: dict) -> dict:
