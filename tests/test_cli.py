@@ -32,13 +32,15 @@ def cli_here(capsys, *args) -> tuple[int, str]:
 @pytest.mark.parametrize("args, message", [
     (["--preset", "fast"], "unknown preset 'fast'; valid presets: paper-b4, paper-swin, quick"),
     (["--loss", "fl"], "unknown loss 'fl'; valid choices: ce, focal, flsd53, mc"),
+    (["--loss", "flsd35"], "unknown loss 'flsd35' (did you mean 'flsd53'?); valid choices: ce, focal, flsd53, mc"),
+    (["--preset", "paper_b4"], "unknown preset 'paper_b4' (did you mean 'paper-b4'?); valid presets: paper-b4,"),
     (["--model", "vgg"], "unknown model 'vgg'; valid choices: efficientnet_b4, swin_b, small_cnn"),
     (["--epochs", "0"], "epochs must be a positive integer, got 0"),
     (["--batch-size", "-8"], "batch_size must be a positive integer, got -8"),
     (["--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
     (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
     (["--lr", "0"], "lr must be > 0"),
-    (["--optimizer", "adam"], "unknown optimizer 'adam'; valid choices: adamw, ranger, sgd"),
+    (["--optimizer", "adam"], "unknown optimizer 'adam' (did you mean 'adamw'?); valid choices: adamw, ranger, sgd"),
     (["--noise-p", "2"], "noise_p must be in [0, 1]"),
     (["--loss", "mc_homework"], "loss 'mc_homework' cannot train model 'small_cnn': group_sizes cover 1792 "
                                 "channels, but the feature map has 300. Models whose feature map it fits: "

@@ -212,6 +212,15 @@ def test_papermills_strings_where_python_values_belong_are_refused_and_explained
     assert ("(a string" in str(raised.value)) == (value in ("false", "10", "1e-3 "))
 
 
+@pytest.mark.parametrize("where", ["preset", "loss", "model"])
+def test_a_list_or_dict_where_a_name_belongs_is_refused_in_one_line(where, tmp_path):
+    """papermill's -y/-f pass YAML, so a list can reach a parameter that names a preset, loss or model."""
+    from cifar_hw2.notebook import train_config_from_parameters
+    preset, params = ("paper-b4", {where: ["ce"]}) if where != "preset" else (["ce"], {})
+    with pytest.raises(ConfigError, match=rf"^unknown {where} \['ce'\]; valid"):
+        train_config_from_parameters(preset, str(tmp_path / "run"), **params, device="cpu")
+
+
 def test_quick_mode_says_what_it_set_aside_and_how_to_keep_it(monkeypatch, tmp_path, capsys):
     from cifar_hw2.notebook import train_config_from_parameters
     monkeypatch.setenv("CIFAR_HW2_QUICK", "1")

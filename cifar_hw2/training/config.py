@@ -9,6 +9,7 @@ ranges and raises ConfigError with what was wrong and what is accepted.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 from pathlib import Path
@@ -257,8 +258,7 @@ LOSS_SETTINGS = {"gamma": ("focal",), "mc_mu": ("mc",), "mc_lambda": ("mc",), "m
 
 def make_config(preset: str = "paper-b4", **overrides) -> TrainConfig:
     """The named preset with `overrides` applied, validated."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    _choice("preset", preset, PRESETS, "valid presets")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
@@ -288,9 +288,16 @@ def quick_mode() -> bool:
     return os.environ.get(QUICK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _choice(name, value, valid):
-    if value not in valid:
-        raise ConfigError(f"unknown {name} {value!r}; valid choices: {', '.join(valid)}")
+def _choice(name, value, valid, label="valid choices"):
+    """A name from a registry: an unknown one is refused with the valid ones, and the nearest if one is near."""
+    try:
+        known = value in valid
+    except TypeError:           # an unhashable value (a list from papermill's -y) against a dict
+        known = False
+    if not known:
+        close = difflib.get_close_matches(value, list(valid), n=1) if isinstance(value, str) else []
+        raise ConfigError(f"unknown {name} {value!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                          + f"; {label}: {', '.join(valid)}")
 
 
 def _is_int(v) -> bool:
