@@ -210,8 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--dry-run", action="store_true",
                       help="list what would run (with --launcher slurm: also the sbatch script)")
     grid.add_argument("--status", action="store_true",
-                      help="say for each row whether it is done, running, queued, failed, stopped, interrupted or new, "
-                           "from its run folder and the Slurm job recorded there")
+                      help="say for each row whether it is done, running, queued, failed, stopped, interrupted, new "
+                           "or (outside quick mode) a quick stand-in, from its run folder and the Slurm job "
+                           "recorded there")
     _add_launcher_flags(grid, None)
 
     rep = sub.add_parser("report", help="write report.md/report.csv and figures for a runs folder",

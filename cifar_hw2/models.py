@@ -269,6 +269,12 @@ def _hub_host() -> tuple[str, int]:
     return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
 
 
+def pretrained_in_cache(name: str) -> bool:
+    """Are `name`'s ImageNet weights in the local hub cache (pretrained=True needs no network)?"""
+    spec = MODELS[name]
+    return spec.hub_tag is not None and _in_hub_cache(f"timm/{spec.timm_name}.{spec.hub_tag}")
+
+
 def _in_hub_cache(hub_id: str) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache

@@ -172,6 +172,40 @@ def record_row(row: GridRow, folder: Path, quick: bool) -> None:
          "stands_for": row.stands_for(quick)}, indent=2, ensure_ascii=False) + "\n")
 
 
+def record_failure(folder: Path, message: str) -> None:
+    """Add a failed row's last line to folder/grid.json, for `grid --status` (a local row leaves no job
+    record; the row's next run rewrites the file)."""
+    entry = read_json_mapping(folder / ROW_FILE)
+    atomic_write_text(folder / ROW_FILE, json.dumps({**entry, "failed": message}, indent=2, ensure_ascii=False) + "\n")
+
+
+def missing_weights_note(configs: list[TrainConfig]) -> str | None:
+    """A line when rows start from ImageNet weights that are neither in the hub cache nor downloadable
+    here: their notebooks would fail one after another, each after loading the data."""
+    from ..models import hub_reachable, pretrained_in_cache
+    from ..training.paths import this_python
+    missing = sorted({c.model for c in configs if c.pretrained is True and not pretrained_in_cache(c.model)})
+    if not missing or hub_reachable():
+        return None
+    return (f"note: the ImageNet weights of {', '.join(missing)} are not in the Hugging Face hub cache, and the hub "
+            f"cannot be reached from here: those rows would fail. Run `{this_python()} -m cifar_hw2 weights` where "
+            f"it can be reached, with the cache on a disk this machine sees (docs/data-and-weights.md)")
+
+
+def row_status(folder: Path) -> tuple[str, str]:
+    """(state, details) of a row's folder: slurm.status, plus what a local grid records in grid.json.
+    A row whose run failed is 'failed' (not 'new', or 'interrupted' when it left a last.pt); outside
+    quick mode a quick stand-in is 'stand-in' (the full row replaces it), not 'done'."""
+    from .slurm import status
+    state, detail = status(folder)
+    entry = read_json_mapping(folder / ROW_FILE)
+    if state in ("new", "interrupted") and isinstance(entry.get("failed"), str):
+        return "failed", entry["failed"][:500] + ("; the same grid command resumes it" if state == "interrupted" else "")
+    if state == "done" and not quick_mode() and entry.get("quick") is True:
+        return "stand-in", f"{detail} of a quick stand-in; the full row replaces it"
+    return state, detail
+
+
 def row_config(row: GridRow, runs: Path, data: str | None, **overrides) -> TrainConfig:
     """The run a row trains: what notebook 04 makes of the row's parameters (quick mode included),
     in an absolute folder (a Slurm job starts elsewhere). A Slurm row trains exactly this; a local
@@ -187,11 +221,10 @@ def row_config(row: GridRow, runs: Path, data: str | None, **overrides) -> Train
 
 def print_status(runs: str | Path, only: list[str] = (), echo=print) -> dict[str, str]:
     """Each row's state, read from its run folder (and its job, for Slurm rows): {key: state}."""
-    from .slurm import status
     runs, rows = Path(runs), select(grid_rows(), list(only))
     states = {}
     for i, row in enumerate(rows, 1):
-        state, detail = status(runs / row.key)
+        state, detail = row_status(runs / row.key)
         states[row.key] = state
         echo(f"[{i}/{len(rows)}] {row.key:<26} {state:<11} {detail}")
     counts = {s: list(states.values()).count(s) for s in dict.fromkeys(states.values())}
@@ -281,17 +314,18 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
             echo(f"[{i}/{len(rows)}] {row.key:<26} {loss:<18}{size} → {what}  ({row.stands_for(quick)})")
             if state in ("done", "kept"):
                 outcomes.append(Outcome(row, "skipped", message="complete" if state == "done" else what))
-            continue
+                continue
         todo.append((i, row, what, state))
-    if dry_run:
-        return outcomes
-    if todo and not quick:      # a full row on a CPU: said once here, not only inside its notebook
+    if todo and not quick:      # what full rows need, said once here (and in a dry run), not only in their notebooks
         from ..training.speed import slow_device_notice
         first = todo[0][1]
         notice = slow_device_notice(row_config(first, runs, data), f"grid row {first.key}",
-                                    cpu_choice="CIFAR_HW2_QUICK=1: every row a quick stand-in")
-        if notice:
-            echo(notice)
+                                    cpu_choice="CIFAR_HW2_QUICK=1: every row a quick stand-in",
+                                    **({"then": ""} if dry_run else {}))
+        for line in filter(None, [notice, missing_weights_note([row_config(r, runs, data) for _, r, _, _ in todo])]):
+            echo(line)
+    if dry_run:
+        return outcomes
 
     lock, stop = threading.Lock(), threading.Event()
     work: queue.Queue = queue.Queue()
@@ -328,6 +362,8 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
                 outcome = runner(row, runs, data, env, nproc)
             except Exception as e:   # a row's failure must not stop the others
                 outcome = Outcome(row, "failed", message=f"{type(e).__name__}: {e}")
+            if outcome.status == "failed":
+                record_failure(runs / row.key, outcome.message)
             with lock:
                 outcomes.append(outcome)
                 if outcome.status == "done":

@@ -35,9 +35,11 @@ def cpu_epoch_hours(cfg: TrainConfig, threads: int | None = None) -> float | Non
     return (train + evaluated / EVAL_SPEEDUP) / rate / 3600
 
 
-def slow_device_notice(cfg: TrainConfig, preset: str, cpu_choice: str = "--preset quick") -> str | None:
+def slow_device_notice(cfg: TrainConfig, preset: str, cpu_choice: str = "--preset quick",
+                       then: str = "Continuing as asked; Ctrl-C stops.") -> str | None:
     """One line when `cfg` would train a GPU-sized model on the CPU; None otherwise. `cpu_choice` is
-    how the caller's user asks for the quick preset instead (a flag, a notebook parameter, ...)."""
+    how the caller's user asks for the quick preset instead (a flag, a notebook parameter, ...);
+    `then`, what happens next (a dry run: nothing)."""
     from .processes import pick_device
     if cfg.device not in ("auto", "cpu") or pick_device(cfg.device).type != "cpu":
         return None
@@ -47,4 +49,4 @@ def slow_device_notice(cfg: TrainConfig, preset: str, cpu_choice: str = "--prese
     took = f"{hours:.0f} hours" if hours >= 2 else f"{hours * 60:.0f} minutes"
     return (f"note: {preset} ({cfg.model}) needs a CUDA GPU; on this CPU ({torch.get_num_threads()} threads) "
             f"one epoch would take about {took} ({cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} asked). For a CPU run use "
-            f"{cpu_choice} (small_cnn, under 2 min). Continuing as asked; Ctrl-C stops.")
+            f"{cpu_choice} (small_cnn, under 2 min)." + (f" {then}" if then else ""))
