@@ -218,7 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write report.md/report.csv and figures for a runs folder",
                          formatter_class=Defaults)
     rep.add_argument("--runs", default="runs", help="folder searched for run folders (with metrics.json)")
-    rep.add_argument("--title", default=None, help="the report's title")
+    rep.add_argument("--title", default=None, help="the report's title (default: the earlier report.md's)")
+    rep.add_argument("--out", default=None, metavar="DIR",
+                     help="write the report here instead of into --runs (e.g. to make a shipped report again "
+                          "without touching it)")
 
     bench = sub.add_parser("bench", help="measure augmentation, train-step, end-to-end and trainer-overhead throughput",
                            formatter_class=Defaults,
@@ -357,7 +360,7 @@ def run_grid(args) -> int:
 
 def run_report(args) -> int:
     from .experiments.report import write_report
-    paths = write_report(args.runs, args.title)
+    paths = write_report(args.runs, args.title, args.out)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -72,3 +72,17 @@ def test_report_again_without_title_keeps_the_title_and_a_wrong_folder_says_so(t
     (tmp_path / "empty").mkdir()
     assert main(["report", "--runs", str(tmp_path / "empty")]) == 2
     assert f"train --preset quick --out {tmp_path / 'empty' / 'demo'}" in capsys.readouterr().err
+
+
+def test_the_shipped_report_is_made_again_elsewhere_byte_for_byte_and_left_untouched(tmp_path, capsys):
+    """A teacher checks the shipped numbers without writing into results/: --out, and the title carried over."""
+    shipped = {p.name: p.read_bytes() for p in REFERENCE.iterdir() if p.is_file()}
+    assert main(["report", "--runs", str(REFERENCE), "--out", str(tmp_path / "again")]) == 0
+    for name in ("report.md", "report.csv"):
+        assert (tmp_path / "again" / name).read_bytes() == shipped[name], name
+    assert {p.name: p.read_bytes() for p in REFERENCE.iterdir() if p.is_file()} == shipped
+    (tmp_path / "file").write_text("")
+    capsys.readouterr()
+    assert main(["report", "--runs", str(REFERENCE), "--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err.strip() == (f"cifar-hw2: error: --out {tmp_path / 'file'} is a file; give a folder "
+                                               f"for report.md, report.csv and the figures")

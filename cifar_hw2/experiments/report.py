@@ -291,9 +291,10 @@ def _title_of(md: Path) -> str | None:
     return (first[2:].strip() or None) if first.startswith("# ") else None
 
 
-def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
-    """report.md, report.csv and figure PNGs in `root`. Returns their paths. Without `title`, an
-    earlier report.md's title is kept."""
+def write_report(root: str | Path, title: str | None = None, out: str | Path | None = None) -> dict[str, Path]:
+    """report.md, report.csv and figure PNGs for the runs under `root`, written in `out` (default:
+    `root`). Returns their paths. Without `title`, an earlier report.md's title is kept (out's, else
+    root's: a shipped report made again elsewhere keeps its title)."""
     import matplotlib.pyplot as plt
     root = Path(root)
     if not root.is_dir():
@@ -310,7 +311,11 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
         print("warning: left out of the report: " + "; ".join(unreadable), file=sys.stderr, flush=True)
     rows = comparison_table(runs)
     stand_ins = sum(is_stand_in(r, report_row_for(r)) for r in runs)
-    paths = {"csv": root / "report.csv", "md": root / "report.md"}
+    out = Path(out) if out is not None else root
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for report.md, report.csv and the figures")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "report.csv", "md": out / "report.md"}
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -326,11 +331,11 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
                "reliability_ts": ("reliability_after_ts.png", reliability_figure(runs, scaled=True)),
                "ece": ("ece_before_after_ts.png", ece_figure(runs))}
     for key, (name, fig) in figures.items():
-        fig.savefig(root / name)
+        fig.savefig(out / name)
         plt.close(fig)
-        paths[key] = root / name
+        paths[key] = out / name
 
-    title = title or _title_of(paths["md"]) or f"Runs under {root}"
+    title = title or _title_of(paths["md"]) or _title_of(root / "report.md") or f"Runs under {root}"
     md = [f"# {title}\n", "## Accuracy\n",
           "Accuracy in %. `best_top1` is the test accuracy at the epoch with the best "
           "validation accuracy; `final_top1` at the last epoch; `report_top1` is the homework's "
@@ -351,7 +356,7 @@ def write_report(root: str | Path, title: str | None = None) -> dict[str, Path]:
           "![before](reliability.png)\n\n![after](reliability_after_ts.png)\n"]
     atomic_write_text(paths["md"], "\n".join(md))
     if not fig8:          # only now: until report.md is replaced, the earlier one links it
-        (root / "fig8_accuracy_by_model.png").unlink(missing_ok=True)
+        (out / "fig8_accuracy_by_model.png").unlink(missing_ok=True)
     return paths
 
 
