@@ -123,7 +123,8 @@ def test_papermills_cell_is_read_beside_the_parameters_cell(monkeypatch):
         "unknown papermill parameters 'epoch' (did you mean 'epochs'?), 'los' (did you mean 'loss'?), 'zzz'; this "
         "notebook's parameters are epochs, loss, preset, tensorboard.")
     assert check("", params, '# Parameters\ntensorboard = "false"\n').startswith(
-        "tensorboard must be True or False, got 'false' (a string: papermill's -p reads only True, False and None,")
+        "tensorboard must be True or False, got 'false' (a string: write -p tensorboard False; papermill's -p reads "
+        "only True, False and None,")
     monkeypatch.setattr(bad_input, "_ipython", lambda: type("Shell", (), {"user_ns": {"In": [
         "", params, '# Parameters\ntensorboard = False\nloss = "ce"\nepochs = 3\n']}})())
     bad_input.check_papermill_parameters()       # right names and kinds: nothing to say

@@ -195,11 +195,12 @@ def test_papermill_with_a_bad_parameter_fails_and_shows_the_error(tmp_path, name
 
 
 @pytest.mark.parametrize("name, value, message", [
-    ("resume", "false", "resume must be True or False, got 'false' (a string: papermill's -p reads only True,"),
+    ("resume", "false", "resume must be True or False, got 'false' (a string: write -p resume False; papermill's -p "
+                        "reads only True,"),
     ("epochs", "10", "epochs must be a positive integer, got '10' (a string: papermill's -p"),
     ("lr", "1e-3 ", "lr must be > 0, got '1e-3 ' (a string: papermill's -p"),
     ("pretrained", "False ", "pretrained weights file 'False ' does not exist; pass True (--pretrained) to"),
-    ("pretrained", "false", "the path of a timm weight file (a string: papermill's -p reads only True, False"),
+    ("pretrained", "false", "the path of a timm weight file (a string: write -p pretrained False; papermill's -p"),
     ("resume", 1, "resume must be True or False, got 1"),
 ])
 def test_papermills_strings_where_python_values_belong_are_refused_and_explained(tmp_path, name, value, message):

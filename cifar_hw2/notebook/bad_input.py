@@ -113,4 +113,4 @@ def check_papermill_parameters() -> None:
     for name in known:
         if name in given and _is(defaults[name], bool) and _is(given[name], str):
             raise ConfigError(f"{name} must be True or False, got {given[name].value!r}"
-                              + string_note(given[name].value))
+                              + string_note(given[name].value, name))

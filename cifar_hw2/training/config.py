@@ -102,7 +102,7 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
                 raise ConfigError(f"{f.name} must be True or False, got {getattr(self, f.name)!r}"
-                                  + string_note(getattr(self, f.name)))
+                                  + string_note(getattr(self, f.name), f.name))
         for name in ("epochs", "batch_size", "lr_period", "val_per_class", "eval_batch_size"):
             _positive_int(name, getattr(self, name))
         for name in ("train_per_class", "test_per_class"):
@@ -137,7 +137,7 @@ class TrainConfig:
             raise ConfigError(f"pretrained weights file {self.pretrained!r} does not exist; pass True "
                               f"(--pretrained) to download from the hub, False (--no-pretrained) to train from "
                               f"scratch, or the path of a timm weight file"
-                              + (string_note(self.pretrained) if self.pretrained.lower() in ("true", "false", "none")
+                              + (string_note(self.pretrained, "pretrained") if self.pretrained.lower() in ("true", "false", "none")
                                  else ""))
         if MODELS[self.model].hub_tag is None and self.pretrained is not False:
             raise ConfigError(f"{self.model} is trained from scratch: set pretrained=False (--no-pretrained)")
@@ -325,13 +325,16 @@ def _in_range(name, v, low, high, low_in, high_in, none_ok) -> None:
         raise ConfigError(f"{name} must be {what}{finite}, got {v!r}" + string_note(v))
 
 
-def string_note(v) -> str:
+def string_note(v, name: str | None = None) -> str:
     """What a text where a number or a bool belongs needs: papermill's -p turns only numbers and the
-    words True, False and None (capitalised) into Python values; anything else stays a string."""
+    words True, False and None (capitalised) into Python values; anything else stays a string.
+    With the parameter's `name`, a lower-case true/false/none gets the exact papermill flag."""
     if not isinstance(v, str):
         return ""
-    return (" (a string: papermill's -p reads only True, False and None, capitalised, and numbers as Python "
-            "values; in Python, write them without quotes)")
+    word = {"true": "True", "false": "False", "none": "None"}.get(v.strip().lower())
+    fix = f"write -p {name} {word}; " if word and name else ""
+    return (f" (a string: {fix}papermill's -p reads only True, False and None, capitalised, and numbers as "
+            f"Python values; in Python, write them without quotes)")
 
 
 def _positive_int(name, v):
