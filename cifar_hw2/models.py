@@ -214,7 +214,7 @@ def fetch_pretrained(name: str) -> str:
         "Run this where the hub can be reached (with the cache on a disk shared with this machine), "
         "or download model.safetensors from https://huggingface.co/{hub_id} and pass its path to "
         "train as --pretrained PATH."))
-    return f"timm/{spec.timm_name}.{spec.hub_tag}"
+    return _hub_id(spec)
 
 
 _RUN_ADVICE = ("Without network, download model.safetensors from https://huggingface.co/{hub_id} elsewhere "
@@ -227,7 +227,7 @@ def _create_timm(name: str, spec: ModelSpec, num_classes: int, pretrained,
     """timm's model; `advice` (with {hub_id}) ends the error when hub weights cannot be had."""
     import timm
 
-    hub_id = f"timm/{spec.timm_name}.{spec.hub_tag}"
+    hub_id = _hub_id(spec)
     arch = f"{spec.timm_name}.{spec.hub_tag}"
     kwargs = dict(num_classes=num_classes, **spec.timm_kwargs)
     if pretrained is False or pretrained is None:
@@ -237,12 +237,9 @@ def _create_timm(name: str, spec: ModelSpec, num_classes: int, pretrained,
             return ModelError(
                 f"could not get the pretrained weights of {name} from the Hugging Face hub ({hub_id}): "
                 f"{why}. " + advice.format(hub_id=hub_id))
-        # Offline, timm would spend ~50 s in hub retries before failing: ask first, in seconds.
-        if not _in_hub_cache(hub_id):
-            if _hub_offline():
-                raise unavailable("HF_HUB_OFFLINE is set and they are not in the local cache")
-            if not hub_reachable():
-                raise unavailable("{}:{} cannot be reached (no network?)".format(*_hub_host()))
+        why = why_no_pretrained(name)
+        if why:
+            raise unavailable(why)
         try:
             return timm.create_model(arch, pretrained=True, **kwargs)
         except (OSError, RuntimeError) as e:  # huggingface_hub's LocalEntryNotFoundError is an OSError
@@ -269,10 +266,22 @@ def _hub_host() -> tuple[str, int]:
     return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
 
 
-def pretrained_in_cache(name: str) -> bool:
-    """Are `name`'s ImageNet weights in the local hub cache (pretrained=True needs no network)?"""
-    spec = MODELS[name]
-    return spec.hub_tag is not None and _in_hub_cache(f"timm/{spec.timm_name}.{spec.hub_tag}")
+def why_no_pretrained(name: str) -> str | None:
+    """Why `name`'s ImageNet weights cannot be had here: not in the local hub cache, and the hub
+    switched off (HF_HUB_OFFLINE) or out of reach. None where they can (or may: the hub answers).
+    Offline, timm would spend ~50 s in hub retries before failing: this asks in seconds."""
+    hub_id = _hub_id(MODELS[name])
+    if _in_hub_cache(hub_id):
+        return None
+    if _hub_offline():
+        return "HF_HUB_OFFLINE is set and they are not in the local cache"
+    if not hub_reachable():
+        return "{}:{} cannot be reached (no network?)".format(*_hub_host())
+    return None
+
+
+def _hub_id(spec: ModelSpec) -> str:
+    return f"timm/{spec.timm_name}.{spec.hub_tag}"
 
 
 def _in_hub_cache(hub_id: str) -> bool:

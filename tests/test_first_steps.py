@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from cifar_hw2.notebook.nbtools import NOTEBOOKS
@@ -60,7 +61,6 @@ def _plain(traceback: list[str]) -> list[str]:
 def test_bad_input_in_a_notebook_cell_is_one_line_and_other_errors_keep_their_traceback(tmp_path):
     """After setup(): the project's bad-input errors in one line (%tb shows the rest), a bug's traceback
     whole, and papermill's injected cell checked against the parameters cell run before it."""
-    import nbformat
     from nbclient import NotebookClient
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in (
         "from cifar_hw2.notebook import setup\ndevice = setup(quiet=True)",
@@ -112,6 +112,15 @@ def test_papermills_cell_is_read_beside_the_parameters_cell(monkeypatch):
     assert set(given) == {"los"} and set(defaults) == {"preset", "loss", "epochs", "tensorboard"}
     assert bad_input.papermill_parameters(["", params, "los = 1"]) == ({}, {})            # no papermill: no check
     assert bad_input.papermill_parameters(["", "print(1)", '# Parameters\nlos = 1\n']) == ({}, {})  # by hand
+    setup = "from cifar_hw2.notebook import setup\ndevice = setup(seed=0)"       # run by hand after the setup cell
+    assert bad_input.papermill_parameters(["", setup, '# Parameters\nloss = "ce"\n']) == ({}, {})
+    assert bad_input.papermill_parameters(["", "device = setup(seed=0)", '# Parameters\nloss = "ce"\n']) == ({}, {})
+    given, _ = bad_input.papermill_parameters(["", params, '# Parameters\nloss = "ce"\nPAPERMILL_INPUT_PATH = "a"\n'])
+    assert set(given) == {"loss"}                                 # papermill's --inject-paths: not a parameter
+    for name in NOTEBOOKS:                                        # every notebook's parameters cell is recognised
+        nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        assert bad_input.papermill_parameters(["", cell.source, "# Parameters\nzz = 1\n"])[0], name
 
     def check(*history):
         monkeypatch.setattr(bad_input, "_ipython", lambda: type("Shell", (), {"user_ns": {"In": list(history)}})())

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cifar_hw2.experiments.grid import Outcome, grid_rows, print_status, run_grid, select
+from cifar_hw2.training.paths import this_python
 from cifar_hw2.experiments.reference import REPORT_TABLE1
 from cifar_hw2.experiments.report import comparison_table, find_runs, write_report
 from conftest import needs_real_data
@@ -69,36 +70,53 @@ def test_dry_run_lists_rows_without_running(tmp_path):
 
 def test_a_full_grid_on_a_cpu_first_says_what_an_epoch_would_take(tmp_path, monkeypatch):
     """Each row's notebook says it too, but only in the executed notebook: the console says it once,
-    also in a dry run, with the weights that cannot be had; and --status keeps a local row's failure."""
+    also in a dry run (where nothing continues)."""
     import torch
     if torch.cuda.is_available():
         pytest.skip("the notice is for a machine without a GPU")
     monkeypatch.delenv("CIFAR_HW2_QUICK", raising=False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))                  # an empty cache
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")                    # and no hub
-    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
     said, ran = [], []
 
     def runner(row, runs, data, env, nproc):
         ran.append(row.key)
         return Outcome(row, "failed", 0.0, "not run here")
-    runs = tmp_path / "runs"
-    run_grid(runs, ["key=b4-bs64-flsd53"], echo=said.append, runner=runner, dry_run=True)
-    assert ran == [] and said[1].endswith("→ run  (Table 1 EfficientNet-B4 · FLSD53 · bs 64, 89.52 %)"), said
-    assert said[2].endswith("For a CPU run use CIFAR_HW2_QUICK=1: every row a quick stand-in (small_cnn, under 2 min).")
-    assert said[3].startswith("note: the ImageNet weights of efficientnet_b4 are not in the Hugging Face hub cache, "
-                              "and the hub cannot be reached from here: those rows would fail. Run `")
-    assert "-m cifar_hw2 weights` where it can be reached" in said[3] and len(said) == 4
+    run_grid(tmp_path, ["key=b4-bs64-flsd53"], echo=said.append, runner=runner, dry_run=True)
+    assert ran == [] and said[2].endswith("For a CPU run use CIFAR_HW2_QUICK=1: every row a quick stand-in (small_cnn, "
+                                          "under 2 min).")
     said.clear()
-    run_grid(runs, ["key=b4-bs64-flsd53"], echo=said.append, runner=runner)
+    run_grid(tmp_path, ["key=b4-bs64-flsd53"], echo=said.append, runner=runner)
     assert ran == ["b4-bs64-flsd53"] and "full configuration" in said[0]
     assert said[1].startswith("note: grid row b4-bs64-flsd53 (efficientnet_b4) needs a CUDA GPU; on this CPU")
     assert "200 epochs asked). For a CPU run use CIFAR_HW2_QUICK=1: every row a quick stand-in (small_cnn" in said[1]
-    assert said[1].endswith("Continuing as asked; Ctrl-C stops.") and said[2].startswith("note: the ImageNet weights")
+    assert said[1].endswith("Continuing as asked; Ctrl-C stops.")
+
+
+@pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "unreachable hub"])
+def test_a_full_grid_names_weights_it_cannot_have_and_status_keeps_a_local_failure(tmp_path, monkeypatch, offline):
+    """Rows whose ImageNet weights cannot be had are named once, before any row runs (in a dry run
+    too); a row that failed is 'failed' in --status, with its last line, not 'new'."""
+    monkeypatch.delenv("CIFAR_HW2_QUICK", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))                  # an empty cache
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    if offline == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        why = "HF_HUB_OFFLINE is set and they are not in the local cache"
+    else:
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+        why = "127.0.0.1:9 cannot be reached (no network?)"
+    runs, said = tmp_path / "runs", []
+    runner = lambda row, runs, data, env, nproc: Outcome(row, "failed", 0.0, "not run here")  # noqa: E731
+    for dry_run in (True, False):
+        said.clear()
+        run_grid(runs, ["key=b4-bs64-flsd53", "key=swin-bs64-mc"], echo=said.append, runner=runner, dry_run=dry_run)
+        note = [line for line in said if line.startswith("note: the ImageNet weights")]
+        assert note == [f"note: the ImageNet weights of efficientnet_b4, swin_b cannot be had here ({why}): those rows "
+                        f"would fail. Run `{this_python()} -m cifar_hw2 weights` where the hub can be reached, with the "
+                        f"cache on a disk this machine sees (docs/data-and-weights.md)"], said
     status = []
     assert print_status(runs, ["key=b4-bs64-flsd53"], echo=status.append) == {"b4-bs64-flsd53": "failed"}
-    assert status[0].split()[2:] == ["failed", "not", "run", "here"]      # not "new": the failure is kept
+    assert status[0].split()[2:] == ["failed", "not", "run", "here"]
 
 
 @pytest.mark.slow
@@ -232,5 +250,6 @@ def test_every_grid_row_runs_in_quick_mode_and_the_report_shows_its_table1_row(t
     monkeypatch.setenv("CIFAR_HW2_QUICK", "0")
     said = []
     assert set(print_status(runs, echo=said.append).values()) == {"stand-in"}
-    assert said[0].endswith("stand-in    1/1 epochs of a quick stand-in; the full row replaces it") and said[-1] == "grid: 16 stand-in"
+    assert said[0].endswith("stand-in    a quick run (done: 1/1 epochs); the full row replaces it")
+    assert said[-1] == "grid: 16 stand-in"
 

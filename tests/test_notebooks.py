@@ -205,12 +205,13 @@ def test_papermill_with_a_bad_parameter_fails_and_shows_the_error(tmp_path, name
 ])
 def test_papermills_strings_where_python_values_belong_are_refused_and_explained(tmp_path, name, value, message):
     """`-p resume false` (lower case) reaches the notebook as the string 'false', which is true:
-    every bool field takes only True or False, and a string where a number or a bool belongs says why."""
+    every bool field takes only True or False, and a string where a number or a bool belongs says why
+    (papermill's -r, raw, and a quoted YAML value pass "10" as a string too)."""
     from cifar_hw2.notebook import train_config_from_parameters
     with pytest.raises(ConfigError) as raised:
         train_config_from_parameters("paper-b4", str(tmp_path / "run"), **{name: value}, device="cpu")
     assert message in str(raised.value)
-    assert ("(a string" in str(raised.value)) == (value in ("false", "10", "1e-3 "))
+    assert ("(a string" in str(raised.value)) == (value in ("false", "False ", "10", "1e-3 "))
 
 
 @pytest.mark.parametrize("where", ["preset", "loss", "model"])

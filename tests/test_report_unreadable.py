@@ -82,7 +82,9 @@ def test_the_shipped_report_is_made_again_elsewhere_byte_for_byte_and_left_untou
         assert (tmp_path / "again" / name).read_bytes() == shipped[name], name
     assert {p.name: p.read_bytes() for p in REFERENCE.iterdir() if p.is_file()} == shipped
     (tmp_path / "file").write_text("")
-    capsys.readouterr()
-    assert main(["report", "--runs", str(REFERENCE), "--out", str(tmp_path / "file")]) == 2
-    assert capsys.readouterr().err.strip() == (f"cifar-hw2: error: --out {tmp_path / 'file'} is a file; give a folder "
-                                               f"for report.md, report.csv and the figures")
+    for out, why in ((tmp_path / "file", "FileExistsError: File exists"),
+                     (tmp_path / "file" / "below", "NotADirectoryError: Not a directory")):
+        capsys.readouterr()
+        assert main(["report", "--runs", str(REFERENCE), "--out", str(out)]) == 2
+        assert capsys.readouterr().err.strip() == (f"cifar-hw2: error: --out {out} cannot be a folder for report.md, "
+                                                   f"report.csv and the figures ({why})")

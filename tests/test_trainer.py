@@ -126,6 +126,21 @@ def test_an_existing_run_is_never_silently_replaced(tiny_data, tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["loss"] == "ce"
 
 
+def test_the_next_commands_name_the_venvs_python_and_tensorboard(tmp_path, monkeypatch):
+    """Not a bare `python` or `tensorboard`: neither is on PATH when the venv was never activated."""
+    from cifar_hw2.training import runfolder
+    venv = tmp_path / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    monkeypatch.setattr(runfolder, "this_python", lambda: str(venv / "python"))
+    best = {"epoch": 1, "test_top1": 0.5, "test_ece": 0.05}
+    (venv / "tensorboard").write_text("")
+    assert runfolder.closing_lines(tmp_path / "run", best, 1).splitlines()[1] == (
+        f"Next: {venv}/python -m cifar_hw2 evaluate --checkpoint {tmp_path}/run/best.pt  |  {venv}/python -m cifar_hw2 "
+        f"report --runs {tmp_path}  |  {venv}/tensorboard --logdir {tmp_path}  |  notebook 05 compares runs")
+    (venv / "tensorboard").unlink()          # a tensorboard installed elsewhere: the one on PATH
+    assert f"  |  tensorboard --logdir {tmp_path}  |" in runfolder.closing_lines(tmp_path / "run", best, 1)
+
+
 def test_checkpoint_of_another_model_or_corrupt_is_refused_and_kept(tiny_data, tmp_path):
     out = tmp_path / "run"
     fit(tiny(tiny_data, out, epochs=1))
@@ -256,8 +271,6 @@ def test_a_finished_run_says_where_its_results_are_and_evaluate_finds_its_data(t
                                 f"(metrics.json; curves in history.csv and TensorBoard; predictions.npz).")
     assert printed[-1].startswith(f"Next: {this_python()} -m cifar_hw2 evaluate --checkpoint ")   # not a bare python
     assert "best.pt" in printed[-1]
-    beside = Path(this_python()).with_name("tensorboard")      # the venv's, which the README never puts on PATH
-    assert f"  |  {beside if beside.is_file() else 'tensorboard'} --logdir " in printed[-1]
     assert json.loads((out / "config.json").read_text())["data_folder"] == str(tiny_data)
     monkeypatch.delenv("CIFAR_HW2_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))     # the default folder holds nothing

@@ -180,29 +180,32 @@ def record_failure(folder: Path, message: str) -> None:
 
 
 def missing_weights_note(configs: list[TrainConfig]) -> str | None:
-    """A line when rows start from ImageNet weights that are neither in the hub cache nor downloadable
-    here: their notebooks would fail one after another, each after loading the data."""
-    from ..models import hub_reachable, pretrained_in_cache
+    """A line when rows start from ImageNet weights that cannot be had here (models.why_no_pretrained):
+    their notebooks would fail one after another, each after loading the data."""
+    from ..models import why_no_pretrained
     from ..training.paths import this_python
-    missing = sorted({c.model for c in configs if c.pretrained is True and not pretrained_in_cache(c.model)})
-    if not missing or hub_reachable():
+    why = {m: why_no_pretrained(m) for m in sorted({c.model for c in configs if c.pretrained is True})}
+    missing = [m for m, reason in why.items() if reason]
+    if not missing:
         return None
-    return (f"note: the ImageNet weights of {', '.join(missing)} are not in the Hugging Face hub cache, and the hub "
-            f"cannot be reached from here: those rows would fail. Run `{this_python()} -m cifar_hw2 weights` where "
-            f"it can be reached, with the cache on a disk this machine sees (docs/data-and-weights.md)")
+    return (f"note: the ImageNet weights of {', '.join(missing)} cannot be had here ({why[missing[0]]}): those rows "
+            f"would fail. Run `{this_python()} -m cifar_hw2 weights` where the hub can be reached, with the cache on "
+            f"a disk this machine sees (docs/data-and-weights.md)")
 
 
 def row_status(folder: Path) -> tuple[str, str]:
     """(state, details) of a row's folder: slurm.status, plus what a local grid records in grid.json.
-    A row whose run failed is 'failed' (not 'new', or 'interrupted' when it left a last.pt); outside
-    quick mode a quick stand-in is 'stand-in' (the full row replaces it), not 'done'."""
+    A row whose run failed is 'failed' (not 'new', or 'interrupted' when it left a last.pt). Outside
+    quick mode a quick run that is not running is 'stand-in', whatever became of it: a full grid
+    replaces it (row_state), neither counts it done nor resumes it."""
+    from ..training.runfolder import saved_config
     from .slurm import status
     state, detail = status(folder)
+    if state not in ("running", "queued") and not quick_mode() and is_quick_run(saved_config(folder)):
+        return "stand-in", f"a quick run ({state}: {detail}); the full row replaces it"
     entry = read_json_mapping(folder / ROW_FILE)
     if state in ("new", "interrupted") and isinstance(entry.get("failed"), str):
         return "failed", entry["failed"][:500] + ("; the same grid command resumes it" if state == "interrupted" else "")
-    if state == "done" and not quick_mode() and entry.get("quick") is True:
-        return "stand-in", f"{detail} of a quick stand-in; the full row replaces it"
     return state, detail
 
 

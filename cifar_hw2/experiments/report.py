@@ -312,9 +312,11 @@ def write_report(root: str | Path, title: str | None = None, out: str | Path | N
     rows = comparison_table(runs)
     stand_ins = sum(is_stand_in(r, report_row_for(r)) for r in runs)
     out = Path(out) if out is not None else root
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder for report.md, report.csv and the figures")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:        # a file there or above it, no permission
+        raise ValueError(f"--out {out} cannot be a folder for report.md, report.csv and the figures "
+                         f"({type(e).__name__}: {e.strerror or e})") from None
     paths = {"csv": out / "report.csv", "md": out / "report.md"}
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")

@@ -11,9 +11,8 @@ both of these on in its IPython kernel (`turn_on`):
 from __future__ import annotations
 
 import ast
-import difflib
 
-from ..training.config import ConfigError, string_note
+from ..training.config import ConfigError, nearest, string_note
 
 # The first line of the cell that papermill injects after the parameters cell (its Python translator's
 # comment; tests/test_notebooks.py runs papermill to guard it).
@@ -64,8 +63,18 @@ def check_papermills_cell(lines: list[str]) -> list[str]:
     return lines
 
 
-def _assigned(source: str) -> dict[str, ast.expr]:
-    """What a cell's top-level statements assign: name → the expression (`x = ...`, `x: int = ...`)."""
+def _is_literal(node: ast.expr | None) -> bool:
+    try:
+        ast.literal_eval(node)
+        return True
+    except (ValueError, TypeError, SyntaxError, RecursionError):
+        return False
+
+
+def _assigned(source: str, only: bool = False) -> dict[str, ast.expr]:
+    """What a cell's top-level statements assign: name → the expression (`x = ...`, `x: int = ...`).
+    With `only`: {} unless every statement assigns a literal (a number, a string, True, None, a list
+    of them), as in a parameters cell, and not as in the setup cell (`device = setup(seed=0)`)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -73,7 +82,10 @@ def _assigned(source: str) -> dict[str, ast.expr]:
     values = {}
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        values.update((t.id, node.value) for t in targets if isinstance(t, ast.Name))
+        names = [t for t in targets if isinstance(t, ast.Name)]
+        if only and (not names or len(names) != len(targets) or not _is_literal(node.value)):
+            return {}
+        values.update((t.id, node.value) for t in names)
     return values
 
 
@@ -81,12 +93,14 @@ def papermill_parameters(history: list[str]) -> tuple[dict[str, ast.expr], dict[
     """(what papermill passed, the parameters cell's defaults), each name → its expression, from the
     cells run so far, oldest first (IPython's `In`). Papermill runs its cell right after the parameters
     cell: the last cell that starts with its mark is read with the cell run before it. Both are empty
-    when there is no such cell, or when the cell before it assigns nothing (then it is not a
-    parameters cell: the injected cell was run again by hand)."""
+    when there is no such cell, or when the cell before it is not a parameters cell, all assignments
+    (the injected cell was run again by hand, after the setup cell, say). Papermill's own
+    PAPERMILL_INPUT_PATH and PAPERMILL_OUTPUT_PATH (--inject-paths) are not parameters."""
     for i in range(len(history) - 1, 0, -1):
         if history[i].startswith(PAPERMILL_CELL_MARK):
-            defaults = _assigned(history[i - 1])
-            return (_assigned(history[i]), defaults) if defaults else ({}, {})
+            defaults = _assigned(history[i - 1], only=True)
+            given = {k: v for k, v in _assigned(history[i]).items() if not k.startswith("PAPERMILL_")}
+            return (given, defaults) if defaults else ({}, {})
     return {}, {}
 
 
@@ -103,11 +117,9 @@ def check_papermill_parameters() -> None:
     given, defaults = papermill_parameters(list(shell.user_ns.get("In", [])))
     unknown, known = sorted(set(given) - set(defaults)), sorted(defaults)
     if unknown:
-        def named(name: str) -> str:
-            close = difflib.get_close_matches(name, known, n=2)
-            return f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
         raise ConfigError(
-            f"unknown papermill parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(named, unknown))}; this "
+            f"unknown papermill parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(name) + nearest(name, known) for name in unknown)}; this "
             f"notebook's parameters are {', '.join(known)}. Papermill only warns and would run on with the "
             "default value, so the notebook stops here.")
     for name in known:

@@ -100,7 +100,7 @@ class TrainConfig:
         _choice("compile_mode", self.compile_mode, COMPILE_MODES)
         _choice("compile_scope", self.compile_scope, COMPILE_SCOPES)
         for f in dataclasses.fields(self):
-            if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
+            if f.type in ("bool", bool) and not isinstance(getattr(self, f.name), bool):
                 raise ConfigError(f"{f.name} must be True or False, got {getattr(self, f.name)!r}"
                                   + string_note(getattr(self, f.name), f.name))
         for name in ("epochs", "batch_size", "lr_period", "val_per_class", "eval_batch_size"):
@@ -137,8 +137,8 @@ class TrainConfig:
             raise ConfigError(f"pretrained weights file {self.pretrained!r} does not exist; pass True "
                               f"(--pretrained) to download from the hub, False (--no-pretrained) to train from "
                               f"scratch, or the path of a timm weight file"
-                              + (string_note(self.pretrained, "pretrained") if self.pretrained.lower() in ("true", "false", "none")
-                                 else ""))
+                              + (string_note(self.pretrained, "pretrained")    # a word, not a misspelt path
+                                 if self.pretrained.strip().lower() in ("true", "false", "none") else ""))
         if MODELS[self.model].hub_tag is None and self.pretrained is not False:
             raise ConfigError(f"{self.model} is trained from scratch: set pretrained=False (--no-pretrained)")
         if self.resume and self.overwrite:
@@ -288,6 +288,12 @@ def quick_mode() -> bool:
     return os.environ.get(QUICK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def nearest(value, valid) -> str:
+    """" (did you mean 'a' or 'b'?)" for the valid names near a misspelt one; "" when none is near."""
+    close = difflib.get_close_matches(value, list(valid), n=2) if isinstance(value, str) else []
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
 def _choice(name, value, valid, label="valid choices"):
     """A name from a registry: an unknown one is refused with the valid ones, and the nearest if one is near."""
     try:
@@ -295,9 +301,7 @@ def _choice(name, value, valid, label="valid choices"):
     except TypeError:           # an unhashable value (a list from papermill's -y) against a dict
         known = False
     if not known:
-        close = difflib.get_close_matches(value, list(valid), n=1) if isinstance(value, str) else []
-        raise ConfigError(f"unknown {name} {value!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                          + f"; {label}: {', '.join(valid)}")
+        raise ConfigError(f"unknown {name} {value!r}{nearest(value, valid)}; {label}: {', '.join(valid)}")
 
 
 def _is_int(v) -> bool:
@@ -328,10 +332,10 @@ def _in_range(name, v, low, high, low_in, high_in, none_ok) -> None:
 def string_note(v, name: str | None = None) -> str:
     """What a text where a number or a bool belongs needs: papermill's -p turns only numbers and the
     words True, False and None (capitalised) into Python values; anything else stays a string.
-    With the parameter's `name`, a lower-case true/false/none gets the exact papermill flag."""
+    With the name of a parameter that takes True or False, a true/false in any case gets the exact flag."""
     if not isinstance(v, str):
         return ""
-    word = {"true": "True", "false": "False", "none": "None"}.get(v.strip().lower())
+    word = {"true": "True", "false": "False"}.get(v.strip().lower())
     fix = f"write -p {name} {word}; " if word and name else ""
     return (f" (a string: {fix}papermill's -p reads only True, False and None, capitalised, and numbers as "
             f"Python values; in Python, write them without quotes)")

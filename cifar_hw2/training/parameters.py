@@ -13,7 +13,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .config import QUICK_ENV, QUICK_STAND_IN, ConfigError, TrainConfig, is_quick_run, make_config, quick_mode
 from .folderlock import hold
 from .paths import repo_path
-from .runfolder import RUN_FILES, clear_run, describe_run, saved_config, settings_changed
+from .runfolder import RUN_FILES, clear_run, describe_changes, describe_run, saved_config, settings_changed
 from .speed import slow_device_notice
 
 
@@ -119,5 +119,4 @@ def _saved_run(out: Path, config: TrainConfig) -> tuple[dict, str | None]:
         return saved, f"its settings cannot be read ({e})"
     if not changed:
         return saved, None
-    what = [f"{k} {a!r} there, {b!r} here" for k, (a, b) in changed.items()]
-    return saved, "; ".join(what[:4]) + (f"; and {len(what) - 4} more" if len(what) > 4 else "")
+    return saved, describe_changes(changed)

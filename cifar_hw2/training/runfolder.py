@@ -97,6 +97,12 @@ def settings_changed(saved: dict, cfg: TrainConfig) -> dict:
     return {k: (old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)}
 
 
+def describe_changes(changed: dict) -> str:
+    """settings_changed's result in words: "loss 'flsd53' there, 'ce' here; ..." (four at most)."""
+    what = [f"{k} {a!r} there, {b!r} here" for k, (a, b) in changed.items()]
+    return "; ".join(what[:4]) + (f"; and {len(what) - 4} more" if len(what) > 4 else "")
+
+
 def describe_run(cfg: dict) -> str:
     return f"model={cfg.get('model')}, loss={cfg.get('loss')}, lr={cfg.get('lr')}, batch_size={cfg.get('batch_size')}"
 
@@ -188,9 +194,8 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
         except (TypeError, ValueError, AttributeError):    # config.json is not trusted: odd values
             changed = {}
         if changed:     # --resume would be refused: offer only what works
-            what = ", ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in changed.items())
-            raise ConfigError(f"out folder {out} already holds a run made with other settings ({what}); pass "
-                              f"--overwrite to replace it, or choose another --out")
+            raise ConfigError(f"out folder {out} already holds a run made with other settings "
+                              f"({describe_changes(changed)}); pass --overwrite to replace it, or choose another --out")
         raise ConfigError(f"out folder {out} already holds a run ({describe_run(old) if old else ', '.join(existing)}); "
                           f"pass --resume to continue it or --overwrite to replace it, or choose another --out")
     if cfg.overwrite:
