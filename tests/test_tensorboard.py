@@ -52,7 +52,9 @@ def test_a_run_writes_its_curves_and_a_resumed_run_continues_them_without_duplic
         assert [s for s, _ in got[tag]] == [steps_per_epoch * e for e in (1, 2, 3)], tag    # one point an epoch
     loss_steps = [s for s, _ in got["train/loss"]]
     assert loss_steps == sorted(set(loss_steps)), "duplicate or out-of-order train/loss points"
-    assert len(loss_steps) >= 3 * (steps_per_epoch // 25 - 1) and max(loss_steps) <= 3 * steps_per_epoch
+    # A point every 25 steps, less the first of each epoch (its baseline read) and the one the resume
+    # re-reads its baseline in: which one that is depends on where the SIGTERM lands (a busy CI lost it).
+    assert len(loss_steps) >= 3 * (steps_per_epoch // 25 - 1) - 1 and max(loss_steps) <= 3 * steps_per_epoch
     # the per-epoch numbers are history.csv's
     import csv
     with open(out / "history.csv") as f:
