@@ -139,6 +139,29 @@ def test_papermills_cell_is_read_beside_the_parameters_cell(monkeypatch):
     bad_input.check_papermill_parameters()       # right names and kinds: nothing to say
 
 
+@pytest.mark.parametrize("history, quick, tensorboard, started, why", [
+    (["", "x = 1"], "0", True, True, None),                                     # a page (JupyterLab, Colab)
+    (["", "x = 1"], "0", False, False, "tensorboard = False"),
+    (["", "x = 1"], "1", True, False, "quick mode"),                           # the tests
+    (["", "loss = 'ce'\ntensorboard = True", "# Parameters\nloss = 'mc'\n"], "0", True, False, "run by papermill"),
+    (["", "loss = 'ce'\ntensorboard = True", "# Parameters\nPAPERMILL_INPUT_PATH = 'a'\n"], "0", True, False,
+     "run by papermill"),                                                       # --inject-paths alone: papermill too
+    (["", "loss = 'ce'\ntensorboard = False", "# Parameters\ntensorboard = True\n"], "0", True, True, None),
+])
+def test_tensorboard_starts_only_where_a_page_can_show_it(monkeypatch, capsys, history, quick, tensorboard, started, why):
+    # Headless under papermill no page shows the %tensorboard magic's server, which stops with the kernel.
+    from cifar_hw2.notebook import bad_input, tensorboard_wanted
+    monkeypatch.setattr(bad_input, "_ipython", lambda: type("Shell", (), {"user_ns": {"In": history}})())
+    monkeypatch.setenv("CIFAR_HW2_QUICK", quick)
+    assert tensorboard_wanted(tensorboard, Path("runs") / "flsd53") is started
+    out = capsys.readouterr().out
+    if started:
+        assert out == ""
+    else:
+        assert out.startswith(f"TensorBoard not started ({why}") and out.count("\n") == 1
+        assert out.endswith("); from a terminal: tensorboard --logdir runs/flsd53\n")
+
+
 def test_a_mismatched_torchvision_is_a_clear_import_error_in_python(tmp_path):
     run = subprocess.run([sys.executable, "-c", "import cifar_hw2"], env=_broken_torchvision(tmp_path),
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -11,8 +11,9 @@ May import: every floor but cli.
 from ..training.config import quick_mode
 from ..training.parameters import train_config_from_parameters
 from ..training.paths import repo_path
-from .helpers import reference_path, save_figure, setup, show_mistakes, show_run_tables, tensorboard_on_path
+from .helpers import (reference_path, save_figure, setup, show_mistakes, show_run_tables, tensorboard_on_path,
+                      tensorboard_wanted)
 
 # What notebooks/*.ipynb import from here (their cells; the setup cell is helpers.setup_cell).
 __all__ = ["setup", "save_figure", "quick_mode", "train_config_from_parameters", "repo_path", "reference_path",
-           "show_run_tables", "show_mistakes", "tensorboard_on_path"]
+           "show_run_tables", "show_mistakes", "tensorboard_on_path", "tensorboard_wanted"]

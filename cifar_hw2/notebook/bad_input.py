@@ -104,6 +104,16 @@ def papermill_parameters(history: list[str]) -> tuple[dict[str, ast.expr], dict[
     return {}, {}
 
 
+def papermill_passed() -> set[str] | None:
+    """The names that papermill passed with -p to this kernel, or None where no papermill cell ran (not
+    papermill; or papermill given no -p at all, which injects no cell and so cannot be told apart)."""
+    shell = _ipython()
+    if shell is None:
+        return None
+    given, defaults = papermill_parameters(list(shell.user_ns.get("In", [])))
+    return set(given) if defaults else None
+
+
 def _is(node: ast.expr, kind: type) -> bool:
     return isinstance(node, ast.Constant) and type(node.value) is kind
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..training.config import QUICK_ENV, quick_mode
-from ..training.paths import PACKAGE_DIR, figures_dir, repo_path
+from ..training.paths import PACKAGE_DIR, figures_dir, repo_path, shown_path
 from ..training.processes import pick_device
 from . import bad_input
 
@@ -93,6 +93,21 @@ def save_figure(fig, name: str) -> Path:
 # cifar_hw2/cpu_reference(_reruns), which pyproject.toml maps onto those folders rather than copying them.
 REFERENCE, RERUNS = "results/cpu-reference", "results/cpu-reference-reruns"
 PACKAGED = {REFERENCE: PACKAGE_DIR / "cpu_reference", RERUNS: PACKAGE_DIR / "cpu_reference_reruns"}
+
+
+def tensorboard_wanted(tensorboard: bool, logdir: str | os.PathLike) -> bool:
+    """Whether 04 opens TensorBoard in its page; where not, one line says why and how to see the curves.
+    Not in quick mode (the tests), and not under papermill unless `-p tensorboard True` asks for it:
+    headless no page shows TensorBoard, and the saved notebook would keep a frame of a server that
+    stopped with the run's kernel (papermill's output opened later shows an empty box)."""
+    passed = bad_input.papermill_passed()
+    headless = passed is not None and "tensorboard" not in passed
+    if tensorboard and not quick_mode() and not headless:
+        return True
+    why = ("tensorboard = False" if not tensorboard else "quick mode" if quick_mode() else
+           "run by papermill, no page to show it in; -p tensorboard True starts it anyway")
+    print(f"TensorBoard not started ({why}); from a terminal: tensorboard --logdir {shown_path(logdir)}")
+    return False
 
 
 def tensorboard_on_path() -> None:
