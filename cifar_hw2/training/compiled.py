@@ -1,8 +1,9 @@
 """torch.compile for the training step: regional compilation, static shapes, portable caches,
 and a one-line fallback to eager.
 
-Why regional. One B4 training step dispatches ~2,400 aten ops (~2,300 CUDA launches at ~30 µs of
-host time each: the step is launch-bound, ~85 ms at batch 32 and 64 alike on an H200). Fusion plus
+Why regional. One B4 training step dispatches ~2,400 aten ops (counted with the CPU profiler), each
+at least one CUDA launch that costs host time: the step is launch-bound, ~85 ms at batch 32 and 64
+alike on an H200 (benchmarks/RESULTS.md, GPU). Fusion plus
 CUDA graphs (`--compile-mode reduce-overhead`) removes that, but compiling the whole model did not
 finish its warm-up within 150 s. B4's 32 MBConv blocks and Swin-B's 24 transformer blocks are a
 few kinds repeated: compiling each block on its own (PyTorch's "regional compilation" recipe,
