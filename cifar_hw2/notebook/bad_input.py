@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ast
 
-from ..training.config import ConfigError, nearest, string_note
+from ..training.config import ConfigError, check_bool, nearest
 
 # The first line of the cell that papermill injects after the parameters cell (its Python translator's
 # comment; tests/test_notebooks.py runs papermill to guard it).
@@ -134,5 +134,4 @@ def check_papermill_parameters() -> None:
             "default value, so the notebook stops here.")
     for name in known:
         if name in given and _is(defaults[name], bool) and _is(given[name], str):
-            raise ConfigError(f"{name} must be True or False, got {given[name].value!r}"
-                              + string_note(given[name].value, name))
+            check_bool(name, given[name].value)

@@ -100,9 +100,8 @@ class TrainConfig:
         _choice("compile_mode", self.compile_mode, COMPILE_MODES)
         _choice("compile_scope", self.compile_scope, COMPILE_SCOPES)
         for f in dataclasses.fields(self):
-            if f.type in ("bool", bool) and not isinstance(getattr(self, f.name), bool):
-                raise ConfigError(f"{f.name} must be True or False, got {getattr(self, f.name)!r}"
-                                  + string_note(getattr(self, f.name), f.name))
+            if f.type in ("bool", bool):
+                check_bool(f.name, getattr(self, f.name))
         for name in ("epochs", "batch_size", "lr_period", "val_per_class", "eval_batch_size"):
             _positive_int(name, getattr(self, name))
         for name in ("train_per_class", "test_per_class"):
@@ -339,6 +338,12 @@ def string_note(v, name: str | None = None) -> str:
     fix = f"write -p {name} {word}; " if word and name else ""
     return (f" (a string: {fix}papermill's -p reads only True, False and None, capitalised, and numbers as "
             f"Python values; in Python, write them without quotes)")
+
+
+def check_bool(name: str, v) -> None:
+    """A setting that takes True or False: anything else is refused, a string with the exact flag to write."""
+    if not isinstance(v, bool):
+        raise ConfigError(f"{name} must be True or False, got {v!r}" + string_note(v, name))
 
 
 def _positive_int(name, v):
