@@ -332,7 +332,7 @@ def submit_train(config, slurm, dry_run: bool) -> int:
 
 
 def run_evaluate(args) -> int:
-    from .experiments.evaluate import EvaluationNotSaved, evaluate_checkpoint
+    from .experiments.evaluate import VAL_NOTE, EvaluationNotSaved, evaluate_checkpoint
     if args.batch_size is not None and args.batch_size <= 0:
         raise ValueError(f"batch size must be a positive integer, got {args.batch_size}")
     try:
@@ -340,6 +340,8 @@ def run_evaluate(args) -> int:
     except EvaluationNotSaved as e:
         result, unsaved = e.result, e
     print(json.dumps(result, indent=2))
+    if args.split == "val":
+        print(f"cifar-hw2: note: {VAL_NOTE}", file=sys.stderr)
     if unsaved:
         print(f"cifar-hw2: error: {unsaved}", file=sys.stderr)
         return EXIT_WRITE_FAILED

@@ -19,9 +19,9 @@ CONFIDENCE_THRESHOLDS = (0.5, 0.8, 0.9)
 
 
 def predicted(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(confidence [N], predicted class [N]): the top softmax probability and its class."""
-    conf, pred = logits.double().softmax(dim=1).max(dim=1)
-    return conf, pred
+    """(confidence [N], predicted class [N]): the top softmax probability and the argmax class (on a
+    tie, the first), as metrics.py predicts."""
+    return logits.double().softmax(dim=1).max(dim=1).values, logits.argmax(dim=1)
 
 
 def confusion(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

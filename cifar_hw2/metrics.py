@@ -17,13 +17,21 @@ def _check(logits: torch.Tensor, targets: torch.Tensor) -> None:
                          f"and {tuple(targets.shape)}")
     if logits.shape[0] == 0:
         raise ValueError("no samples: logits and targets are empty")
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits)).sum())
+        raise ValueError(f"{bad} of the {logits.numel()} logits are NaN or infinite: the model's outputs "
+                         "overflowed or training diverged, so no metric of them means anything")
 
 
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int = 1) -> float:
-    """Fraction of samples whose true class is among the k highest logits."""
+    """Fraction of samples whose true class is among the k highest logits. Top-1 is the argmax, the
+    predicted class of `reliability` and of errors.py (on a tie, the first class: topk may pick another)."""
     _check(logits, targets)
     k = min(k, logits.shape[1])
-    hit = (logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1)
+    if k == 1:
+        hit = logits.argmax(dim=1) == targets
+    else:
+        hit = (logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1)
     return hit.double().mean().item()
 
 
@@ -69,7 +77,7 @@ def reliability(logits: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -
     if n_bins <= 0:
         raise ValueError(f"n_bins must be positive, got {n_bins}")
     probs = logits.double().softmax(dim=1)
-    conf, pred = probs.max(dim=1)
+    conf, pred = probs.max(dim=1).values, logits.argmax(dim=1)   # argmax: on a tie, the first class
     correct = (pred == targets).double()
     edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
     # bucketize(right=False) gives i with edges[i-1] < conf <= edges[i]; bin index i - 1.

@@ -79,6 +79,28 @@ def test_metrics_bad_input():
         reliability(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), n_bins=0)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("metric", [topk_accuracy, nll, expected_calibration_error, fit_temperature, fit_temperature_ece])
+def test_non_finite_logits_are_refused_by_every_metric(metric, bad):
+    # A NaN used to give the NLL fit its upper bound (T = 20) and the ECE grid no T at all (None).
+    logits = torch.randn(6, 3)
+    logits[2, 1] = bad
+    with pytest.raises(ValueError, match=r"^1 of the 18 logits are NaN or infinite"):
+        metric(logits, torch.zeros(6, dtype=torch.long))
+
+
+def test_a_tie_is_one_prediction_for_accuracy_and_calibration():
+    # All logits equal (a collapsed network): top-1 and the ECE's accuracy both take the first class.
+    logits, targets = torch.zeros(4, 5), torch.zeros(4, dtype=torch.long)
+    assert topk_accuracy(logits, targets) == 1.0
+    r = reliability(logits, targets)
+    assert r.accuracy[r.counts > 0].tolist() == [1.0] and r.ece == pytest.approx(0.8)
+    logits[:, 1] = 1.0     # tied between classes 1 and 4 at the top
+    logits[:, 4] = 1.0
+    assert topk_accuracy(logits, torch.full((4,), 1)) == 1.0 and topk_accuracy(logits, torch.full((4,), 4)) == 0.0
+    assert reliability(logits, torch.full((4,), 1)).accuracy.max() == 1.0
+
+
 def test_fit_temperature_clamps_to_its_bounds():
     # All right with a margin: NLL keeps falling as T → 0, so the fit stops at t_min.
     z = torch.tensor([[2.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
