@@ -5,6 +5,7 @@ displays may show percent. Everything is computed in float64 on the CPU-or-where
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,23 @@ class Reliability:
     def mean_confidence(self) -> float:
         """Mean max-softmax confidence over all samples: above the accuracy, over-confident on average."""
         return float((self.counts * self.confidence).sum() / self.counts.sum())
+
+    def calibrated_ece(self) -> float:
+        """The ECE that a perfectly calibrated model with these bins would show, in expectation: its
+        floor on this many samples. Each bin's accuracy is then a binomial draw around its confidence,
+        Binomial(n_b, conf_b) / n_b, whose mean absolute deviation is summed as the ECE sums the gaps.
+        An ECE, or a difference between two, of this size is sampling noise, not miscalibration.
+        (Every sample of a bin counts as the bin's mean confidence: that overstates the noise a little,
+        since Σ p_i(1 − p_i) ≤ n_b·conf_b(1 − conf_b).)"""
+        total = 0.0
+        for n, p in zip(self.counts.tolist(), self.confidence.tolist()):
+            if n == 0 or p >= 1.0:
+                continue
+            k = torch.arange(n + 1, dtype=torch.float64)
+            log_pmf = (math.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
+                       + k * math.log(p) + (n - k) * math.log1p(-p))
+            total += float((log_pmf.exp() * (k - n * p).abs()).sum())   # E|X − n·p|, X ~ Binomial(n, p)
+        return total / int(self.counts.sum())
 
     def to_dict(self) -> dict:
         """Plain lists, for metrics.json."""

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifar_hw2.metrics import (ECE_GRID, classification_metrics, expected_calibration_error, fit_temperature,
+from cifar_hw2.metrics import (ECE_GRID, Reliability, classification_metrics, expected_calibration_error, fit_temperature,
                                fit_temperature_ece,
                                nll, reliability, topk_accuracy)
 
@@ -87,6 +87,23 @@ def test_non_finite_logits_are_refused_by_every_metric(metric, bad):
     logits[2, 1] = bad
     with pytest.raises(ValueError, match=r"^1 of the 18 logits are NaN or infinite"):
         metric(logits, torch.zeros(6, dtype=torch.long))
+
+
+def test_calibrated_ece_is_the_ece_that_sampling_noise_alone_gives():
+    # One sample at confidence 0.5: right or wrong, |acc − conf| = 0.5.
+    one = Reliability(torch.linspace(0, 1, 16, dtype=torch.float64), torch.tensor([0] * 7 + [1] + [0] * 7),
+                      torch.tensor([0.0] * 7 + [0.5] + [0.0] * 7, dtype=torch.float64), torch.zeros(15), 0.0)
+    assert one.calibrated_ece() == pytest.approx(0.5)
+    # A model that is calibrated by construction (labels drawn from its own softmax) shows this ECE on
+    # average, and it shrinks like 1/√N. The bins' mean confidence stands for each sample's, which
+    # overstates the noise a little: hence the one-sided margin.
+    g = torch.Generator().manual_seed(0)
+    for n in (1000, 8000):
+        logits = 2 * torch.randn(n, 10, generator=g, dtype=torch.float64)
+        probs = logits.softmax(dim=1)
+        drawn = [reliability(logits, torch.multinomial(probs, 1, generator=g).squeeze(1)).ece for _ in range(200)]
+        floor = reliability(logits, torch.zeros(n, dtype=torch.long)).calibrated_ece()   # labels play no part
+        assert 0.93 < floor / (sum(drawn) / len(drawn)) < 1.12, (n, floor)
 
 
 def test_a_tie_is_one_prediction_for_accuracy_and_calibration():

@@ -124,7 +124,7 @@ def comparison_table(runs: list[Run]) -> list[dict]:
     """One row per run: our best-by-val and final test accuracy beside the report's, and calibration."""
     out = []
     for run in runs:
-        best, final = run.metrics["best"], run.metrics["final"]
+        best, final, bins = run.metrics["best"], run.metrics["final"], reliability_of(run)
         ref = report_row_for(run)
         out.append({
             "run": run.name, "model": run.config["model"], "loss": run.loss_label,
@@ -134,7 +134,7 @@ def comparison_table(runs: list[Run]) -> list[dict]:
             # A small model's few epochs against the report's 200-epoch B4/Swin-B: no difference to show.
             "diff_vs_report": (best["top1"] - ref.accuracy) if ref and not is_stand_in(run, ref) else None,
             "best_epoch": best["epoch"], "top5": best["top5"], "nll": best["nll"], "ece": best["ece"],
-            "confidence": reliability_of(run).mean_confidence,
+            "confidence": bins.mean_confidence, "ece_floor": bins.calibrated_ece(),
             "temperature": best["temperature"], "ece_ts": best["ece_ts"],
             "temperature_ece": best.get("temperature_ece"), "ece_ts_ece": best.get("ece_ts_ece"),
             "seed": run.config.get("seed"), "hours": sum(r["seconds"] for r in run.history) / 3600,
@@ -144,9 +144,9 @@ def comparison_table(runs: list[Run]) -> list[dict]:
 
 # The comparison split in two, so each table fits a notebook's width.
 ACCURACY_COLUMNS = ("run", "model", "loss", "batch_size", "seed", "epochs", "best_epoch", "table1_row",
-                    "report_top1", "best_top1", "final_top1", "diff_vs_report", "top5")
-CALIBRATION_COLUMNS = ("run", "loss", "best_top1", "confidence", "nll", "ece", "temperature", "ece_ts",
-                       "temperature_ece", "ece_ts_ece", "hours")
+                    "report_top1", "best_top1", "final_top1", "diff_vs_report", "top5", "hours")
+CALIBRATION_COLUMNS = ("run", "loss", "best_top1", "confidence", "nll", "ece", "ece_floor", "temperature",
+                       "ece_ts", "temperature_ece", "ece_ts_ece")
 
 
 def accuracy_table(runs: list[Run]) -> list[dict]:
@@ -160,7 +160,10 @@ def calibration_table(runs: list[Run]) -> list[dict]:
 TEMPERATURE_NOTE = (
     "ECE in %, 15 equal-width bins, on the test split at the best-by-validation epoch. `confidence` "
     "is the mean top-1 probability there, before scaling: above `best_top1` the run is over-confident "
-    "on average, below it under-confident. Both "
+    "on average, below it under-confident. `ece_floor` is the ECE that a perfectly calibrated model "
+    "with the same confidences would show on this many test images, in expectation (sampling noise; "
+    "`Reliability.calibrated_ece`): an ECE near it, or a difference between ECEs of its size, says "
+    "nothing about calibration. Both "
     "temperatures are fitted on the validation split, never on test: `temperature` minimises the "
     "validation NLL (Guo et al. 2017) and `ece_ts` is the test ECE after dividing the logits by it; "
     "`temperature_ece` is the grid value (0.1, 0.2, …, 10) with the lowest validation ECE, the "
@@ -186,8 +189,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 # Keys whose values are fractions shown in percent, with 2 decimals (accuracy and ECE), in every
 # table of the report: the per-run tables (_fmt) and the seed tables (_mean_sd).
-PERCENT = frozenset({"top1", "report_top1", "best_top1", "final_top1", "top5", "confidence", "ece", "ece_ts",
-                     "ece_ts_ece"})
+PERCENT = frozenset({"top1", "report_top1", "best_top1", "final_top1", "top5", "confidence", "ece", "ece_floor",
+                     "ece_ts", "ece_ts_ece"})
 
 
 def _fmt(key: str, v) -> str:
