@@ -150,3 +150,26 @@ def test_05s_mistakes_section_names_each_of_three_runs_with_one_title(tmp_path, 
     show_mistakes(runs, "t")
     assert sorted(p.name for p in (tmp_path / "figures").glob("t_superclass_confusion_*.png")) == [
         "t_superclass_confusion_1.png", "t_superclass_confusion_2.png"]
+
+
+def test_predictions_of_another_epoch_than_metrics_best_are_left_out_in_one_line(tmp_path):
+    # A run killed between writing best.pt and predictions.npz keeps an older epoch's predictions:
+    # 05 would mix their mistakes with metrics.json's numbers. evaluate's file can stand in.
+    import shutil
+    from pathlib import Path
+    from cifar_hw2.experiments.mistakes import with_predictions
+    from cifar_hw2.experiments.report import find_runs
+    source = Path(__file__).resolve().parents[1] / "results" / "cpu-reference-reruns" / "ce-seed0"
+    shutil.copytree(source, tmp_path / "ce")
+    p = load_predictions(tmp_path / "ce" / "predictions.npz")
+    test, val = _split(40), _split(20)
+    write_predictions(tmp_path / "ce" / "predictions.npz", torch.randn(40, 4), test, epoch=p.epoch - 2,
+                      val_logits=torch.randn(20, 4), val_split=val)
+    said = []
+    assert with_predictions(find_runs(tmp_path), warn=said.append) == []
+    assert said == [f"left out: {tmp_path / 'ce' / 'predictions.npz'} holds epoch {p.epoch - 2}, but metrics.json's "
+                    f"best epoch is {p.epoch}; `python -m cifar_hw2 evaluate --checkpoint {tmp_path / 'ce' / 'best.pt'}` "
+                    "writes that epoch's"]
+    shutil.copy(source / "predictions.npz", tmp_path / "ce" / "predictions-best.npz")   # as evaluate writes it
+    [(run, found)] = with_predictions(find_runs(tmp_path), warn=said.append)
+    assert found.epoch == p.epoch and len(said) == 2

@@ -32,18 +32,25 @@ def run_titles(runs) -> dict[str, str]:
 
 
 def with_predictions(runs, warn=print) -> list[tuple]:
-    """(run, Predictions) for each run whose folder holds a readable predictions file; a damaged one
-    is named in one line and left out."""
+    """(run, Predictions) for each run whose folder holds a readable predictions file of the epoch that
+    its metrics.json reports as best; a damaged file, or one of another epoch (a run killed between
+    writing its checkpoints and its predictions), is named in one line and left out."""
     out = []
     for run in runs:
         # the trainer's file, else the one `evaluate --checkpoint RUN/best.pt` writes
         found = [run.path / name for name in (FILENAME, "predictions-best.npz") if (run.path / name).exists()]
-        if not found:
-            continue
-        try:
-            out.append((run, load_predictions(found[0])))
-        except PredictionsError as e:
-            warn(f"left out: {e}")
+        best = run.metrics["best"]["epoch"]
+        for path in found:
+            try:
+                predictions = load_predictions(path)
+            except PredictionsError as e:
+                warn(f"left out: {e}")
+                continue
+            if predictions.epoch == best:
+                out.append((run, predictions))
+                break
+            warn(f"left out: {path} holds epoch {predictions.epoch}, but metrics.json's best epoch is {best}; "
+                 f"`python -m cifar_hw2 evaluate --checkpoint {run.path / 'best.pt'}` writes that epoch's")
     return out
 
 
