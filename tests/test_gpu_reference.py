@@ -161,3 +161,32 @@ def test_the_script_trains_and_reports_from_data_in_place(tiny_data, tmp_path):
     steps = (tmp_path / "runs" / "logs" / "steps.tsv").read_text().splitlines()
     assert [line.split("\t")[:2] for line in steps] == [["data", "ok"], ["train_ce-seed0", "ok"], ["report", "ok"]]
     assert json.loads((tmp_path / "runs" / "ce-seed0" / "metrics.json").read_text())["complete"]
+
+
+@pytest.mark.slow
+def test_05_shows_gpu_reference_runs_beside_the_papers_numbers(tmp_path):
+    # Stand-ins for the GPU runs (the CPU re-runs, copied): 05's section shows any such folder's runs,
+    # with the calibration columns the claim is read from, and says so in one line when there are none.
+    import sys
+    import nbformat
+    for name in ("ce-seed0", "flsd53-seed0"):
+        shutil.copytree(ROOT / "results" / "cpu-reference-reruns" / name, tmp_path / "gpu" / name)
+
+    def run_05(folder: Path) -> str:
+        out = tmp_path / f"05-{folder.name}.ipynb"
+        done = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "05_compare.ipynb"), str(out),
+                               "-p", "gpu_reference", str(folder), "--no-progress-bar"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        nb = nbformat.read(out, as_version=4)
+        start = next(i for i, c in enumerate(nb.cells) if c.source.startswith("## The GPU reference"))
+        texts = [o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
+                 for c in nb.cells[start:start + 4] if c.cell_type == "code" for o in c.outputs]
+        return "\n".join(texts)
+
+    shown = run_05(tmp_path / "gpu")
+    assert "| ResNet-50 | CE | 17.52 | 3.42 | 2.1 |" in shown and "| ResNet-50 | FLSD-53 | 4.50 | 2.00 | 1.1 |" in shown
+    assert "| ce-seed0 | CE | 46.51 | 45.01 | 1.972 | 1.75 | 1.22 | 0.991 | 1.54 | 1.000 | 1.75 |" in shown
+    assert "| flsd53-seed0 | FLSD-53 | 44.82 |" in shown and "No runs under" not in shown
+    none = run_05(tmp_path / "empty")
+    assert f"No runs under {tmp_path / 'empty'} yet: they need a GPU" in none and "ce-seed0" not in none

@@ -1,4 +1,5 @@
-"""The homework report's Table 1 as data, and which of our losses answers to which of its labels.
+"""The homework report's Table 1 as data, which of our losses answers to which of its labels, and
+Mukhoti et al.'s CIFAR-100 calibration numbers that the GPU reference is set beside.
 
 Source: the homework's report (its Table 1; the report is not part of this repository) and what its
 code really ran (the README's table). Accuracies and ECE are fractions, like everything the library
@@ -64,3 +65,38 @@ def find_table1_row(model: str, loss: str, batch_size: int) -> ReportRow | None:
         if (row.model, row.loss, row.batch_size) == (model, label, batch_size):
             return row
     return None
+
+
+@dataclass(frozen=True)
+class PaperCalibration:
+    """One network of Mukhoti et al. 2020 on CIFAR-100: test ECE (15 bins) before and after
+    temperature scaling, where quoted (their protocol: T on a grid, by validation ECE)."""
+    model: str
+    loss: str                   # CE | FLSD-53
+    ece: float                  # fraction
+    ece_ts: float | None = None
+    temperature: float | None = None
+
+
+# Source: Mukhoti et al. 2020, "Calibrating Deep Neural Networks using Focal Loss", their CIFAR-100
+# results (networks trained from scratch for 350 epochs). The after-scaling values are quoted here for
+# ResNet-50 and WRN-26-10 only, and T for ResNet-50 only.
+MUKHOTI_CIFAR100 = (
+    PaperCalibration("ResNet-50", "CE", 0.1752, 0.0342, 2.1),
+    PaperCalibration("ResNet-50", "FLSD-53", 0.0450, 0.0200, 1.1),
+    PaperCalibration("ResNet-110", "CE", 0.1905),
+    PaperCalibration("ResNet-110", "FLSD-53", 0.0856),
+    PaperCalibration("WRN-26-10", "CE", 0.1533, 0.0288),
+    PaperCalibration("WRN-26-10", "FLSD-53", 0.0303, 0.0164),
+    PaperCalibration("DenseNet-121", "CE", 0.2098),
+    PaperCalibration("DenseNet-121", "FLSD-53", 0.0373),
+)
+
+
+def paper_calibration_rows() -> list[dict]:
+    """MUKHOTI_CIFAR100 as table rows, in percent ("–" where the paper's value is not quoted here)."""
+    def pct(v):
+        return "–" if v is None else f"{100 * v:.2f}"
+    return [{"network (Mukhoti et al.)": r.model, "loss": r.loss, "ECE (%)": pct(r.ece),
+             "ECE after T (%)": pct(r.ece_ts), "T": "–" if r.temperature is None else f"{r.temperature:g}"}
+            for r in MUKHOTI_CIFAR100]

@@ -168,7 +168,8 @@ TEMPERATURE_NOTE = (
     "validation NLL (Guo et al. 2017) and `ece_ts` is the test ECE after dividing the logits by it; "
     "`temperature_ece` is the grid value (0.1, 0.2, …, 10) with the lowest validation ECE, the "
     "protocol of Mukhoti et al. 2020's code, and `ece_ts_ece` the test ECE after it. Compare "
-    "`ece_ts_ece` with the papers' ECE-after-scaling columns.")
+    "`ece_ts_ece` with the papers' ECE-after-scaling columns. The NLL fit searches T in 0.05–20 and "
+    "the grid spans 0.1–10: a T at either end is the search's bound, not a fitted value.")
 
 
 def table1_rows() -> list[dict]:
