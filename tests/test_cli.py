@@ -165,7 +165,7 @@ def test_train_then_out_folder_guard_then_evaluate(tiny_data, tmp_path):
     assert result["split"] == "val" and result["images"] == 200
     assert {"top1", "top5", "nll", "ece", "temperature", "temperature_ece"} <= set(result)
     assert not {"ece_ts", "ece_ts_ece"} & set(result)           # T was fitted on val: no in-sample ECE
-    assert run.stderr.strip().startswith("cifar-hw2: note: on val, ece_ts and ece_ts_ece are left out")
+    assert "cifar-hw2: note: on val, ece_ts and ece_ts_ece are left out" in run.stderr
     assert json.loads((out / "eval-best-val.json").read_text()) == result
     test = json.loads(cli("evaluate", "--checkpoint", str(out / "best.pt")).stdout)
     assert {"ece_ts", "ece_ts_ece"} <= set(test) and test["temperature"] == result["temperature"]

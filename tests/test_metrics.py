@@ -95,8 +95,8 @@ def test_calibrated_ece_is_the_ece_that_sampling_noise_alone_gives():
                       torch.tensor([0.0] * 7 + [0.5] + [0.0] * 7, dtype=torch.float64), torch.zeros(15), 0.0)
     assert one.calibrated_ece() == pytest.approx(0.5)
     # A model that is calibrated by construction (labels drawn from its own softmax) shows this ECE on
-    # average, and it shrinks like 1/√N. The bins' mean confidence stands for each sample's, which
-    # overstates the noise a little: hence the one-sided margin.
+    # average, and it shrinks like 1/√N. The bins' mean confidence stands for each sample's (nearly the
+    # same); the margin allows for that and for 200 draws' own spread.
     g = torch.Generator().manual_seed(0)
     for n in (1000, 8000):
         logits = 2 * torch.randn(n, 10, generator=g, dtype=torch.float64)

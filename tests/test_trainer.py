@@ -172,6 +172,25 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tiny
     assert (out / "last.pt").read_bytes() == before
 
 
+def test_non_finite_outputs_in_evaluation_stop_the_run_and_keep_the_checkpoint(tiny_data, tmp_path, monkeypatch):
+    # Finite training losses, yet outputs that overflow in evaluation: the run stops in one line, as
+    # for a non-finite loss, instead of a bare ValueError from the metrics.
+    out = tmp_path / "run"
+    fit(tiny(tiny_data, out, epochs=1))
+    before = (out / "last.pt").read_bytes()
+    original = Trainer.predict
+
+    def predict(self, split):
+        logits, labels = original(self, split)
+        logits[0, 0] = float("inf")
+        return logits, labels
+    monkeypatch.setattr(Trainer, "predict", predict)
+    with pytest.raises(NonFiniteLossError, match=r"outputs became NaN or infinite in this epoch's evaluation; "
+                                                 r"the run stopped\. .*last good checkpoint .*after epoch 1"):
+        fit(tiny(tiny_data, out, epochs=2, resume=True))
+    assert (out / "last.pt").read_bytes() == before
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", ["ce", "focal", "flsd53", "mc"])
 def test_every_loss_trains(loss, tiny_data, tmp_path):

@@ -39,18 +39,21 @@ def with_predictions(runs, warn=print) -> list[tuple]:
     for run in runs:
         # the trainer's file, else the one `evaluate --checkpoint RUN/best.pt` writes
         found = [run.path / name for name in (FILENAME, "predictions-best.npz") if (run.path / name).exists()]
-        best = run.metrics["best"]["epoch"]
+        best, said = run.metrics["best"]["epoch"], []
         for path in found:
             try:
                 predictions = load_predictions(path)
             except PredictionsError as e:
-                warn(f"left out: {e}")
+                said.append(f"left out: {e}")
                 continue
             if predictions.epoch == best:
                 out.append((run, predictions))
                 break
-            warn(f"left out: {path} holds epoch {predictions.epoch}, but metrics.json's best epoch is {best}; "
-                 f"`python -m cifar_hw2 evaluate --checkpoint {run.path / 'best.pt'}` writes that epoch's")
+            said.append(f"left out: {path} holds epoch {predictions.epoch}, but metrics.json's best epoch is "
+                        f"{best}; `python -m cifar_hw2 evaluate --checkpoint {run.path / 'best.pt'}` writes that epoch's")
+        else:                          # no file of the best epoch: say why each was left out
+            for line in said:
+                warn(line)
     return out
 
 

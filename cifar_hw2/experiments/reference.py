@@ -94,7 +94,7 @@ MUKHOTI_CIFAR100 = (
 
 
 def paper_calibration_rows() -> list[dict]:
-    """MUKHOTI_CIFAR100 as table rows, in percent ("–" where the paper's value is not quoted here)."""
+    """MUKHOTI_CIFAR100 as table rows, in percent ("–" where this table does not copy the paper's value)."""
     def pct(v):
         return "–" if v is None else f"{100 * v:.2f}"
     return [{"network (Mukhoti et al.)": r.model, "loss": r.loss, "ECE (%)": pct(r.ece),

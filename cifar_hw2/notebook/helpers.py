@@ -105,7 +105,8 @@ def tensorboard_wanted(tensorboard: bool, logdir: str | os.PathLike) -> bool:
     if tensorboard and not quick_mode() and not headless:
         return True
     why = ("tensorboard = False" if not tensorboard else "quick mode" if quick_mode() else
-           "run by papermill, no page to show it in; -p tensorboard True starts it anyway")
+           "run by papermill, no page to show it in; -p tensorboard True, or tensorboard = True in "
+           "papermill's Parameters cell, starts it")
     print(f"TensorBoard not started ({why}); from a terminal: tensorboard --logdir {shown_path(logdir)}")
     return False
 

@@ -2,7 +2,7 @@
 and a one-line fallback to eager.
 
 Why regional. One B4 training step dispatches ~2,400 aten ops (counted with the CPU profiler), each
-at least one CUDA launch that costs host time: the step is launch-bound, ~85 ms at batch 32 and 64
+with host overhead and many of them a CUDA kernel launch: the step is launch-bound, ~85 ms at batch 32 and 64
 alike on an H200 (benchmarks/RESULTS.md, GPU). Fusion plus
 CUDA graphs (`--compile-mode reduce-overhead`) removes that, but compiling the whole model did not
 finish its warm-up within 150 s. B4's 32 MBConv blocks and Swin-B's 24 transformer blocks are a

@@ -61,7 +61,8 @@ from .tensorboard import RunBoard
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+    """The loss, or the model's outputs, became NaN or infinite; the run stopped and kept its last good
+    checkpoint."""
 
 
 class Trainer:
@@ -257,6 +258,10 @@ class Trainer:
         """Metrics of this epoch, and the test reliability bins before/after temperature scaling."""
         val_logits, val_y = self.predict(self.val_split)
         test_logits, test_y = self.predict(self.test_split)
+        if not (torch.isfinite(val_logits).all() and torch.isfinite(test_logits).all()):
+            # finite training losses, yet outputs that overflow in evaluation (a BatchNorm statistic, say)
+            raise NonFiniteLossError(f"the model's outputs became NaN or infinite in this epoch's evaluation; the "
+                                     f"run stopped. {self.files.kept()}. Try a lower --lr.")
         self.logits = (val_logits, test_logits)   # for predictions.npz, when this epoch is the best
         return epoch_metrics(val_logits, val_y, test_logits, test_y)
 
