@@ -104,13 +104,16 @@ def papermill_parameters(history: list[str]) -> tuple[dict[str, ast.expr], dict[
     return {}, {}
 
 
+def _this_kernels_papermill_parameters() -> tuple[dict[str, ast.expr], dict[str, ast.expr]]:
+    """papermill_parameters of the cells this IPython kernel has run; ({}, {}) outside IPython."""
+    shell = _ipython()
+    return papermill_parameters(list(shell.user_ns.get("In", []))) if shell is not None else ({}, {})
+
+
 def papermill_passed() -> set[str] | None:
     """The names that papermill passed with -p to this kernel, or None where no papermill cell ran (not
     papermill; or papermill given no -p at all, which injects no cell and so cannot be told apart)."""
-    shell = _ipython()
-    if shell is None:
-        return None
-    given, defaults = papermill_parameters(list(shell.user_ns.get("In", [])))
+    given, defaults = _this_kernels_papermill_parameters()
     return set(given) if defaults else None
 
 
@@ -121,10 +124,7 @@ def _is(node: ast.expr, kind: type) -> bool:
 def check_papermill_parameters() -> None:
     """Raise ConfigError, in one line, if papermill passed a parameter that the notebook does not have,
     or a string for one whose default is True or False (`-p tensorboard false`: 'false' is true)."""
-    shell = _ipython()
-    if shell is None:
-        return
-    given, defaults = papermill_parameters(list(shell.user_ns.get("In", [])))
+    given, defaults = _this_kernels_papermill_parameters()
     unknown, known = sorted(set(given) - set(defaults)), sorted(defaults)
     if unknown:
         raise ConfigError(
