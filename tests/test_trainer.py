@@ -154,10 +154,7 @@ def test_checkpoint_of_another_model_or_corrupt_is_refused_and_kept(tiny_data, t
     assert (out / "last.pt").read_bytes() == b"\x00garbage"
 
 
-def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tiny_data, tmp_path, monkeypatch):
-    out = tmp_path / "run"
-    fit(tiny(tiny_data, out, epochs=1))
-    before = (out / "last.pt").read_bytes()
+def _overflow_the_weights(monkeypatch):
     # lr belongs to the run's settings, so a resume cannot change it; set it in the optimizer
     # instead, so large that the first step overflows the weights.
     original = Trainer.setup
@@ -167,17 +164,11 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tiny
         for group in self.optimizer.param_groups:
             group["lr"] = 1e30
     monkeypatch.setattr(Trainer, "setup", setup)
-    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step \d+.*last good checkpoint .*after epoch 1"):
-        fit(tiny(tiny_data, out, epochs=2, resume=True))
-    assert (out / "last.pt").read_bytes() == before
 
 
-def test_non_finite_outputs_in_evaluation_stop_the_run_and_keep_the_checkpoint(tiny_data, tmp_path, monkeypatch):
+def _overflow_the_outputs(monkeypatch):
     # Finite training losses, yet outputs that overflow in evaluation: the run stops in one line, as
     # for a non-finite loss, instead of a bare ValueError from the metrics.
-    out = tmp_path / "run"
-    fit(tiny(tiny_data, out, epochs=1))
-    before = (out / "last.pt").read_bytes()
     original = Trainer.predict
 
     def predict(self, split):
@@ -185,8 +176,20 @@ def test_non_finite_outputs_in_evaluation_stop_the_run_and_keep_the_checkpoint(t
         logits[0, 0] = float("inf")
         return logits, labels
     monkeypatch.setattr(Trainer, "predict", predict)
-    with pytest.raises(NonFiniteLossError, match=r"outputs became NaN or infinite in this epoch's evaluation; "
-                                                 r"the run stopped\. .*last good checkpoint .*after epoch 1"):
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (_overflow_the_weights, r"epoch 2, step \d+.*last good checkpoint .*after epoch 1"),
+    (_overflow_the_outputs, r"outputs became NaN or infinite in this epoch's evaluation; the run stopped\. "
+                            r".*last good checkpoint .*after epoch 1"),
+])
+def test_non_finite_loss_or_outputs_stop_the_run_and_keep_the_checkpoint(tiny_data, tmp_path, monkeypatch,
+                                                                          break_it, message):
+    out = tmp_path / "run"
+    fit(tiny(tiny_data, out, epochs=1))
+    before = (out / "last.pt").read_bytes()
+    break_it(monkeypatch)
+    with pytest.raises(NonFiniteLossError, match=message):
         fit(tiny(tiny_data, out, epochs=2, resume=True))
     assert (out / "last.pt").read_bytes() == before
 
