@@ -26,7 +26,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # The homework's values. Its σ is in *normalised* units: 0.005 · 0.226 ≈ 0.001 of the pixel range,
-# a quarter of one 8-bit grey level, so its noise is invisible (notebook 01 shows this).
+# about 0.3 of one 8-bit grey level (0.29), so its noise is invisible (notebook 01 shows this).
 ROTATION_DEG = 10.0
 NOISE_P = 0.1
 NOISE_STD = 0.005

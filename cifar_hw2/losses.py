@@ -221,7 +221,8 @@ class MutualChannelLoss(nn.Module):
       (⌊p·ξ_c⌋ < ξ_c for p < 1), so the max is finite, and dropped channels get no gradient.
     - D (diversity, Eq. 6): softmax over the H·W positions of every channel, max over each
       group's channels, summed over positions: h ∈ [1, ξ_c]. D = mean over samples and classes of
-      h / ξ_c. It is 1 when a group's channels peak at different places.
+      h / ξ_c. It is 1/ξ_c when a group's channels share one spatial softmax, and approaches 1
+      only when each channel's softmax sits on one position, a different one per channel.
     """
 
     def __init__(self, num_classes: int = 100, mu: float = MC_OFFICIAL["mu"],

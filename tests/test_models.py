@@ -119,6 +119,19 @@ def test_swin_uses_fused_attention_and_matches_the_unfused_path():
     assert scale > 0 and (fused - plain).abs().max().item() <= 1e-4 * scale
 
 
+def test_flop_count_includes_swin_bs_window_attention_on_the_fused_path():
+    """The flop counter has no formula for the CPU's fused attention kernel: counted as it runs,
+    Swin-B's 24 window attentions were 0 FLOPs (88.9 G). count_flops counts them on the math path,
+    as the unfused model counts them, which is Liu et al.'s 47.0 G multiply-adds at 384 px, doubled."""
+    from cifar_hw2.models import build_model, count_flops, set_fused_attention
+    model = build_model("swin_b", 100, pretrained=False)   # training mode, fused attention on
+    fused = count_flops(model)
+    assert model.training
+    set_fused_attention(model, False)
+    assert fused == count_flops(model)
+    assert fused / 2e9 == pytest.approx(47.08, abs=0.01)
+
+
 def test_resnet9_maps_32px_to_a_512_channel_4x4_map_and_starts_at_uniform_predictions():
     from cifar_hw2.training.config import ConfigError, make_config
     model = build_model("resnet9", 100)

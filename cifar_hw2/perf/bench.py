@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from ..models import count_flops
 from ..training.backends import backend_settings
 from ..training.compiled import eager
 from ..training.config import PRESETS, TrainConfig, make_config
@@ -145,19 +146,12 @@ def interleaved_rates(windows: dict, images_per_window: int, repeats: int,
 
 
 def gflop_per_image(trainer: Trainer) -> float:
-    """Training GFLOP per image: one forward pass of one image counted by torch's flop counter,
-    x3 (the backward pass costs about twice the forward)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    model, dev = trainer.model, trainer.device
-    x = trainer.augment(torch.zeros(1, 3, 32, 32, dtype=torch.uint8, device=dev), train=False)
-    was_training = model.training
-    model.eval()
-    counter = FlopCounterMode(display=False)
+    """Training GFLOP per image: one forward pass of one image counted by models.count_flops, x3
+    (the backward pass costs about twice the forward)."""
+    x = trainer.augment(torch.zeros(1, 3, 32, 32, dtype=torch.uint8, device=trainer.device), train=False)
     # Compiled regions run eager here: a flop count needs no eval-mode graph.
-    with torch.no_grad(), counter, eager() if trainer.cfg.compile else contextlib.nullcontext():
-        model(x.contiguous(memory_format=trainer.memory_format))
-    model.train(was_training)
-    return 3 * counter.get_total_flops() / 1e9
+    with eager() if trainer.cfg.compile else contextlib.nullcontext():
+        return 3 * count_flops(trainer.model, x.contiguous(memory_format=trainer.memory_format)) / 1e9
 
 
 def row_images(preset: str) -> tuple[int, int]:

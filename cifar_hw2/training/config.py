@@ -222,8 +222,8 @@ PRESETS: dict[str, dict] = {
     "quick": dict(model="small_cnn", pretrained=False, epochs=6, batch_size=32, lr=2e-3,
                   train_per_class=50, val_per_class=10, test_per_class=20, seed=0),
     # The project's real-data evidence without a GPU (results/cpu-reference/): small_cnn on the full
-    # train split (45,000 after validation) and the full test split, 6.5 (quiet) to 35 (busy)
-    # minutes per loss on 2 cores (docs/cpu-reference.md).
+    # train split (45,000 after validation) and the full test split, 11.5 to 24.5 minutes per
+    # loss on 2 cores, by load (its runs' history.csv; docs/cpu-reference.md).
     # Its committed results were made with the per-image loader path, pinned so that they reproduce.
     "cpu-reference": dict(model="small_cnn", pretrained=False, epochs=7, batch_size=64, lr=2e-3, seed=0,
                           augment_on="loader"),
