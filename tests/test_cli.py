@@ -31,7 +31,12 @@ def cli_here(capsys, *args) -> tuple[int, str]:
 
 @pytest.mark.parametrize("args, message", [
     (["--preset", "fast"], "unknown preset 'fast'; valid presets: paper-b4, paper-swin, quick"),
-    (["--loss", "fl"], "unknown loss 'fl'; valid choices: ce, focal, flsd53, mc"),
+    # the homework's and the README's labels, in any case, point to the registry's names
+    (["--loss", "fl"], "unknown loss 'fl' (did you mean 'focal'?); valid choices: ce, focal, flsd53, mc"),
+    (["--loss", "FLSD-53"], "unknown loss 'FLSD-53' (did you mean 'flsd53'?); valid choices: ce, focal, flsd53, mc"),
+    (["--loss", "CE"], "unknown loss 'CE' (did you mean 'ce'?)"),
+    (["--model", "B4"], "unknown model 'B4' (did you mean 'efficientnet_b4'?); valid choices: efficientnet_b4,"),
+    (["--model", "Swin-B"], "unknown model 'Swin-B' (did you mean 'swin_b'?)"),
     (["--loss", "flsd35"], "unknown loss 'flsd35' (did you mean 'flsd53'?); valid choices: ce, focal, flsd53, mc"),
     (["--preset", "paper_b4"], "unknown preset 'paper_b4' (did you mean 'paper-b4'?); valid presets: paper-b4,"),
     (["--model", "vgg"], "unknown model 'vgg'; valid choices: efficientnet_b4, swin_b, small_cnn"),
@@ -45,7 +50,7 @@ def cli_here(capsys, *args) -> tuple[int, str]:
     (["--loss", "mc_homework"], "loss 'mc_homework' cannot train model 'small_cnn': group_sizes cover 1792 "
                                 "channels, but the feature map has 300. Models whose feature map it fits: "
                                 "efficientnet_b4 (1792 channels)"),
-    (["--precision", "fp8"], "unknown precision 'fp8'; valid choices: auto, bf16, fp16, fp32"),
+    (["--precision", "fp8"], "unknown precision 'fp8' (did you mean 'fp32' or 'fp16'?); valid choices: auto, bf16, fp16, fp32"),
     # a loss's own setting given to another loss would be ignored without a word
     (["--loss", "ce", "--gamma", "3"], "gamma is a setting of loss 'focal' only, and this run's loss is 'ce': "
                                        "leave gamma out, or choose that loss"),
@@ -91,7 +96,7 @@ def test_the_largest_seed_gives_batch_seeds_and_small_seeds_keep_theirs():
 
 def test_a_real_process_exits_2_with_one_line_and_no_traceback(tmp_path):
     run = cli("train", "--preset", "quick", "--loss", "fl", "--out", str(tmp_path / "x"))
-    assert run.returncode == 2 and run.stderr.startswith("cifar-hw2: error: unknown loss 'fl'; valid choices: ce, ")
+    assert run.returncode == 2 and run.stderr.startswith("cifar-hw2: error: unknown loss 'fl' (did you mean 'focal'?); valid choices: ce, ")
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr, run.stderr
     assert not (tmp_path / "x").exists()
 

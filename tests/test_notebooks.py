@@ -172,7 +172,7 @@ def test_train_notebook_parameters():
 
 
 @pytest.mark.parametrize("name, value, message", [
-    ("loss", "fl", "unknown loss 'fl'; valid choices: ce, focal, flsd53, mc"),
+    ("loss", "fl", "unknown loss 'fl' (did you mean 'focal'?); valid choices: ce, focal, flsd53, mc"),
     ("pretrained", "maybe", "pretrained weights file 'maybe' does not exist; pass True"),
     # papermill only warns about a name 04 does not have; 04 stops on it (notebook/bad_input.py)
     ("los", "ce", "unknown papermill parameter 'los' (did you mean 'loss'?); this notebook's parameters are "

@@ -27,6 +27,10 @@ def test_notice_only_for_big_models_on_the_cpu():
     line = slow_device_notice(make_config("paper-b4", device="cpu"), "paper-b4")
     assert "needs a CUDA GPU" in line and "hours" in line and "--preset quick" in line and "\n" not in line
     assert slow_device_notice(make_config("quick"), "quick") is None
+    # The quick preset with a GPU model swapped in: the advice is not the preset already chosen.
+    line = slow_device_notice(make_config("quick", model="efficientnet_b4", device="cpu"), "quick")
+    assert "keep the quick preset's own model, small_cnn, instead of efficientnet_b4" in line
+    assert "--preset quick" not in line
 
 
 def test_notebook_04_names_its_own_way_to_the_quick_preset(tmp_path, capsys, monkeypatch):

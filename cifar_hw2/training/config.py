@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 from pathlib import Path
 from dataclasses import dataclass
 
@@ -287,10 +288,26 @@ def quick_mode() -> bool:
     return os.environ.get(QUICK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _folded(name: str) -> str:
+    """A name without case and separators: 'FLSD-53', 'Swin-B' and 'Quick' as 'flsd53', 'swinb', 'quick'."""
+    return re.sub(r"[^0-9a-z]", "", name.casefold())
+
+
 def nearest(value, valid) -> str:
-    """" (did you mean 'a' or 'b'?)" for the valid names near a misspelt one; "" when none is near."""
-    close = difflib.get_close_matches(value, list(valid), n=2) if isinstance(value, str) else []
-    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    """" (did you mean 'a' or 'b'?)" for the valid names near a misspelt one; "" when none is near.
+    Near: the same name in another case or spelling ('FLSD-53', 'CE', the homework's and the papers'
+    labels), one word of a name ('B4', 'swin'), or close in letters ('focl', 'FL')."""
+    if not isinstance(value, str):
+        return ""
+    valid, key = list(valid), _folded(value)
+    close = ([v for v in valid if _folded(v) == key]
+             or [v for v in valid if key and key in re.split(r"[-_]", v.casefold())])
+    if not close:
+        by_folded = {}
+        for v in valid:
+            by_folded.setdefault(_folded(v), v)
+        close = [by_folded[k] for k in difflib.get_close_matches(key, list(by_folded), n=2, cutoff=0.55)]
+    return f" (did you mean {' or '.join(map(repr, close[:2]))}?)" if close else ""
 
 
 def _choice(name, value, valid, label="valid choices"):
