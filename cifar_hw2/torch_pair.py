@@ -7,6 +7,7 @@ neither package nor the fix. The package checks once, when it is imported (cifar
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 from importlib import metadata
 
@@ -26,7 +27,9 @@ def mismatch() -> str | None:
     try:
         import torchvision  # noqa: F401
     except ImportError as e:               # this Python has no torch (a system python beside the project's venv)
-        return (f"{e.name or 'torchvision'} is not installed in this Python ({sys.executable}). Run the one the "
+        missing = [name for name in ("torch", "torchvision") if importlib.util.find_spec(name) is None]
+        what = " and ".join(missing) + (" are" if len(missing) > 1 else " is") if missing else f"{e.name} is"
+        return (f"{what} not installed in this Python ({sys.executable}). Run the one the "
                 f"project was installed into, e.g. `.venv/bin/python -m cifar_hw2` from the repository's root "
                 f"(or `source .venv/bin/activate` first)")
     except (RuntimeError, OSError) as e:   # a compiled operator or library that this torch cannot load

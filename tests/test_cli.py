@@ -156,9 +156,14 @@ def test_train_then_out_folder_guard_then_evaluate(tiny_data, tmp_path):
             "--val-per-class", "2", "--test-per-class", "all", "--epochs", "1", "--workers", "0",
             "--out", str(out), "--loss", "flsd53"]
     assert cli(*args).returncode == 0
-    again = cli(*args)
-    assert again.returncode == 2 and "already holds a run (model=small_cnn, loss=flsd53" in again.stderr
-    assert "pass --resume to continue it or --overwrite to replace it" in again.stderr
+    again = cli(*args)      # finished: --resume would have nothing to do, so it is not offered
+    assert again.returncode == 2 and again.stderr.strip() == (
+        f"cifar-hw2: error: out folder {out} already holds a finished run (model=small_cnn, loss=flsd53, lr=0.002, "
+        f"batch_size=32, 1 epoch done); pass --overwrite to train it again, or choose another --out "
+        f"(`evaluate --checkpoint {out / 'best.pt'}` re-evaluates it)")
+    longer = cli(*args[:-4], "--epochs", "2", "--out", str(out), "--loss", "flsd53")
+    assert longer.returncode == 2 and "already holds a run (model=small_cnn, loss=flsd53" in longer.stderr
+    assert "pass --resume to continue it or --overwrite to replace it" in longer.stderr
     other = cli(*args[:-1], "ce")       # --resume would be refused: not offered
     assert other.returncode == 2 and other.stderr.strip() == (
         f"cifar-hw2: error: out folder {out} already holds a run made with other settings (loss 'flsd53' there, "

@@ -53,6 +53,16 @@ def test_a_python_without_torch_is_told_to_use_the_projects_venv(tmp_path):
                                   f".venv/bin/activate` first)")
 
 
+def test_a_python_with_neither_torch_nor_torchvision_names_both(tmp_path):
+    """-S: no site-packages, as in a system python: both are missing, and the line says so."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-S", "-m", "cifar_hw2", "data"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.startswith(f"cifar-hw2: error: torch and torchvision are not installed in this Python "
+                                 f"({sys.executable}). Run the one"), run.stderr
+
+
 def _plain(traceback: list[str]) -> list[str]:
     """An error output's traceback without IPython's colours."""
     return [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in traceback]

@@ -196,6 +196,11 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
         if changed:     # --resume would be refused: offer only what works
             raise ConfigError(f"out folder {out} already holds a run made with other settings "
                               f"({describe_changes(changed)}); pass --overwrite to replace it, or choose another --out")
+        done = read_json_mapping(out / "metrics.json").get("epochs_done")
+        if isinstance(done, int) and not isinstance(done, bool) and done >= cfg.epochs:   # nothing to resume
+            raise ConfigError(f"out folder {out} already holds a finished run ({describe_run(old) if old else ''}"
+                              f"{', ' if old else ''}{done} epoch{'s' if done != 1 else ''} done); pass --overwrite to train it again, or "
+                              f"choose another --out (`evaluate --checkpoint {out / 'best.pt'}` re-evaluates it)")
         raise ConfigError(f"out folder {out} already holds a run ({describe_run(old) if old else ', '.join(existing)}); "
                           f"pass --resume to continue it or --overwrite to replace it, or choose another --out")
     if cfg.overwrite:
