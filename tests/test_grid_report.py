@@ -14,7 +14,7 @@ from cifar_hw2.experiments.grid import Outcome, grid_rows, print_status, run_gri
 from cifar_hw2.training.paths import this_python
 from cifar_hw2.experiments.reference import REPORT_TABLE1
 from cifar_hw2.experiments.report import comparison_table, find_runs, write_report
-from conftest import needs_real_data
+from conftest import needs_real_data, write_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,6 +89,22 @@ def test_a_full_grid_on_a_cpu_first_says_what_an_epoch_would_take(tmp_path, monk
     assert said[1].startswith("note: grid row b4-bs64-flsd53 (efficientnet_b4) needs a CUDA GPU; on this CPU")
     assert "200 epochs asked). For a CPU run use CIFAR_HW2_QUICK=1: every row a quick stand-in (small_cnn" in said[1]
     assert said[1].endswith("Continuing as asked; Ctrl-C stops.")
+
+
+def test_a_grid_without_the_dataset_says_so_once_before_any_row(tmp_path, monkeypatch):
+    """Quick mode, dry run: the rows would each download CIFAR-100 first; said once, with the command
+    that fetches it. With the data there, nothing is said."""
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "1")
+    said = []
+    empty = tmp_path / "no data here"
+    run_grid(tmp_path / "runs", ["key=b4-bs64-flsd53"], data=str(empty), echo=said.append, dry_run=True)
+    assert said[-1].startswith(f"note: CIFAR-100 is not in {empty / 'cifar-100-python'} yet: the rows would "
+                               f"download it (161 MB) first. `")
+    assert said[-1].endswith(f" -m cifar_hw2 data --data '{empty}'` fetches it once, and says what to do offline")
+    said.clear()
+    run_grid(tmp_path / "runs", ["key=b4-bs64-flsd53"], data=str(write_archive(tmp_path / "d", 1, 1)),
+             echo=said.append, dry_run=True)
+    assert not [line for line in said if "CIFAR-100 is not in" in line]
 
 
 @pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "unreachable hub"])

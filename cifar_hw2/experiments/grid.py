@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shlex
 import subprocess
 import sys
 import threading
@@ -193,6 +194,18 @@ def missing_weights_note(configs: list[TrainConfig]) -> str | None:
             f"a disk this machine sees (docs/data-and-weights.md)")
 
 
+def missing_data_note(data: str | None) -> str | None:
+    """A line when CIFAR-100 is not in the data folder yet: the rows would download it first (several
+    at once, with --gpus), or each fail offline."""
+    from ..data import FOLDER, data_root, is_present
+    from ..training.paths import this_python
+    if is_present(data):
+        return None
+    fetch = f"{this_python()} -m cifar_hw2 data" + (f" --data {shlex.quote(str(data))}" if data else "")
+    return (f"note: CIFAR-100 is not in {data_root(data) / FOLDER} yet: the rows would download it (161 MB) first. "
+            f"`{fetch}` fetches it once, and says what to do offline")
+
+
 def row_status(folder: Path) -> tuple[str, str]:
     """(state, details) of a row's folder: slurm.status, plus what a local grid records in grid.json.
     A row whose run failed is 'failed' (not 'new', or 'interrupted' when it left a last.pt). Outside
@@ -319,14 +332,16 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
                 outcomes.append(Outcome(row, "skipped", message="complete" if state == "done" else what))
                 continue
         todo.append((i, row, what, state))
+    notes = [missing_data_note(data)] if todo else []
     if todo and not quick:      # what full rows need, said once here (and in a dry run), not only in their notebooks
         from ..training.speed import slow_device_notice
         first = todo[0][1]
-        notice = slow_device_notice(row_config(first, runs, data), f"grid row {first.key}",
-                                    cpu_choice="CIFAR_HW2_QUICK=1: every row a quick stand-in",
-                                    **({"then": ""} if dry_run else {}))
-        for line in filter(None, [notice, missing_weights_note([row_config(r, runs, data) for _, r, _, _ in todo])]):
-            echo(line)
+        notes[:0] = [slow_device_notice(row_config(first, runs, data), f"grid row {first.key}",
+                                        cpu_choice="CIFAR_HW2_QUICK=1: every row a quick stand-in",
+                                        **({"then": ""} if dry_run else {})),
+                     missing_weights_note([row_config(r, runs, data) for _, r, _, _ in todo])]
+    for line in filter(None, notes):
+        echo(line)
     if dry_run:
         return outcomes
 

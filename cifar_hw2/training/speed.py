@@ -48,8 +48,8 @@ def slow_device_notice(cfg: TrainConfig, preset: str, cpu_choice: str = "--prese
         return None
     took = f"{hours:.0f} hours" if hours >= 2 else f"{hours * 60:.0f} minutes"
     # Already the quick preset, with its model swapped for a GPU one: the advice is its own model.
-    instead = (f"keep the quick preset's own model, small_cnn, instead of {cfg.model}" if preset == "quick"
-               else f"use {cpu_choice} (small_cnn)")
+    instead = (f"keep the quick preset's own model, small_cnn, instead of {cfg.model} (under 2 min)"
+               if preset == "quick" else f"use {cpu_choice} (small_cnn, under 2 min)")
     return (f"note: {preset} ({cfg.model}) needs a CUDA GPU; on this CPU ({torch.get_num_threads()} threads) "
             f"one epoch would take about {took} ({cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} asked). For a CPU run "
-            f"{instead} (under 2 min)." + (f" {then}" if then else ""))
+            f"{instead}." + (f" {then}" if then else ""))
