@@ -12,7 +12,8 @@ runs/04_train is neither read nor replaced.
 
 Tests never download. Without the real CIFAR-100 (a fresh, offline clone), the tests marked
 `needs_real_data` and the notebooks whose parameters name `data` are skipped, and the summary says
-so in one line with how to get the data. CIFAR_HW2_NO_SKIP=1 (.ci/run sets it) turns any skipped
+so in one line with how to get the data; every other skip (a test for another machine, say) gets
+a line with its reason. CIFAR_HW2_NO_SKIP=1 (.ci/run sets it) turns any skipped
 notebook or real-data test into a failed session: CI must run them all.
 """
 import os
@@ -38,6 +39,7 @@ NO_DATA = (f"CIFAR-100 is not in {data.data_root()} and tests never download it:
            f"cifar-100-python/")
 STRICT = os.environ.get("CIFAR_HW2_NO_SKIP") == "1"
 _skipped: list[str] = []    # node ids of skipped notebook cells and real-data tests
+_other_skips: dict[str, int] = {}   # every other skip's reason, and how many tests gave it
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -75,6 +77,10 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_logreport(report):
     if report.skipped and (".ipynb" in report.nodeid or NO_DATA in str(report.longrepr)):
         _skipped.append(report.nodeid)
+    elif report.skipped:        # longrepr: (file, line, "Skipped: why")
+        why = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        why = why.removeprefix("Skipped: ")
+        _other_skips[why] = _other_skips.get(why, 0) + 1
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -84,6 +90,8 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{len(_skipped)} skipped{where}: {NO_DATA}"
                                     if not data.is_present() else f"{len(_skipped)} notebook cells or "
                                     f"real-data tests skipped{where}")
+    for why, n in _other_skips.items():     # by design (another machine, no GPU runs yet): each says why
+        terminalreporter.write_line(f"{n} skipped: {why}")
     if STRICT and _skipped:
         terminalreporter.write_line(f"CIFAR_HW2_NO_SKIP=1: {len(_skipped)} notebook cells or real-data tests were "
                                     f"skipped, and CI must run them all; this session fails", red=True)

@@ -173,3 +173,18 @@ def test_without_the_dataset_real_data_tests_skip_with_one_line_and_ci_mode_fail
     strict = subprocess.run(cmd, cwd=ROOT, env={**env, "CIFAR_HW2_NO_SKIP": "1"}, capture_output=True, text=True,
                             timeout=300)
     assert strict.returncode == 1 and "CI must run them all" in strict.stdout
+
+
+def test_every_other_skip_is_said_with_its_reason(tmp_path):
+    """Skips by design (a test for another machine, the GPU runs not made yet) each get one line with
+    their reason in the summary, counted, instead of a bare 'N skipped' that needs -rs."""
+    import subprocess
+    (tmp_path / "test_skips.py").write_text(
+        "import pytest\n"
+        "def test_a(): pytest.skip('needs another machine')\n"
+        "def test_b(): pytest.skip('needs another machine')\n"
+        "def test_c(): pass\n")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider",
+                          str(tmp_path / "test_skips.py")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout
+    assert "2 skipped: needs another machine" in run.stdout.splitlines(), run.stdout
