@@ -155,7 +155,7 @@ def _add_launcher_flags(p: argparse.ArgumentParser, dry_run: str | None) -> None
                    help="any other sbatch option, repeatable: e.g. qos=high, constraint=a100, mem=64G, "
                         "cpus-per-task=16 (default 8)")
     if dry_run:
-        p.add_argument("--dry-run", action="store_true", help=dry_run)
+        g.add_argument("--dry-run", action="store_true", help=dry_run)   # train: Slurm only
 
 
 def slurm_options(args):
@@ -191,9 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="metrics of a saved checkpoint",
                         formatter_class=Defaults)
     ev.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by train")
-    ev.add_argument("--split", default="test", choices=("test", "val"))
+    ev.add_argument("--split", default="test", choices=("test", "val"),
+                    help="the split to score; val gives the fitted temperatures but no ECE after scaling "
+                         "(they were fitted on it)")
     ev.add_argument("--data", default=None, help="folder holding cifar-100-python/ (default: the run's)")
-    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+                    help="auto: CUDA if there is a GPU, else MPS, else the CPU")
     ev.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: the run's eval_batch_size)")
 
     grid = sub.add_parser("grid", help="run the experiment grid (Table 1 and more) with papermill",
