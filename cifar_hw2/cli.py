@@ -53,6 +53,15 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _in_flag_terms(message: str) -> str:
+    """A config check's message as the command line says it: "time_limit must be > 0 or None, got
+    -1.0" is "--time-limit must be > 0 or 'none', got -1.0" (the flag, and what it accepts)."""
+    field, _, rest = message.partition(" ")
+    if rest.startswith("must ") and field in {f.name for f in dataclasses.fields(TrainConfig)}:
+        return _flag(field) + " " + rest.replace(" or None", " or 'none'", 1)
+    return message
+
+
 def _optional_int(text: str):
     """'all' / 'auto' / 'none' → None (the config's "not limited" / "choose for me"), else an int."""
     if text.lower() in ("none", "all", "auto"):
@@ -413,7 +422,7 @@ def _main(argv=None) -> int:
         print(f"cifar-hw2: {e}", file=sys.stderr)
         return EXIT_FAILED
     except (ValueError, DataError, CheckpointError) as e:  # ConfigError and ModelError are ValueErrors
-        print(f"cifar-hw2: error: {e}", file=sys.stderr)
+        print(f"cifar-hw2: error: {_in_flag_terms(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("cifar-hw2: interrupted at once; a run continues from its last last.pt with --resume",

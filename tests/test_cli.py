@@ -40,13 +40,13 @@ def cli_here(capsys, *args) -> tuple[int, str]:
     (["--loss", "flsd35"], "unknown loss 'flsd35' (did you mean 'flsd53'?); valid choices: ce, focal, flsd53, mc"),
     (["--preset", "paper_b4"], "unknown preset 'paper_b4' (did you mean 'paper-b4'?); valid presets: paper-b4,"),
     (["--model", "vgg"], "unknown model 'vgg'; valid choices: efficientnet_b4, swin_b, small_cnn"),
-    (["--epochs", "0"], "epochs must be a positive integer, got 0"),
-    (["--batch-size", "-8"], "batch_size must be a positive integer, got -8"),
+    (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+    (["--batch-size", "-8"], "--batch-size must be a positive integer, got -8"),
     (["--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
     (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
-    (["--lr", "0"], "lr must be > 0"),
+    (["--lr", "0"], "--lr must be > 0"),
     (["--optimizer", "adam"], "unknown optimizer 'adam' (did you mean 'adamw'?); valid choices: adamw, ranger, sgd"),
-    (["--noise-p", "2"], "noise_p must be in [0, 1]"),
+    (["--noise-p", "2"], "--noise-p must be in [0, 1]"),
     (["--loss", "mc_homework"], "loss 'mc_homework' cannot train model 'small_cnn': group_sizes cover 1792 "
                                 "channels, but the feature map has 300. Models whose feature map it fits: "
                                 "efficientnet_b4 (1792 channels)"),
@@ -59,9 +59,11 @@ def cli_here(capsys, *args) -> tuple[int, str]:
     # what is accepted, never an internal name (_optional_float) or torch's "Overflow when unpacking long long"
     (["--time-limit", "garbage"], "argument --time-limit: expected a number or 'none', got 'garbage'"),
     (["--train-per-class", "many"], "argument --train-per-class: expected an integer or 'all'/'auto'/'none', got 'many'"),
-    (["--seed", str(2**70)], f"seed must be an integer from 0 to 2**63 - 1 (9223372036854775807), got {2**70}"),
-    (["--seed", "-1"], "seed must be an integer from 0 to 2**63 - 1"),
-    (["--out", ""], "out must name a folder, got '' (that would write the run into the current folder)"),
+    (["--seed", str(2**70)], f"--seed must be an integer from 0 to 2**63 - 1 (9223372036854775807), got {2**70}"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to 2**63 - 1"),
+    # a config check's message in the command line's terms: the flag, and 'none' for None
+    (["--time-limit", "-1"], "--time-limit must be > 0 or 'none', got -1.0"),
+    (["--out", ""], "--out must name a folder, got '' (that would write the run into the current folder)"),
     # quick: 50 images per class; the loader drops a partial batch, so this would train no step
     (["--batch-size", "100000"], "batch_size 100000 is more than the 5000 training images (50 per class), so no step"),
 ])
