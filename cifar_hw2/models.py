@@ -325,7 +325,9 @@ def set_fused_attention(model: nn.Module, on: bool = True) -> int:
     timm leaves it off for Swin (`use_fused_attn(experimental=True)`), so each window attention
     materialises its full score tensor [B·windows, heads, 144, 144] through a matmul, an fp32
     softmax and another matmul. The fused path adds the relative position bias and the shift mask
-    as `attn_mask`: the same function (tests/test_models.py compares both paths)."""
+    as `attn_mask`: the same function (tests/test_models.py compares both paths). It does not store
+    the softmax's probabilities, but in the 11 blocks that shift their windows that mask is itself
+    score-sized, so the memory it saves is partial (docs/gpu.md)."""
     n = 0
     for module in model.modules():
         if hasattr(module, "fused_attn") and isinstance(getattr(module, "fused_attn"), bool):

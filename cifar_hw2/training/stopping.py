@@ -4,7 +4,7 @@
     with stop.installed():                   # signal handlers, restored afterwards
         ... decision = stop.poll()           # at the trainer's refresh points, on every rank
 
-SIGTERM, SIGUSR1 (what Slurm's --signal sends), SIGUSR2 (submitit's time-limit signal), SIGINT and
+SIGTERM, SIGUSR1 (the usual choice for Slurm's --signal=USR1@...), SIGUSR2 (submitit's time-limit signal), SIGINT and
 SIGHUP (a closed terminal or SSH session) ask the run to stop: the current step finishes, last.pt is
 written at that position and fit raises RunStopped; the CLI exits with EXIT_STOPPED. A second SIGINT stops at once
 (KeyboardInterrupt; last.pt is the one written before). A signal that arrives during an
