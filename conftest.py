@@ -77,9 +77,9 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_logreport(report):
     if report.skipped and (".ipynb" in report.nodeid or NO_DATA in str(report.longrepr)):
         _skipped.append(report.nodeid)
-    elif report.skipped:        # longrepr: (file, line, "Skipped: why")
+    elif report.skipped and not hasattr(report, "wasxfail"):   # an xfail is no skip; longrepr: (file, line, "Skipped: why")
         why = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        why = why.removeprefix("Skipped: ")
+        why = (why.removeprefix("Skipped: ").strip().splitlines() or ["(no reason given)"])[0]
         _other_skips[why] = _other_skips.get(why, 0) + 1
 
 

@@ -101,7 +101,7 @@ def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
         raise ValueError(f"unknown split {split!r}; valid splits: {sorted(SPLIT_SIZES)}")
     folder = data_root(root) / FOLDER
     if not (folder / split).is_file() or not (folder / "meta").is_file():
-        misplaced = _wrong_folder(folder.parent)
+        misplaced = wrong_folder(folder.parent)
         if misplaced:
             raise DataError(misplaced)
         if not download:
@@ -112,7 +112,7 @@ def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
     return _to_split(raw, meta, split, folder)
 
 
-def _wrong_folder(root: Path) -> str | None:
+def wrong_folder(root: Path) -> str | None:
     """The ways to name the data from the wrong place, said before anything downloads: `root` is a
     file, cifar-100-python/ itself, the folder above the right one, or the archive was extracted
     into cifar-100-python/."""

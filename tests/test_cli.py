@@ -37,6 +37,8 @@ def cli_here(capsys, *args) -> tuple[int, str]:
     (["--loss", "CE"], "unknown loss 'CE' (did you mean 'ce'?)"),
     (["--model", "B4"], "unknown model 'B4' (did you mean 'efficientnet_b4'?); valid choices: efficientnet_b4,"),
     (["--model", "Swin-B"], "unknown model 'Swin-B' (did you mean 'swin_b'?)"),
+    (["--loss", "cross-entropy"], "unknown loss 'cross-entropy' (did you mean 'ce'?)"),
+    (["--device", "gpu"], "unknown device 'gpu' (did you mean 'cuda'?)"),
     (["--loss", "flsd35"], "unknown loss 'flsd35' (did you mean 'flsd53'?); valid choices: ce, focal, flsd53, mc"),
     (["--preset", "paper_b4"], "unknown preset 'paper_b4' (did you mean 'paper-b4'?); valid presets: paper-b4,"),
     (["--model", "vgg"], "unknown model 'vgg'; valid choices: efficientnet_b4, swin_b, small_cnn"),
@@ -160,9 +162,9 @@ def test_train_then_out_folder_guard_then_evaluate(tiny_data, tmp_path):
     assert cli(*args).returncode == 0
     again = cli(*args)      # finished: --resume would have nothing to do, so it is not offered
     assert again.returncode == 2 and again.stderr.strip() == (
-        f"cifar-hw2: error: out folder {out} already holds a finished run (model=small_cnn, loss=flsd53, lr=0.002, "
-        f"batch_size=32, 1 epoch done); pass --overwrite to train it again, or choose another --out "
-        f"(`evaluate --checkpoint {out / 'best.pt'}` re-evaluates it)")
+        f"cifar-hw2: error: out folder {out} already holds a run with nothing left to do (model=small_cnn, "
+        f"loss=flsd53, lr=0.002, batch_size=32, 1 epoch done, 1 asked); pass --overwrite to train it again, or "
+        f"choose another --out (`evaluate --checkpoint {out / 'best.pt'}` re-evaluates it)")
     longer = cli(*args[:-4], "--epochs", "2", "--out", str(out), "--loss", "flsd53")
     assert longer.returncode == 2 and "already holds a run (model=small_cnn, loss=flsd53" in longer.stderr
     assert "pass --resume to continue it or --overwrite to replace it" in longer.stderr

@@ -53,6 +53,21 @@ def test_a_python_without_torch_is_told_to_use_the_projects_venv(tmp_path):
                                   f".venv/bin/activate` first)")
 
 
+@pytest.mark.parametrize("body", ["from torch.library import no_such_name_zz", "raise ImportError('boom')"])
+def test_a_torchvision_that_cannot_import_from_an_installed_torch_is_a_mismatch_not_a_missing_package(tmp_path, body):
+    """torch and torchvision both installed, and `import torchvision` fails with an ImportError (a
+    name its torch lacks): the two builds differ; neither 'torch.library' nor 'None' is missing."""
+    fake = tmp_path / "site" / "torchvision"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(body + "\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(ROOT)])}
+    run = subprocess.run([sys.executable, "-m", "cifar_hw2", "data"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert run.stderr.startswith("cifar-hw2: error: torchvision ") and "does not work with torch" in run.stderr
+    assert "not installed" not in run.stderr
+
+
 def test_a_python_with_neither_torch_nor_torchvision_names_both(tmp_path):
     """-S: no site-packages, as in a system python: both are missing, and the line says so."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -26,8 +26,8 @@ RUNS = sorted(p.parent for p in GPU_REFERENCE.glob("*/config.json"))
 RUN_FILES = ("config.json", "history.csv", "metrics.json")
 FULL_SPLITS = {"train": 45_000, "val": 5_000, "test": 10_000}
 FOCAL_GAMMA = 3.0
-shipped = pytest.mark.skipif(not RUNS, reason="results/gpu-reference/ holds no runs yet: a session lent a GPU makes "
-                                              "them (benchmarks/gpu_reference.sh; docs/gpu.md)")
+shipped = pytest.mark.skipif(not RUNS, reason="results/gpu-reference/ holds no runs yet: no GPU run of them has been "
+                                              "made (benchmarks/gpu_reference.sh makes them; docs/gpu.md)")
 
 
 def preset_for(cfg: dict):

@@ -91,20 +91,30 @@ def test_a_full_grid_on_a_cpu_first_says_what_an_epoch_would_take(tmp_path, monk
     assert said[1].endswith("Continuing as asked; Ctrl-C stops.")
 
 
-def test_a_grid_without_the_dataset_says_so_once_before_any_row(tmp_path, monkeypatch):
-    """Quick mode, dry run: the rows would each download CIFAR-100 first; said once, with the command
-    that fetches it. With the data there, nothing is said."""
+def test_a_grid_without_the_dataset_says_so_once_before_any_row_runs(tmp_path, monkeypatch):
+    """Quick mode: the rows would each download CIFAR-100 first. Said once, after the rows are
+    listed and before the first runs, with the command that fetches it; a --data one level off is
+    named instead (the rows would stop on it); with the data there, nothing is said."""
     monkeypatch.setenv("CIFAR_HW2_QUICK", "1")
-    said = []
-    empty = tmp_path / "no data here"
-    run_grid(tmp_path / "runs", ["key=b4-bs64-flsd53"], data=str(empty), echo=said.append, dry_run=True)
-    assert said[-1].startswith(f"note: CIFAR-100 is not in {empty / 'cifar-100-python'} yet: the rows would "
-                               f"download it (161 MB) first. `")
-    assert said[-1].endswith(f" -m cifar_hw2 data --data '{empty}'` fetches it once, and says what to do offline")
-    said.clear()
-    run_grid(tmp_path / "runs", ["key=b4-bs64-flsd53"], data=str(write_archive(tmp_path / "d", 1, 1)),
-             echo=said.append, dry_run=True)
-    assert not [line for line in said if "CIFAR-100 is not in" in line]
+    said, empty = [], tmp_path / "no data here"
+
+    def runner(row, runs, data, env, nproc):
+        said.append(f"ran {row.key}")
+        return Outcome(row, "failed", 0.0, "not run here")
+    run_grid(tmp_path / "runs", ["model=efficientnet_b4"], data=str(empty), echo=said.append, runner=runner, nproc=1)
+    notes = [i for i, line in enumerate(said) if "CIFAR-100 is not in" in line]
+    ran = [i for i, line in enumerate(said) if line.startswith("ran ")]
+    assert len(notes) == 1 and len(ran) > 1 and notes[0] < ran[0], said
+    assert said[notes[0]] == (f"note: CIFAR-100 is not in {empty / 'cifar-100-python'} yet: the rows would download "
+                              f"it (161 MB) first. `{this_python()} -m cifar_hw2 data --data '{empty}'` fetches it "
+                              f"once, and says what to do offline")
+    data = write_archive(tmp_path / "d", 1, 1)
+    for where, rows_stop_on in [(data, None), (data / "cifar-100-python", "is the cifar-100-python/ folder itself")]:
+        said.clear()
+        run_grid(tmp_path / "runs", ["key=b4-bs64-flsd53"], data=str(where), echo=said.append, dry_run=True)
+        notes = [line for line in said if line.startswith("note: ") and "cifar-100-python" in line]
+        assert notes == ([] if rows_stop_on is None else [notes[0]]) and not [s for s in said if "download" in s]
+        assert rows_stop_on is None or rows_stop_on in notes[0]
 
 
 @pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "unreachable hub"])

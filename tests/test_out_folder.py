@@ -241,3 +241,18 @@ def test_slurm_rows_replace_quick_stand_ins_when_submitted(tmp_path, monkeypatch
     submit_rows(rows[:1], runs, None, slurm.SlurmOptions(), echo=said.append)
     assert said[-2] == "[1/1] b4-bs64-flsd53             replacing its quick run"
     assert [(c.model, c.seed) for c in submitted] == [("small_cnn", 0)] and not (runs / "b4-bs64-flsd53" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("epochs_done", [1, "1", 1.0, True, [1], 10**30, -1])
+def test_a_run_with_nothing_left_is_not_offered_resume_and_odd_metrics_change_nothing(tmp_path, epochs_done):
+    """metrics.json says the run did the epochs asked: --resume is not offered, and evaluate is named
+    only where best.pt is there. metrics.json is not trusted: any other value of epochs_done (a
+    string, a float, a bool, a list, a negative count) leaves the ordinary message."""
+    cfg = a_run(tmp_path / "run", "quick", epochs=1)
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({"epochs_done": epochs_done}))
+    with pytest.raises(ConfigError) as e:
+        prepare_out(cfg, SimpleNamespace(main=True, barrier=lambda: None))
+    finished = type(epochs_done) is int and epochs_done >= 1
+    assert ("nothing left to do" in str(e.value)) == finished
+    assert ("pass --resume to continue it" in str(e.value)) == (not finished)
+    assert "evaluate --checkpoint" not in str(e.value)          # this folder has no best.pt

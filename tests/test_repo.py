@@ -183,8 +183,13 @@ def test_every_other_skip_is_said_with_its_reason(tmp_path):
         "import pytest\n"
         "def test_a(): pytest.skip('needs another machine')\n"
         "def test_b(): pytest.skip('needs another machine')\n"
-        "def test_c(): pass\n")
+        "def test_c(): pass\n"
+        "def test_d(): pytest.skip('first line\\nsecond line')\n"
+        "@pytest.mark.xfail(reason='known')\n"
+        "def test_e(): assert 0\n")
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider",
                           str(tmp_path / "test_skips.py")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout
-    assert "2 skipped: needs another machine" in run.stdout.splitlines(), run.stdout
+    lines = run.stdout.splitlines()
+    assert "2 skipped: needs another machine" in lines and "1 skipped: first line" in lines, run.stdout
+    assert not [line for line in lines if "known" in line or "assert 0" in line], run.stdout   # an xfail is no skip

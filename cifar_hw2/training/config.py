@@ -293,14 +293,19 @@ def _folded(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.casefold())
 
 
+# What a name is also called, where its letters are far from the registry's (folded, as _folded does).
+_ALSO_CALLED = {"gpu": "cuda", "crossentropy": "ce"}
+
+
 def nearest(value, valid) -> str:
     """" (did you mean 'a' or 'b'?)" for the valid names near a misspelt one; "" when none is near.
     Near: the same name in another case or spelling ('FLSD-53', 'CE', the homework's and the papers'
-    labels), one word of a name ('B4', 'swin'), or close in letters ('focl', 'FL')."""
+    labels), another name for it ('gpu', 'cross-entropy'), one word of a name ('B4', 'swin'), or close
+    in letters ('focl', 'FL')."""
     if not isinstance(value, str):
         return ""
     valid, key = list(valid), _folded(value)
-    close = ([v for v in valid if _folded(v) == key]
+    close = ([v for v in valid if _folded(v) == key] or [v for v in valid if v == _ALSO_CALLED.get(key)]
              or [v for v in valid if key and key in re.split(r"[-_]", v.casefold())])
     if not close:
         by_folded = {}

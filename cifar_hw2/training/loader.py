@@ -134,7 +134,7 @@ class DeviceBatches:
 
     def __init__(self, split: CifarSplit, sampler: SeededBatchSampler, device: torch.device,
                  augment=None, chunk_images: int = AUGMENT_CHUNK_IMAGES):
-        self.images = split.images.to(device)      # uint8 [N, 3, 32, 32]: 150 MB for all of train
+        self.images = split.images.to(device)      # uint8 [N, 3, 32, 32]: 138 MB for the 45,000 training images
         self.labels = split.labels.to(device)
         self.sampler, self.augment = sampler, augment
         self.batches_per_chunk = max(1, chunk_images // sampler.batch_size)

@@ -198,9 +198,12 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
                               f"({describe_changes(changed)}); pass --overwrite to replace it, or choose another --out")
         done = read_json_mapping(out / "metrics.json").get("epochs_done")
         if isinstance(done, int) and not isinstance(done, bool) and done >= cfg.epochs:   # nothing to resume
-            raise ConfigError(f"out folder {out} already holds a finished run ({describe_run(old) if old else ''}"
-                              f"{', ' if old else ''}{done} epoch{'s' if done != 1 else ''} done); pass --overwrite to train it again, or "
-                              f"choose another --out (`evaluate --checkpoint {out / 'best.pt'}` re-evaluates it)")
+            evaluate = (f" (`evaluate --checkpoint {out / 'best.pt'}` re-evaluates it)" if "best.pt" in existing
+                        else "")
+            raise ConfigError(f"out folder {out} already holds a run with nothing left to do ("
+                              f"{describe_run(old) + ', ' if old else ''}{done} epoch{'s' if done != 1 else ''} "
+                              f"done, {cfg.epochs} asked); pass --overwrite to train it again, or choose another "
+                              f"--out{evaluate}")
         raise ConfigError(f"out folder {out} already holds a run ({describe_run(old) if old else ', '.join(existing)}); "
                           f"pass --resume to continue it or --overwrite to replace it, or choose another --out")
     if cfg.overwrite:
