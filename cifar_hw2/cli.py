@@ -57,9 +57,13 @@ def _in_flag_terms(message: str) -> str:
     """A config check's message as the command line says it: "time_limit must be > 0 or None, got
     -1.0" is "--time-limit must be > 0 or 'none', got -1.0" (the flag, and what it accepts)."""
     field, _, rest = message.partition(" ")
-    if rest.startswith("must ") and field in {f.name for f in dataclasses.fields(TrainConfig)}:
-        return _flag(field) + " " + rest.replace(" or None", " or 'none'", 1)
-    return message
+    if not (rest.startswith("must ") and field in {f.name for f in dataclasses.fields(TrainConfig)}):
+        return message
+    if field == "pretrained":       # True and False are flags here, not values
+        got = rest.rpartition(", got ")[2]
+        return (f"--pretrained takes nothing (ImageNet weights from the hub) or a weight file's path; "
+                f"--no-pretrained trains from scratch. Got {got}")
+    return _flag(field) + " " + rest.replace(" or None", " or 'none'", 1)
 
 
 def _optional_int(text: str):

@@ -65,6 +65,8 @@ def cli_here(capsys, *args) -> tuple[int, str]:
     (["--seed", "-1"], "--seed must be an integer from 0 to 2**63 - 1"),
     # a config check's message in the command line's terms: the flag, and 'none' for None
     (["--time-limit", "-1"], "--time-limit must be > 0 or 'none', got -1.0"),
+    (["--pretrained", ""], "--pretrained takes nothing (ImageNet weights from the hub) or a weight file's path; "
+                           "--no-pretrained trains from scratch. Got ''"),
     (["--out", ""], "--out must name a folder, got '' (that would write the run into the current folder)"),
     # quick: 50 images per class; the loader drops a partial batch, so this would train no step
     (["--batch-size", "100000"], "batch_size 100000 is more than the 5000 training images (50 per class), so no step"),
