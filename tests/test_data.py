@@ -90,13 +90,22 @@ def _archive_bytes(tmp_path) -> bytes:
     return buf.getvalue()
 
 
-def test_download_checks_the_archive_md5_and_extracts(monkeypatch, tmp_path):
+def test_download_checks_the_archive_md5_and_extracts(monkeypatch, tmp_path, capsys):
     blob = _archive_bytes(tmp_path)
     monkeypatch.setattr(D.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(blob))
     monkeypatch.setattr(D, "ARCHIVE_MD5", hashlib.md5(blob).hexdigest())
     split = D.load_cifar100("train", tmp_path / "dl")
     assert len(split) == 200
     assert not [p for p in (tmp_path / "dl").iterdir() if p.name.startswith(".download")]
+    # --data named a folder that did not exist: a typo would download 161 MB there, so the line says so
+    assert "into " + str(tmp_path / "dl") + " (a new folder: a typo? Ctrl-C stops) ..." in capsys.readouterr().out
+    D.load_cifar100("test", tmp_path / "dl")       # there now: nothing to download
+    (tmp_path / "made").mkdir()
+    monkeypatch.setattr(D, "default_data_root", lambda: tmp_path / "default")
+    monkeypatch.delenv(D.ENV_VAR, raising=False)
+    D.load_cifar100("train", tmp_path / "made")
+    D.load_cifar100("train")                        # the default folder, made on first use: no question
+    assert "a new folder" not in capsys.readouterr().out
 
 
 def test_download_with_wrong_md5_leaves_nothing(monkeypatch, tmp_path):
