@@ -15,13 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .metrics import predicted   # the prediction the metrics score: the error analysis reads the same one
+
 CONFIDENCE_THRESHOLDS = (0.5, 0.8, 0.9)
-
-
-def predicted(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(confidence [N], predicted class [N]): the top softmax probability and the argmax class (on a
-    tie, the first), as metrics.py predicts."""
-    return logits.double().softmax(dim=1).max(dim=1).values, logits.argmax(dim=1)
 
 
 def confusion(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

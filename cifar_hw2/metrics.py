@@ -87,6 +87,12 @@ class Reliability:
                    torch.tensor(d["accuracy"], dtype=torch.float64), float(d["ece"]))
 
 
+def predicted(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(confidence [N], predicted class [N]): the top softmax probability (float64) and the argmax
+    class (on a tie, the first; topk may pick another)."""
+    return logits.double().softmax(dim=1).max(dim=1).values, logits.argmax(dim=1)
+
+
 def reliability(logits: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> Reliability:
     """Equal-width bins over max-softmax confidence; a sample is in bin b when lo_b < conf ≤ hi_b.
 
@@ -95,8 +101,7 @@ def reliability(logits: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -
     _check(logits, targets)
     if n_bins <= 0:
         raise ValueError(f"n_bins must be positive, got {n_bins}")
-    probs = logits.double().softmax(dim=1)
-    conf, pred = probs.max(dim=1).values, logits.argmax(dim=1)   # argmax: on a tie, the first class
+    conf, pred = predicted(logits)
     correct = (pred == targets).double()
     edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
     # bucketize(right=False) gives i with edges[i-1] < conf <= edges[i]; bin index i - 1.
