@@ -106,7 +106,7 @@ def load_cifar100(split: str = "train", root: str | os.PathLike | None = None,
             raise DataError(misplaced)
         if not download:
             raise DataError(f"CIFAR-100 not found in {folder} (download=False); {where_to_point(root)}.")
-        download_cifar100(folder.parent, hint=where_to_point(root), named=bool(root or os.environ.get(ENV_VAR)))
+        download_cifar100(folder.parent, hint=where_to_point(root))
     raw = _read_pickle(folder / split)
     meta = _read_pickle(folder / "meta")
     return _to_split(raw, meta, split, folder)
@@ -138,9 +138,10 @@ def wrong_folder(root: Path) -> str | None:
     return None
 
 
-def download_cifar100(root: Path, hint: str | None = None, named: bool = False) -> Path:
-    """Fetch the official archive into `root`, check its md5, extract `cifar-100-python/`. `named`:
-    the user named `root` (--data, $CIFAR_HW2_DATA); if it does not exist, the download line says so.
+def download_cifar100(root: Path, hint: str | None = None) -> Path:
+    """Fetch the official archive into `root`, check its md5, extract `cifar-100-python/`. A `root`
+    other than the default folder that does not exist yet (a mistyped --data?) is said so in the
+    download line.
 
     Nothing is left half-written: the archive goes to a temp file and is extracted into a temp
     folder that is renamed into place only when complete.
@@ -155,7 +156,7 @@ def download_cifar100(root: Path, hint: str | None = None, named: bool = False) 
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
             archive = Path(tmp) / "cifar-100-python.tar.gz"
-            new = " (a new folder: a typo? Ctrl-C stops)" if made and named else ""
+            new = " (a new folder: a typo? Ctrl-C stops)" if made and root != default_data_root() else ""
             print(f"Downloading CIFAR-100 (161 MB) from {URL} into {root}{new} ...", flush=True)
             with urllib.request.urlopen(URL, timeout=30) as response, open(archive, "wb") as f:
                 shutil.copyfileobj(response, f)
