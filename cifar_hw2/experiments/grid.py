@@ -335,14 +335,16 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
                 outcomes.append(Outcome(row, "skipped", message="complete" if state == "done" else what))
                 continue
         todo.append((i, row, what, state))
-    notes = [missing_data_note(data)] if todo else []
+    notes = []
     if todo and not quick:      # what full rows need, said once here (and in a dry run), not only in their notebooks
         from ..training.speed import slow_device_notice
         first = todo[0][1]
-        notes[:0] = [slow_device_notice(row_config(first, runs, data), f"grid row {first.key}",
-                                        cpu_choice="CIFAR_HW2_QUICK=1: every row a quick stand-in",
-                                        **({"then": ""} if dry_run else {})),
-                     missing_weights_note([row_config(r, runs, data) for _, r, _, _ in todo])]
+        notes += [slow_device_notice(row_config(first, runs, data), f"grid row {first.key}",
+                                     cpu_choice="CIFAR_HW2_QUICK=1: every row a quick stand-in",
+                                     **({"then": ""} if dry_run else {})),
+                  missing_weights_note([row_config(r, runs, data) for _, r, _, _ in todo])]
+    if todo:
+        notes.append(missing_data_note(data))
     for line in filter(None, notes):
         echo(line)
     if dry_run:
