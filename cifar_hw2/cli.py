@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import textwrap
 
@@ -55,15 +56,27 @@ def _flag(name: str) -> str:
 
 def _in_flag_terms(message: str) -> str:
     """A config check's message as the command line says it: "time_limit must be > 0 or None, got
-    -1.0" is "--time-limit must be > 0 or 'none', got -1.0" (the flag, and what it accepts)."""
-    field, _, rest = message.partition(" ")
-    if not (rest.startswith("must ") and field in {f.name for f in dataclasses.fields(TrainConfig)}):
+    -1.0" is "--time-limit must be > 0 or 'none', got -1.0"; "leave mc_mu out" is "leave --mc-mu
+    out". A field name becomes its flag where the message names a setting: as the first word (before
+    "must", "is a setting" or "and"), anywhere if it has an underscore (no English word has one),
+    and in "leave NAME out" and "A and NAME exclude". Left as they are: a registry's "unknown loss
+    'fl'" (the kind of choice, not a setting) and a run's description (model=..., batch_size=...)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    if message.startswith("unknown "):
         return message
-    if field == "pretrained":       # True and False are flags here, not values
+    field, _, rest = message.partition(" ")
+    if field == "pretrained" and rest.startswith("must "):    # True and False are flags here, not values
         got = rest.rpartition(", got ")[2]
         return (f"--pretrained takes nothing (ImageNet weights from the hub) or a weight file's path; "
                 f"--no-pretrained trains from scratch. Got {got}")
-    return _flag(field) + " " + rest.replace(" or None", " or 'none'", 1)
+    if field in fields and rest.startswith(("must ", "is a setting ", "and ")):
+        message = _flag(field) + " " + (rest.replace(" or None", " or 'none'", 1) if rest.startswith("must ") else rest)
+    # Not inside a path, a quoted value or a longer name (runs/batch_size_sweep, 'mc_homework'), nor name=value.
+    named = r"(?<![\w/.'-])(%s)(?![\w/.'=-])" % "|".join(sorted((f for f in fields if "_" in f), key=len, reverse=True))
+    message = re.sub(named, lambda m: _flag(m.group(1)), message)
+    # "leave gamma out"; "resume and overwrite exclude each other"
+    return re.sub(r"(\bleave |^--[\w-]+ and )(\w+)\b",
+                  lambda m: m.group(1) + (_flag(m.group(2)) if m.group(2) in fields else m.group(2)), message)
 
 
 def _optional_int(text: str):
@@ -411,6 +424,7 @@ def _main(argv=None) -> int:
         parser.error(f"give a command: {', '.join(COMMANDS)} (cifar-hw2 COMMAND --help says more)")
     args.argv = argv
     from .training.checkpoint import CheckpointError
+    from .training.config import ConfigError
     from .data import DataError
     from .training.runfolder import RunFileError
     from .training.stopping import RunStopped
@@ -426,7 +440,7 @@ def _main(argv=None) -> int:
         print(f"cifar-hw2: {e}", file=sys.stderr)
         return EXIT_FAILED
     except (ValueError, DataError, CheckpointError) as e:  # ConfigError and ModelError are ValueErrors
-        print(f"cifar-hw2: error: {_in_flag_terms(str(e))}", file=sys.stderr)
+        print(f"cifar-hw2: error: {_in_flag_terms(str(e)) if isinstance(e, (ConfigError, CheckpointError)) else e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("cifar-hw2: interrupted at once; a run continues from its last last.pt with --resume",

@@ -54,9 +54,9 @@ def cli_here(capsys, *args) -> tuple[int, str]:
                                 "efficientnet_b4 (1792 channels)"),
     (["--precision", "fp8"], "unknown precision 'fp8' (did you mean 'fp32' or 'fp16'?); valid choices: auto, bf16, fp16, fp32"),
     # a loss's own setting given to another loss would be ignored without a word
-    (["--loss", "ce", "--gamma", "3"], "gamma is a setting of loss 'focal' only, and this run's loss is 'ce': "
-                                       "leave gamma out, or choose that loss"),
-    (["--loss", "focal", "--mc-mu", "2"], "mc_mu is a setting of loss 'mc' only, and this run's loss is 'focal'"),
+    (["--loss", "ce", "--gamma", "3"], "--gamma is a setting of loss 'focal' only, and this run's loss is 'ce': "
+                                       "leave --gamma out, or choose that loss"),
+    (["--loss", "focal", "--mc-mu", "2"], "--mc-mu is a setting of loss 'mc' only, and this run's loss is 'focal'"),
     (["--compile-mode", "fast"], "unknown compile_mode 'fast'; valid choices: default, reduce-overhead"),
     # what is accepted, never an internal name (_optional_float) or torch's "Overflow when unpacking long long"
     (["--time-limit", "garbage"], "argument --time-limit: expected a number or 'none', got 'garbage'"),
@@ -69,7 +69,11 @@ def cli_here(capsys, *args) -> tuple[int, str]:
                            "--no-pretrained trains from scratch. Got ''"),
     (["--out", ""], "--out must name a folder, got '' (that would write the run into the current folder)"),
     # quick: 50 images per class; the loader drops a partial batch, so this would train no step
-    (["--batch-size", "100000"], "batch_size 100000 is more than the 5000 training images (50 per class), so no step"),
+    (["--batch-size", "100000"], "--batch-size 100000 is more than the 5000 training images (50 per class), so no "
+                                 "step could be taken; use a --batch-size of at most 5000"),
+    # every config field that a message names is said as its flag, not only the first word
+    (["--val-per-class", "500"], "--train-per-class + --val-per-class must be <= 500"),
+    (["--resume", "--overwrite"], "--resume and --overwrite exclude each other: pick one"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)      # where a wrongly accepted --out "" would write
@@ -174,6 +178,10 @@ def test_train_then_out_folder_guard_then_evaluate(tiny_data, tmp_path):
     assert other.returncode == 2 and other.stderr.strip() == (
         f"cifar-hw2: error: out folder {out} already holds a run made with other settings (loss 'flsd53' there, "
         f"'ce' here); pass --overwrite to replace it, or choose another --out")
+    smaller = cli(*args, "--batch-size", "16")      # a setting is named as its flag
+    assert smaller.returncode == 2 and "other settings (--batch-size 32 there, 16 here)" in smaller.stderr
+    resumed = cli(*args, "--batch-size", "16", "--resume")
+    assert resumed.returncode == 2 and "other settings (--batch-size: 32 in the checkpoint, 16 now)" in resumed.stderr
     assert cli(*args, "--overwrite").returncode == 0
     run = cli("evaluate", "--checkpoint", str(out / "best.pt"), "--split", "val")
     assert run.returncode == 0, run.stderr
