@@ -2,6 +2,7 @@
 papermill's output inside notebooks/ stays out of git and out of the tests, the notebook tests
 never read or replace a run of the user's, a bad setting in a notebook is one line, and a misspelt
 papermill parameter stops 04 instead of training with the default."""
+import ast
 import os
 import re
 import subprocess
@@ -185,6 +186,37 @@ def test_tensorboard_starts_only_where_a_page_can_show_it(monkeypatch, capsys, h
     else:
         assert out.startswith(f"TensorBoard not started ({why}") and out.count("\n") == 1
         assert out.endswith("); from a terminal: tensorboard --logdir runs/flsd53\n")
+
+
+@pytest.mark.parametrize("parent, headless", [
+    (["/usr/bin/python3", "/home/u/.venv/bin/papermill", "04_train.ipynb", "out.ipynb"], True),
+    (["python", "-m", "papermill", "04_train.ipynb", "out.ipynb"], True),
+    (["/usr/bin/python3", "/home/u/.venv/bin/jupyter-lab"], False),          # JupyterLab's server
+    (["python", "analyse.py", "papermill-runs/04.ipynb"], False),             # papermill only as a word in a path
+    ([], False),                                                            # no /proc and no ps (Windows)
+])
+def test_papermill_given_no_p_is_told_by_its_command(monkeypatch, capsys, parent, headless):
+    # With no -p papermill injects no cell: only the kernel's parent process says that papermill runs it.
+    from cifar_hw2.notebook import bad_input, tensorboard_wanted
+    monkeypatch.setattr(bad_input, "_ipython", lambda: type("Shell", (), {"user_ns": {"In": ["", "x = 1"]}})())
+    monkeypatch.setattr(bad_input, "_parent_command", lambda: parent)
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "0")
+    assert bad_input.papermill_passed() == (set() if headless else None)
+    assert tensorboard_wanted(True, Path("runs") / "ce") is not headless
+    assert capsys.readouterr().out.startswith("TensorBoard not started (run by papermill") is headless
+
+
+def test_the_parent_command_is_read_from_this_machine():
+    # The real lookup, not a stand-in: a child of this process finds this process's command line.
+    child = subprocess.run([sys.executable, "-c", "from cifar_hw2.notebook import bad_input; "
+                            "print(repr(bad_input._parent_command()))"], capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    found = ast.literal_eval(child.stdout)
+    if not found:
+        pytest.skip("neither /proc nor ps answers here: papermill given no -p is not recognised on this system")
+    assert " ".join(found) == " ".join(sys.orig_argv)
+    from cifar_hw2.notebook import bad_input
+    assert not bad_input.started_by_papermills_command()        # pytest started this process
 
 
 def test_a_mismatched_torchvision_is_a_clear_import_error_in_python(tmp_path):

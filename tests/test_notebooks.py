@@ -171,6 +171,23 @@ def test_train_notebook_parameters():
         assert name in names
 
 
+@pytest.mark.slow
+def test_papermill_given_no_p_is_recognised_by_the_kernel(tmp_path):
+    # No -p: papermill injects no cell, and 04 would start a TensorBoard server that no page shows.
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell("from cifar_hw2.notebook import bad_input\n"
+                                          "print('passed:', bad_input.papermill_passed())")]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    script = Path(sys.executable).with_name("papermill")       # what `papermill` runs in this environment
+    for command in ([sys.executable, "-m", "papermill"], *([[str(script)]] if script.is_file() else [])):
+        run = subprocess.run([*command, str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), "--no-progress-bar"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        out = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
+        assert out[0].text == "passed: set()\n", command
+
+
 @pytest.mark.parametrize("name, value, message", [
     ("loss", "fl", "unknown loss 'fl' (did you mean 'focal'?); valid choices: ce, focal, flsd53, mc"),
     ("pretrained", "maybe", "pretrained weights file 'maybe' does not exist; pass True"),

@@ -11,6 +11,9 @@ both of these on in its IPython kernel (`turn_on`):
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+from pathlib import Path
 
 from ..training.config import ConfigError, check_bool, nearest
 
@@ -111,10 +114,33 @@ def _this_kernels_papermill_parameters() -> tuple[dict[str, ast.expr], dict[str,
 
 
 def papermill_passed() -> set[str] | None:
-    """The names that papermill passed with -p to this kernel, or None where no papermill cell ran (not
-    papermill; or papermill given no -p at all, which injects no cell and so cannot be told apart)."""
+    """The names that papermill passed with -p to this kernel ({} for none), or None where papermill
+    does not run it. Papermill given no -p injects no cell; its command line then tells it apart."""
     given, defaults = _this_kernels_papermill_parameters()
-    return set(given) if defaults else None
+    if defaults:
+        return set(given)
+    return set() if started_by_papermills_command() else None
+
+
+def started_by_papermills_command() -> bool:
+    """Whether this kernel's parent process is the `papermill` command (`papermill ...` or `python -m
+    papermill ...`): the kernel manager that papermill's engine uses starts the kernel as its child.
+    Read from /proc, or from `ps` (macOS); where neither answers (Windows), False. papermill's Python
+    API called from a script is not recognised: that script is the parent."""
+    return any(Path(arg).stem == "papermill" for arg in _parent_command())
+
+
+def _parent_command() -> list[str]:
+    ppid = os.getppid()
+    try:
+        return Path(f"/proc/{ppid}/cmdline").read_bytes().rstrip(b"\0").decode(errors="replace").split("\0")
+    except OSError:
+        pass
+    try:
+        ps = subprocess.run(["ps", "-o", "args=", "-p", str(ppid)], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return ps.stdout.split()
 
 
 def _is(node: ast.expr, kind: type) -> bool:
