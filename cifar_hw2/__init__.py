@@ -23,7 +23,7 @@ The floors above it (each subpackage's docstring lists its modules):
 - experiments: many runs and what they mean: Table 1, the grid, the report, seeds, Slurm
 - perf: where a training step spends its time: the benchmark, host syncs
 - notebook: the notebooks' own support: setup, figure files, widgets, executing them
-- cli: `python -m cifar_hw2 COMMAND`, on top of them all (a module)
+- cli: `python -m cifar_hw2 COMMAND`, on top of them all (a package: its commands, and flags.py)
 """
 __version__ = "0.1.0"
 

@@ -10,17 +10,21 @@
     notebooks  point badges and setup cells at a repository (--repo-url), check, re-execute
 
 Exit statuses: EXIT_STATUSES below, the one list of them (`python -m cifar_hw2 --help` shows it).
+
+- flags: the config's fields as flags, and a config check's message in their terms
+
+May import: every floor.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import re
 import sys
 import textwrap
 
-from .training.config import PRESETS, TrainConfig, field_help, make_config
+from ..training.config import PRESETS, make_config
+from .flags import add_config_flags, in_flag_terms
 
 EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
 EXIT_WRITE_FAILED, EXIT_STOPPED, EXIT_INTERRUPTED = 74, 75, 130     # sysexits' EX_IOERR, EX_TEMPFAIL; 128 + SIGINT
@@ -48,108 +52,6 @@ class Defaults(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         return action.help if action.default is None or action.default == [] else super()._get_help_string(action)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _in_flag_terms(message: str) -> str:
-    """A config check's message as the command line says it: "time_limit must be > 0 or None, got
-    -1.0" is "--time-limit must be > 0 or 'none', got -1.0"; "leave mc_mu out" is "leave --mc-mu
-    out". A field name becomes its flag where the message names a setting: as the first word (before
-    "must", "is a setting" or "and"), anywhere if it has an underscore (no English word has one),
-    and in "leave NAME out" and "A and NAME exclude". Left as they are: a registry's "unknown loss
-    'fl'" (the kind of choice, not a setting) and a run's description (model=..., batch_size=...)."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    if message.startswith("unknown "):
-        return message
-    field, _, rest = message.partition(" ")
-    if field == "pretrained" and rest.startswith("must "):    # True and False are flags here, not values
-        got = rest.rpartition(", got ")[2]
-        return (f"--pretrained takes nothing (ImageNet weights from the hub) or a weight file's path; "
-                f"--no-pretrained trains from scratch. Got {got}")
-    if field in fields and rest.startswith(("must ", "is a setting ", "and ")):
-        message = _flag(field) + " " + (rest.replace(" or None", " or 'none'", 1) if rest.startswith("must ") else rest)
-    # Not inside a path, a quoted value or a longer name (runs/batch_size_sweep, 'mc_homework'), nor name=value.
-    named = r"(?<![\w/.'-])(%s)(?![\w/.'=-])" % "|".join(sorted((f for f in fields if "_" in f), key=len, reverse=True))
-    message = re.sub(named, lambda m: _flag(m.group(1)), message)
-    # "leave gamma out"; "resume and overwrite exclude each other"
-    return re.sub(r"(\bleave |^--[\w-]+ and )(\w+)\b",
-                  lambda m: m.group(1) + (_flag(m.group(2)) if m.group(2) in fields else m.group(2)), message)
-
-
-def _optional_int(text: str):
-    """'all' / 'auto' / 'none' → None (the config's "not limited" / "choose for me"), else an int."""
-    if text.lower() in ("none", "all", "auto"):
-        return None
-    try:
-        return int(text)
-    except ValueError:    # argparse would name this function in its message
-        raise argparse.ArgumentTypeError(f"expected an integer or 'all'/'auto'/'none', got {text!r}") from None
-
-
-# Fields whose config comment speaks Python (None, $VAR defaults): their command-line wording.
-CLI_HELP = {
-    "data": ("DIR", "folder holding cifar-100-python/ (default: $CIFAR_HW2_DATA, else cifar_hw2/data under "
-                    "$XDG_CACHE_HOME or ~/.cache)"),
-    "train_per_class": ("N", "training images per class: 'all' (the 450 left after validation) or N "
-                             "for a stratified subset (default: all)"),
-    "test_per_class": ("N", "test images per class: 'all' (the 10,000) or N <= 100 (default: all)"),
-    "workers": ("N", "loader processes with --augment-on loader: 'auto' (the usable cores; 0 on a "
-                     "1-core machine) or N (default: auto)"),
-    "out": ("DIR", None),
-    "time_limit": ("HOURS", "stop cleanly once this process has run this many hours: checkpoint, exit 0, and a "
-                            "line saying resume to continue; e.g. 11 on a 12 h Colab session. A stop waits for a "
-                            "running evaluation: leave that much margin (default: no limit)"),
-}
-
-
-def _optional_float(text: str):
-    """'none' → None (no limit), else a float (NaN and inf are refused by the config's check)."""
-    try:
-        return None if text.lower() == "none" else float(text)
-    except ValueError:    # argparse would name this function in its message
-        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
-
-
-def _default_text(value) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else repr(value)
-
-
-def _add_config_flags(p: argparse.ArgumentParser, names: tuple[str, ...] | None = None,
-                      defaults: dict | None = None) -> None:
-    """One flag per TrainConfig field (or per field in `names`). Without `defaults` (train) only the
-    flags given override the preset; with them (bench) a flag not given takes its default there, else
-    the config's."""
-    helps = field_help()
-    for f in dataclasses.fields(TrainConfig):
-        if names is not None and f.name not in names:
-            continue
-        default = argparse.SUPPRESS if defaults is None else defaults.get(f.name, f.default)
-        metavar, text = CLI_HELP.get(f.name, (None, None))
-        # train says the config's default (the preset may change it); bench's is argparse's own.
-        shown = f" (default: {_default_text(f.default)})" if defaults is None else ""
-        text = (text or f"{helps.get(f.name, '')}{shown}").replace("%", "%%")
-        kind = str(f.type)
-        if f.name == "pretrained":
-            p.add_argument("--pretrained", nargs="?", const=True, default=default, metavar="PATH",
-                           help="start from ImageNet weights: from the Hugging Face hub, or from a local "
-                                "timm weight file PATH (default: from the hub)")
-            p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False,
-                           default=default, help="train from scratch")
-        elif kind == "bool":
-            p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=text)
-        elif kind == "int":
-            p.add_argument(_flag(f.name), type=int, default=default, metavar="N", help=text)
-        elif kind == "int | None":
-            p.add_argument(_flag(f.name), type=_optional_int, default=default, metavar=metavar, help=text)
-        elif kind == "float":
-            p.add_argument(_flag(f.name), type=float, default=default, metavar="X", help=text)
-        elif kind == "float | None":
-            p.add_argument(_flag(f.name), type=_optional_float, default=default, metavar=metavar or "X", help=text)
-        else:
-            p.add_argument(_flag(f.name), type=str, default=default, metavar=metavar or "NAME", help=text)
 
 
 # The config fields `bench` takes from the command line, as train's flags, and its own defaults.
@@ -191,7 +93,7 @@ def slurm_options(args):
         if given:
             raise ValueError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --launcher slurm")
         return None
-    from .experiments.slurm import SlurmOptions
+    from ..experiments.slurm import SlurmOptions
     return SlurmOptions(gpus=args.slurm_gpus, nodes=args.slurm_nodes, time=args.slurm_time,
                         partition=args.slurm_partition, account=args.slurm_account, options=args.slurm_option)
 
@@ -211,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "overrides it. Defaults shown are the config's, before the preset.",
                            epilog=f"Presets: {presets}.")
     train.add_argument("--preset", default="paper-b4", help=f"named settings: {', '.join(PRESETS)}")
-    _add_config_flags(train)
+    add_config_flags(train)
     _add_launcher_flags(train, "with --launcher slurm: print the sbatch script, submit nothing")
 
     ev = sub.add_parser("evaluate", help="metrics of a saved checkpoint",
@@ -256,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=Defaults,
                            description="The flags shared with train mean the same there. With --compile: one batch "
                                        "size per process, and the first step's compile warm-up is printed.")
-    _add_config_flags(bench, BENCH_FIELDS, BENCH_DEFAULTS)
+    add_config_flags(bench, BENCH_FIELDS, BENCH_DEFAULTS)
     bench.add_argument("--batch-size", type=int, nargs="+", default=[64],
                        help="one or more batch sizes, measured one after another into one table")
     bench.add_argument("--warm-start", action="store_true",
@@ -292,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_data(args) -> int:
-    from .data import data_root, load_cifar100
+    from ..data import data_root, load_cifar100
     sizes = {split: len(load_cifar100(split, args.data)) for split in ("train", "test")}  # downloads if missing
     print(f"CIFAR-100 in {data_root(args.data)}: {sizes['train']} train, {sizes['test']} test images, checked")
     return 0
@@ -300,14 +202,14 @@ def run_data(args) -> int:
 
 def run_weights(args) -> int:
     from huggingface_hub.constants import HF_HUB_CACHE
-    from .models import fetch_pretrained, pretrained_models
+    from ..models import fetch_pretrained, pretrained_models
     for name in args.model or pretrained_models():
         print(f"{name}: {fetch_pretrained(name)} is in {HF_HUB_CACHE}")
     return 0
 
 
 def run_notebooks(args) -> int:
-    from .notebook import nbtools
+    from ..notebook import nbtools
     if not (args.repo_url or args.check or args.execute):
         raise ValueError("notebooks: give --repo-url URL, --check or --execute")
     if args.repo_url:
@@ -323,9 +225,9 @@ def run_notebooks(args) -> int:
 
 
 def run_train(args) -> int:
-    from .training.speed import slow_device_notice
-    from .training.stopping import resume_command
-    from .training.trainer import fit
+    from ..training.speed import slow_device_notice
+    from ..training.stopping import resume_command
+    from ..training.trainer import fit
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "argv", *LAUNCH_FLAGS)}
     config = make_config(args.preset, **overrides)
     slurm = slurm_options(args)
@@ -343,9 +245,9 @@ def run_train(args) -> int:
 def submit_train(config, slurm, dry_run: bool) -> int:
     """train --launcher slurm: the folder is checked now, not after the job has waited in the queue."""
     from pathlib import Path
-    from .training.processes import Processes
-    from .training.runfolder import check_out_folder, prepare_out
-    from .experiments.slurm import status, submit, submitit
+    from ..training.processes import Processes
+    from ..training.runfolder import check_out_folder, prepare_out
+    from ..experiments.slurm import status, submit, submitit
     submitit()                               # installed? (one line saying how, if not)
     config = dataclasses.replace(config, out=str(Path(config.out).resolve()))
     check_out_folder(config.out)
@@ -361,7 +263,7 @@ def submit_train(config, slurm, dry_run: bool) -> int:
 
 
 def run_evaluate(args) -> int:
-    from .experiments.evaluate import VAL_NOTE, EvaluationNotSaved, evaluate_checkpoint
+    from ..experiments.evaluate import VAL_NOTE, EvaluationNotSaved, evaluate_checkpoint
     if args.batch_size is not None and args.batch_size <= 0:
         raise ValueError(f"batch size must be a positive integer, got {args.batch_size}")
     try:
@@ -378,7 +280,7 @@ def run_evaluate(args) -> int:
 
 
 def run_grid(args) -> int:
-    from .experiments.grid import print_status, run_grid as grid
+    from ..experiments.grid import print_status, run_grid as grid
     if args.nproc <= 0:
         raise ValueError(f"--nproc must be a positive integer, got {args.nproc}")
     if args.status:
@@ -390,7 +292,7 @@ def run_grid(args) -> int:
 
 
 def run_report(args) -> int:
-    from .experiments.report import write_report
+    from ..experiments.report import write_report
     paths = write_report(args.runs, args.title, args.out)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -398,7 +300,7 @@ def run_report(args) -> int:
 
 
 def run_bench(args) -> int:
-    from .perf.bench import run_bench as bench
+    from ..perf.bench import run_bench as bench
     records = bench(args.model, args.batch_size, args.device, args.precision, args.loss, args.steps, args.repeats,
                     args.data, args.augment_on, args.compile, args.workers, compile_mode=args.compile_mode,
                     tf32=args.tf32, preset=args.preset, compile_scope=args.compile_scope, json_path=args.json,
@@ -411,7 +313,7 @@ COMMANDS = {"train": run_train, "evaluate": run_evaluate, "grid": run_grid, "rep
 
 
 def main(argv=None) -> int:
-    from .training.progress import survive_closed_output
+    from ..training.progress import survive_closed_output
     with survive_closed_output():       # `... | head -1` stops the output, never the command
         return _main(argv)
 
@@ -423,12 +325,12 @@ def _main(argv=None) -> int:
     if args.command is None:
         parser.error(f"give a command: {', '.join(COMMANDS)} (cifar-hw2 COMMAND --help says more)")
     args.argv = argv
-    from .training.checkpoint import CheckpointError
-    from .training.config import ConfigError
-    from .data import DataError
-    from .training.runfolder import RunFileError
-    from .training.stopping import RunStopped
-    from .training.trainer import NonFiniteLossError
+    from ..training.checkpoint import CheckpointError
+    from ..training.config import ConfigError
+    from ..data import DataError
+    from ..training.runfolder import RunFileError
+    from ..training.stopping import RunStopped
+    from ..training.trainer import NonFiniteLossError
     try:
         return COMMANDS[args.command](args)
     except RunStopped:
@@ -440,7 +342,7 @@ def _main(argv=None) -> int:
         print(f"cifar-hw2: {e}", file=sys.stderr)
         return EXIT_FAILED
     except (ValueError, DataError, CheckpointError) as e:  # ConfigError and ModelError are ValueErrors
-        print(f"cifar-hw2: error: {_in_flag_terms(str(e)) if isinstance(e, (ConfigError, CheckpointError)) else e}", file=sys.stderr)
+        print(f"cifar-hw2: error: {in_flag_terms(str(e)) if isinstance(e, (ConfigError, CheckpointError)) else e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("cifar-hw2: interrupted at once; a run continues from its last last.pt with --resume",

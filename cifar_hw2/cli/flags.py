@@ -1,0 +1,111 @@
+"""TrainConfig's fields as command-line flags: one flag per field, its help and parsing, and a config
+check's message said in flag terms. `train` and `bench` build their flags here (cli/__init__.py)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+
+from ..training.config import TrainConfig, field_help
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def in_flag_terms(message: str) -> str:
+    """A config check's message as the command line says it: "time_limit must be > 0 or None, got
+    -1.0" is "--time-limit must be > 0 or 'none', got -1.0"; "leave mc_mu out" is "leave --mc-mu
+    out". A field name becomes its flag where the message names a setting: as the first word (before
+    "must", "is a setting" or "and"), anywhere if it has an underscore (no English word has one),
+    and in "leave NAME out" and "A and NAME exclude". Left as they are: a registry's "unknown loss
+    'fl'" (the kind of choice, not a setting) and a run's description (model=..., batch_size=...)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    if message.startswith("unknown "):
+        return message
+    field, _, rest = message.partition(" ")
+    if field == "pretrained" and rest.startswith("must "):    # True and False are flags here, not values
+        got = rest.rpartition(", got ")[2]
+        return (f"--pretrained takes nothing (ImageNet weights from the hub) or a weight file's path; "
+                f"--no-pretrained trains from scratch. Got {got}")
+    if field in fields and rest.startswith(("must ", "is a setting ", "and ")):
+        message = _flag(field) + " " + (rest.replace(" or None", " or 'none'", 1) if rest.startswith("must ") else rest)
+    # Not inside a path, a quoted value or a longer name (runs/batch_size_sweep, 'mc_homework'), nor name=value.
+    named = r"(?<![\w/.'-])(%s)(?![\w/.'=-])" % "|".join(sorted((f for f in fields if "_" in f), key=len, reverse=True))
+    message = re.sub(named, lambda m: _flag(m.group(1)), message)
+    # "leave gamma out"; "resume and overwrite exclude each other"
+    return re.sub(r"(\bleave |^--[\w-]+ and )(\w+)\b",
+                  lambda m: m.group(1) + (_flag(m.group(2)) if m.group(2) in fields else m.group(2)), message)
+
+
+def _optional_int(text: str):
+    """'all' / 'auto' / 'none' → None (the config's "not limited" / "choose for me"), else an int."""
+    if text.lower() in ("none", "all", "auto"):
+        return None
+    try:
+        return int(text)
+    except ValueError:    # argparse would name this function in its message
+        raise argparse.ArgumentTypeError(f"expected an integer or 'all'/'auto'/'none', got {text!r}") from None
+
+
+# Fields whose config comment speaks Python (None, $VAR defaults): their command-line wording.
+CLI_HELP = {
+    "data": ("DIR", "folder holding cifar-100-python/ (default: $CIFAR_HW2_DATA, else cifar_hw2/data under "
+                    "$XDG_CACHE_HOME or ~/.cache)"),
+    "train_per_class": ("N", "training images per class: 'all' (the 450 left after validation) or N "
+                             "for a stratified subset (default: all)"),
+    "test_per_class": ("N", "test images per class: 'all' (the 10,000) or N <= 100 (default: all)"),
+    "workers": ("N", "loader processes with --augment-on loader: 'auto' (the usable cores; 0 on a "
+                     "1-core machine) or N (default: auto)"),
+    "out": ("DIR", None),
+    "time_limit": ("HOURS", "stop cleanly once this process has run this many hours: checkpoint, exit 0, and a "
+                            "line saying resume to continue; e.g. 11 on a 12 h Colab session. A stop waits for a "
+                            "running evaluation: leave that much margin (default: no limit)"),
+}
+
+
+def _optional_float(text: str):
+    """'none' → None (no limit), else a float (NaN and inf are refused by the config's check)."""
+    try:
+        return None if text.lower() == "none" else float(text)
+    except ValueError:    # argparse would name this function in its message
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _default_text(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
+
+
+def add_config_flags(p: argparse.ArgumentParser, names: tuple[str, ...] | None = None,
+                      defaults: dict | None = None) -> None:
+    """One flag per TrainConfig field (or per field in `names`). Without `defaults` (train) only the
+    flags given override the preset; with them (bench) a flag not given takes its default there, else
+    the config's."""
+    helps = field_help()
+    for f in dataclasses.fields(TrainConfig):
+        if names is not None and f.name not in names:
+            continue
+        default = argparse.SUPPRESS if defaults is None else defaults.get(f.name, f.default)
+        metavar, text = CLI_HELP.get(f.name, (None, None))
+        # train says the config's default (the preset may change it); bench's is argparse's own.
+        shown = f" (default: {_default_text(f.default)})" if defaults is None else ""
+        text = (text or f"{helps.get(f.name, '')}{shown}").replace("%", "%%")
+        kind = str(f.type)
+        if f.name == "pretrained":
+            p.add_argument("--pretrained", nargs="?", const=True, default=default, metavar="PATH",
+                           help="start from ImageNet weights: from the Hugging Face hub, or from a local "
+                                "timm weight file PATH (default: from the hub)")
+            p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False,
+                           default=default, help="train from scratch")
+        elif kind == "bool":
+            p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=text)
+        elif kind == "int":
+            p.add_argument(_flag(f.name), type=int, default=default, metavar="N", help=text)
+        elif kind == "int | None":
+            p.add_argument(_flag(f.name), type=_optional_int, default=default, metavar=metavar, help=text)
+        elif kind == "float":
+            p.add_argument(_flag(f.name), type=float, default=default, metavar="X", help=text)
+        elif kind == "float | None":
+            p.add_argument(_flag(f.name), type=_optional_float, default=default, metavar=metavar or "X", help=text)
+        else:
+            p.add_argument(_flag(f.name), type=str, default=default, metavar=metavar or "NAME", help=text)
