@@ -2,6 +2,7 @@
 conversion, and the one-shape train batches a captured step relies on."""
 import json
 import os
+import warnings
 
 import pytest
 import torch
@@ -37,6 +38,33 @@ def test_cudnn_benchmark_is_on_for_cuda_unless_deterministic():
         assert not torch.backends.cudnn.benchmark and not picked["cudnn_benchmark"]
     with backend_settings(torch.device("cpu"), tf32=True) as picked:
         assert not picked["tf32_matmul"]                # TF32 is a CUDA thing; the CPU is left alone
+
+
+def test_deterministic_warns_where_cublas_may_have_started_without_its_setting(monkeypatch):
+    # cuBLAS reads CUBLAS_WORKSPACE_CONFIG when its handle is made: in a kernel that already ran CUDA
+    # matmuls, setting it now may change nothing, and the run would not be reproducible unannounced.
+    monkeypatch.delenv(CUBLAS_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.warns(UserWarning, match="CUDA was already in use in this process"):
+        with backend_settings(torch.device("cuda", 0), deterministic=True):
+            pass
+    monkeypatch.setenv(CUBLAS_ENV, ":4096:8")                    # set before Python started: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with backend_settings(torch.device("cuda", 0), deterministic=True):
+            pass
+
+
+def test_tf32_is_set_and_restored_through_the_one_public_switch():
+    # Only flags: nothing touches a GPU. torch >= 2.9 has two ways to say TF32; setting only the new
+    # per-backend one made every read of the precision raise "mix of the legacy and new APIs"
+    # (inductor's max-autotune reads it).
+    before = torch.get_float32_matmul_precision()
+    with backend_settings(torch.device("cuda", 0), tf32=True) as picked:
+        assert picked["tf32_matmul"] and torch.get_float32_matmul_precision() == "high"
+        assert torch.backends.cuda.matmul.allow_tf32              # both APIs agree, neither raises
+    assert torch.get_float32_matmul_precision() == before
+    assert not torch.backends.cuda.matmul.allow_tf32
 
 
 @pytest.mark.slow

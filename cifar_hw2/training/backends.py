@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,17 +37,26 @@ def backend_settings(device: torch.device, deterministic: bool = False, tf32: bo
     saved = {"benchmark": cudnn.benchmark, "cudnn_deterministic": cudnn.deterministic,
              "algorithms": torch.are_deterministic_algorithms_enabled(),
              "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
-             "cublas": os.environ.get(CUBLAS_ENV), "tf32": _get_tf32()}
+             "cublas": os.environ.get(CUBLAS_ENV)}
     cuda = device.type == "cuda"
+    # TF32 through torch's one public switch. Setting only torch.backends.cuda.matmul.fp32_precision
+    # (torch >= 2.9) leaves the legacy flag behind, and reading the precision then raises ("mix of
+    # the legacy and new APIs"), as inductor's max-autotune does. Only touched when asked for.
+    tf32_was = torch.get_float32_matmul_precision() if cuda and tf32 else None
     try:
         cudnn.benchmark = cuda and not deterministic
         if deterministic:
             cudnn.deterministic = True
             torch.use_deterministic_algorithms(True)
             # Read by cuBLAS when its handle is created: set before the first CUDA matmul.
+            if cuda and torch.cuda.is_initialized() and CUBLAS_ENV not in os.environ:
+                warnings.warn(f"--deterministic: CUDA was already in use in this process, so cuBLAS may have made its "
+                              f"workspace before {CUBLAS_ENV}={CUBLAS_DETERMINISTIC} was set, and its matmuls may "
+                              f"not be reproducible: set it before Python starts (or restart the kernel first)",
+                              stacklevel=3)
             os.environ.setdefault(CUBLAS_ENV, CUBLAS_DETERMINISTIC)
-        if cuda and tf32:
-            _set_tf32(True)
+        if tf32_was is not None:
+            torch.set_float32_matmul_precision("high")      # fp32 matmuls on TF32 tensor cores
         yield {"cudnn_benchmark": cudnn.benchmark, "deterministic": deterministic,
                "cublas_workspace_config": os.environ.get(CUBLAS_ENV) if deterministic else None,
                "tf32_matmul": cuda and tf32}
@@ -57,23 +67,8 @@ def backend_settings(device: torch.device, deterministic: bool = False, tf32: bo
             os.environ.pop(CUBLAS_ENV, None)
         else:
             os.environ[CUBLAS_ENV] = saved["cublas"]
-        _set_tf32(saved["tf32"])
-
-
-def _get_tf32() -> bool:
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):   # torch >= 2.9; mixing it with allow_tf32 is an error
-        return matmul.fp32_precision == "tf32"
-    return matmul.allow_tf32
-
-
-def _set_tf32(on: bool) -> None:
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):
-        if _get_tf32() != on:
-            matmul.fp32_precision = "tf32" if on else "ieee"
-    else:
-        matmul.allow_tf32 = on
+        if tf32_was is not None:
+            torch.set_float32_matmul_precision(tf32_was)
 
 
 def inductor_cache_dir() -> Path:
