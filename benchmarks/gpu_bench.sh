@@ -7,7 +7,9 @@
 #
 #   bash benchmarks/gpu_bench.sh                # → $DEST (benchmarks/gpu by default): logs, JSON, summary.txt
 #   PACK=$OUT/gpu_bench.tgz bash benchmarks/gpu_bench.sh   # on the device machine: also packs DEST into one
-#                                               # file ($OUT brings back at most 8 files; DEST holds ~30)
+#                                               # file ($OUT brings back at most 8 files; DEST holds ~30),
+#                                               # again after every step: a call cut off at its limit
+#                                               # still brings back every step that ended
 #
 # Dry run on a CPU (small_cnn everywhere; it checks the script, it measures nothing about GPUs; on
 # a slow or shared CPU give it more time and less work: BUDGET, LIMIT, COMPILE_LIMIT, STEPS, REPEATS):
@@ -27,9 +29,9 @@
 #      torch.compile with CUDA graphs; the compile warm-up, cold, and a fresh process's warm start
 #      from the caches are recorded). One bench process per model, mode and batch size (one
 #      compiled batch size per process)
-#   3. REF_BENCH (model:batch, eager): the GPU reference's ResNet-9 at 512, whose hours per row
-#      (30 epochs of 45,000 images) size issue 23's runs; then the same benches as in 2 at each of
-#      OTHER_BATCHES, then the sync check of each graphed step
+#   3. the same benches as in 2 at each of OTHER_BATCHES, then the sync check of each graphed step.
+#      REF_BENCH (model:batch, eager: the GPU reference's ResNet-9 at 512, whose hours per row, 30
+#      epochs of 45,000 images, size issue 23's runs) runs in 2, after the eager steps: it is short
 #   4. trains each TRAIN pair (model:loss; B4 with CE and Swin-B with MC) for 2 short epochs on a
 #      subset, from scratch, then evaluates its best.pt on the test split
 #   5. runs DET_MODEL with --deterministic three times: 2 epochs uninterrupted; 2 epochs killed with
@@ -87,7 +89,7 @@ run() {
     echo "== $name (limit ${limit}s)"
     local t0=$SECONDS
     if declare -F "$1" > /dev/null; then
-        "$@" > "$DEST/$name.log" 2>&1              # a function of this script: it keeps its own limit
+        STEP_LEFT=$limit "$@" > "$DEST/$name.log" 2>&1     # a function of this script: it keeps STEP_LEFT itself
     else
         timeout -k 10 "$limit" "$@" > "$DEST/$name.log" 2>&1
     fi
@@ -97,7 +99,14 @@ run() {
     { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && status="timed out after ${limit}s"
     printf '%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - t0))" >> "$DEST/steps.tsv"
     tail -n 3 "$DEST/$name.log"
+    pack
     return $rc
+}
+
+# pack: DEST into PACK (if set), replacing the last pack only once the new one is whole
+pack() {
+    [ -n "${PACK:-}" ] || return 0
+    tar czf "$PACK.part" -C "$(dirname "$DEST")" "$(basename "$DEST")" && mv "$PACK.part" "$PACK"
 }
 
 if [ -z "${DATA:-}" ]; then
@@ -141,15 +150,18 @@ steady() {
         --device "$DEVICE" --precision "$PRECISION" --data "$DATA" --out "$DEST/kernels_$1" --sync-json "$DEST/sync_$1.json"
 }
 
-# 2. the targets: eager at TARGET_BATCH for every model, its sync check and profile, then graphed
+# 2. the targets: eager at TARGET_BATCH for every model, its sync check and profile, then graphed.
+# Between them the GPU reference's network (issue 23), eager: short, and its measured hours per row
+# size that session's runs, so it comes before the graphed benches, which may spend what is left.
+ref_bench() { for pair in $REF_BENCH; do bench "${pair%%:*}" eager "${pair##*:}"; done; }
 for mode in $MODES; do
+    [ "$mode" = graphed ] && { ref_bench; REF_BENCH=; }
     for model in $MODELS; do bench "$model" "$mode" "$TARGET_BATCH"; done
     if [ "$mode" = eager ]; then
         for model in $MODELS; do steady "$model"; done
     fi
 done
-# the GPU reference's network (issue 23), eager: its measured hours per row size that session's runs
-for pair in $REF_BENCH; do bench "${pair%%:*}" eager "${pair##*:}"; done
+ref_bench                       # where MODES has no graphed
 # 3. the rest of the benches, then the graphed steps' sync checks (their compile caches are warm now)
 for batch in $OTHER_BATCHES; do
     for mode in $MODES; do
@@ -177,7 +189,7 @@ kill_inside_epoch_2() {
     local pid=$! t0=$SECONDS
     until [ -f "$RUNS/det_killed/history.csv" ] && [ "$(wc -l < "$RUNS/det_killed/history.csv")" -ge 2 ]; do
         kill -0 $pid 2>/dev/null || { echo "the run ended before epoch 1 was written"; return 1; }
-        [ $((SECONDS - t0)) -gt "$LIMIT" ] && { kill -9 $pid; return 1; }
+        [ $((SECONDS - t0)) -gt "${STEP_LEFT:-$LIMIT}" ] && { kill -9 $pid; echo "no epoch within ${STEP_LEFT:-$LIMIT} s"; return 1; }
         sleep 0.2
     done
     sleep "${KILL_AFTER:-1}"                       # inside epoch 2 (it takes several seconds)
@@ -209,8 +221,8 @@ for line in (out / "steps.tsv").read_text().splitlines():
     name, status, seconds = line.split("\t")
     extra = ""
     if name.startswith("evaluate_") and status == "ok":
-        text = (out / f"{name}.log").read_text()
-        extra = f"  test top1 {json.loads(text[text.index('{'):])['top1']:.3f}"
+        text = (out / f"{name}.log").read_text()      # evaluate's JSON, maybe with lines after it
+        extra = f"  test top1 {json.JSONDecoder().raw_decode(text[text.index('{'):])[0]['top1']:.3f}"
     if name.startswith(("sync_", "steady_")) and (out / f"{name}.log").exists():
         said = [line.strip() for line in (out / f"{name}.log").read_text().splitlines()
                 if line.startswith(("sync check", "  ")) or " ms a step" in line]
@@ -234,7 +246,5 @@ for path in sorted(out.glob("bench_*.jsonl"), key=lambda p: p.stat().st_mtime): 
     print(f"{m['model']:<16} {mode:<8} {m['precision']:<5} {m['batch_size']:>5} " + " ".join(f"{c:>12}" for c in cells))
 EOF
 echo "total: $((SECONDS - START)) s" | tee -a "$DEST/summary.txt"
-if [ -n "${PACK:-}" ]; then
-    tar czf "$PACK" -C "$(dirname "$DEST")" "$(basename "$DEST")" && echo "packed $DEST into $PACK"
-fi
+pack && [ -n "${PACK:-}" ] && echo "packed $DEST into $PACK ($(du -h "$PACK" | cut -f1))"
 ! grep -qv $'\tok\t' "$DEST/steps.tsv"

@@ -56,6 +56,38 @@ def test_bench_refuses_two_compiled_batch_sizes_and_writes_json_as_it_goes(tiny_
 
 
 
+@pytest.mark.slow
+def test_the_warm_start_runs_last_once_no_trainer_holds_the_device(tiny_data, tmp_path, monkeypatch):
+    """--warm-start's fresh process builds a whole trainer: on a GPU, Swin-B at batch 64 twice (this
+    process's and the child's) need not fit. So it runs after every other record, with no trainer
+    left in this process and dynamo's compiled code (and its CUDA graph pools) dropped."""
+    import gc
+
+    class AotEagerTrainer(Trainer):            # no C++ compile on the CPU (as tests/test_compiled.py)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.compilation.backend = "aot_eager"
+
+    path, alive = tmp_path / "b.jsonl", []
+
+    def warm_start_seconds(cfg):
+        gc.collect()
+        alive.append(sum(issubclass(type(o), Trainer) for o in gc.get_objects()))
+        measured = [json.loads(line)["measurement"] for line in path.read_text().splitlines()]
+        assert measured[-1] == "hours_per_row"                     # everything else is on disk first
+        return 1.5
+
+    monkeypatch.setattr(bench, "Trainer", AotEagerTrainer)
+    monkeypatch.setattr(bench, "warm_start_seconds", warm_start_seconds)
+    records = bench.run_bench(batch_size=50, device="cpu", steps=2, repeats=1, data=str(tiny_data),
+                              out=str(tmp_path / "o"), compile=True, warm_start=True, json_path=str(path),
+                              echo=lambda line: None)
+    assert alive == [0]
+    assert records[-1]["measurement"] == "compile_warm_start" and records[-1]["value"] == 1.5
+    assert records[-1]["batch_size"] == 50 and records[-1]["compile"] == "default"   # the run's own fields
+    assert json.loads(path.read_text().splitlines()[-1]) == records[-1]
+
+
 def test_the_logged_window_writes_what_a_run_writes_and_leaves_the_trainer_unlogged(tiny_data, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     cfg = make_config("quick", data=str(tiny_data), out=str(tmp_path / "run"), train_per_class=10,

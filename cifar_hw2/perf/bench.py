@@ -31,12 +31,13 @@ for `--repeats` rounds; rates are medians over rounds, and ratios medians of the
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import json
 import os
 import statistics
 import time
-import contextlib
 from pathlib import Path
 
 import torch
@@ -191,15 +192,32 @@ def run_bench(model: str = "small_cnn", batch_size: int | list[int] = 64, device
                           data=data, out=out, overwrite=True, progress="off")
         trainer = Trainer(cfg, Processes())
         with backend_settings(trainer.device, deterministic=False, tf32=tf32):
-            records += _bench_one(trainer, steps, repeats, preset, echo, augmentation=i == 0,
-                                  json_path=json_path, warm_start=warm_start)
+            found, emit = _bench_one(trainer, steps, repeats, preset, echo, augmentation=i == 0, json_path=json_path)
         del trainer
+        if warm_start:
+            # Last, once this process holds no model: the fresh process builds a whole trainer of its
+            # own, and two of Swin-B at batch 64 need not fit in one GPU's memory.
+            release_device_memory()
+            emit("compile_warm_start", warm_start_seconds(cfg), "s", cache="warm", scope=cfg.compile_scope,
+                 path="a fresh process's first compiled step, from the caches this run wrote")
+        records += found
     echo(format_table(records))
     return records
 
 
+def release_device_memory() -> None:
+    """Free what this process's trainers left on the GPU: dynamo's compiled code (which holds the
+    modules, and, through CUDA graph trees, their memory pools), then the allocator's cache."""
+    gc.collect()
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, augmentation: bool,
-               json_path: str | None = None, warm_start: bool = False) -> list[dict]:
+               json_path: str | None = None):
+    """(the records of one batch size, the `emit` that adds one more to them with the same fields)."""
     cfg = trainer.cfg
     prepare_out(cfg, trainer.procs)
     trainer.setup(None)
@@ -255,10 +273,6 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
     emit("logging_cost", 1 - ratio("logged", "end_to_end"), "fraction", points=logged.board.points,
          path="1 - (epoch loop writing TensorBoard event files) / (the same loop without)")
     emit("warmup", warmup, "s", path="first round of the four windows" + (" (compiles)" if cfg.compile else ""))
-    if cfg.compile:
-        if warm_start:
-            emit("compile_warm_start", warm_start_seconds(cfg), "s", cache="warm", scope=cfg.compile_scope,
-                 path="a fresh process's first compiled step, from the caches this run wrote")
     if cuda:
         emit("peak_gpu_memory", torch.cuda.max_memory_allocated(trainer.device) / 2**30, "GiB")
     gflop = gflop_per_image(trainer)
@@ -267,7 +281,7 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
     epochs, images = row_images(preset)
     emit("hours_per_row", epochs * images / median["end_to_end"] / 3600, "h",
          path=f"{preset}: {epochs} epochs x {images} images", preset=preset)
-    return records
+    return records, emit
 
 
 def _cache_state() -> str:
