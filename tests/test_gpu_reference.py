@@ -12,6 +12,7 @@ import csv
 import json
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -153,7 +154,10 @@ def test_the_script_without_shards_wants_the_data_in_place(tmp_path):
 @pytest.mark.slow
 def test_the_script_trains_and_reports_from_data_in_place(tiny_data, tmp_path):
     """The whole script on the CPU, with the data already in place: one tiny run, then the report."""
+    back = tmp_path / "out"          # the device call's $OUT: at most 8 files of at most 16 MiB come back
+    back.mkdir()
     done = run_script({"SHARDS": "", "DATA": str(tiny_data), "FIRST": "ce:0", "THEN": "", "BUDGET": "400",
+                       "PACK": str(back / "gpu_reference.tgz"),
                        "TRAIN_OPTS": "--train-per-class 2 --val-per-class 2 --test-per-class 2 --epochs 1 "
                                      "--batch-size 20"}, tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -161,6 +165,14 @@ def test_the_script_trains_and_reports_from_data_in_place(tiny_data, tmp_path):
     steps = (tmp_path / "runs" / "logs" / "steps.tsv").read_text().splitlines()
     assert [line.split("\t")[:2] for line in steps] == [["data", "ok"], ["train_ce-seed0", "ok"], ["report", "ok"]]
     assert json.loads((tmp_path / "runs" / "ce-seed0" / "metrics.json").read_text())["complete"]
+    # The pack holds no checkpoints and no predictions (~5.5 MB a run on the full splits: six would
+    # pass 16 MiB); each run's predictions come back beside it, whole.
+    assert sorted(f.name for f in back.iterdir()) == ["ce-seed0.predictions.npz", "gpu_reference.tgz"]
+    with tarfile.open(back / "gpu_reference.tgz") as tar:
+        names = tar.getnames()
+    assert "./ce-seed0/metrics.json" in names and "./logs/summary.txt" in names and "./report.md" in names
+    assert not [n for n in names if n.endswith((".pt", ".npz"))], names
+    assert (back / "ce-seed0.predictions.npz").read_bytes() == (tmp_path / "runs" / "ce-seed0" / "predictions.npz").read_bytes()
 
 
 @pytest.mark.slow
