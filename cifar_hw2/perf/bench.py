@@ -206,10 +206,10 @@ def run_bench(model: str = "small_cnn", batch_size: int | list[int] = 64, device
 
 
 def release_device_memory() -> None:
-    """Free what this process's trainers left on the GPU: dynamo's compiled code (which holds the
+    """Free what this process's trainers left on the GPU: torch.compile's compiled code (which holds the
     modules, and, through CUDA graph trees, their memory pools), then the allocator's cache."""
     gc.collect()
-    torch._dynamo.reset()
+    torch.compiler.reset()
     gc.collect()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
