@@ -39,25 +39,27 @@
 #      metrics.json must be identical
 #   6. prints one summary table (also $DEST/summary.txt), with the sync checks' and profiles' lines
 #
-# Knobs (environment): MODELS="efficientnet_b4 swin_b"  TRAIN="efficientnet_b4:ce swin_b:mc"
+# Knobs (environment; MODELS, TRAIN, DET_MODEL, OTHER_BATCHES and REF_BENCH set empty skip their steps:
+#   a second call that runs only what a first one's budget left, docs/benchmarks.md):
+#   MODELS="efficientnet_b4 swin_b"  TRAIN="efficientnet_b4:ce swin_b:mc"
 #   DET_MODEL=efficientnet_b4  DEVICE=cuda  PRECISION=auto  TARGET_BATCH=64  OTHER_BATCHES=32
 #   MODES="eager graphed"  STEPS=16  REPEATS=2  LIMIT=150 (s per step)  COMPILE_LIMIT=200 (s per
 #   graphed bench: compile, windows and warm start)  BUDGET=470 (s for the whole script)  PYTHON=python3
 #   REF_BENCH="resnet9:512"  TRAIN_PER_CLASS=20 (images per class in step 4)  DET_PER_CLASS=40 (in step 5)
-#   DEST=benchmarks/gpu (what it writes)  PACK= (a .tgz to pack DEST into at the end)
+#   DEST=benchmarks/gpu (what it writes)  PACK= (a .tgz to pack DEST into, after each step)
 #   DATA= (a folder holding cifar-100-python/; default: a synthetic archive in a temporary folder)
 # It never writes to $OUT unless PACK says so: on the device machine $OUT is the folder that comes back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 DEST="${DEST:-benchmarks/gpu}"
-MODELS="${MODELS:-efficientnet_b4 swin_b}"
-TRAIN="${TRAIN:-efficientnet_b4:ce swin_b:mc}"
-DET_MODEL="${DET_MODEL:-efficientnet_b4}"
+MODELS="${MODELS-efficientnet_b4 swin_b}"
+TRAIN="${TRAIN-efficientnet_b4:ce swin_b:mc}"
+DET_MODEL="${DET_MODEL-efficientnet_b4}"
 DEVICE="${DEVICE:-cuda}"
 PRECISION="${PRECISION:-auto}"
 TARGET_BATCH="${TARGET_BATCH:-64}"
-OTHER_BATCHES="${OTHER_BATCHES:-32}"
+OTHER_BATCHES="${OTHER_BATCHES-32}"
 MODES="${MODES:-eager graphed}"
 STEPS="${STEPS:-16}"
 REPEATS="${REPEATS:-2}"
@@ -182,6 +184,7 @@ for pair in $TRAIN; do
 done
 
 # 5. --deterministic: killed inside epoch 2 and resumed = uninterrupted
+if [ -n "$DET_MODEL" ]; then
 det=("$PYTHON" -m cifar_hw2 train "${small[@]}" --model "$DET_MODEL" --loss ce --train-per-class "$DET_PER_CLASS" --deterministic)
 run det_full "${det[@]}" --out "$RUNS/det_full"
 kill_inside_epoch_2() {
@@ -210,6 +213,7 @@ same = rows(a) == rows(b) and (Path(a) / "metrics.json").read_text() == (Path(b)
 print("identical" if same else "DIFFERENT")
 sys.exit(0 if same else 1)
 EOF
+fi
 
 # 6. summary
 "$PYTHON" - "$DEST" <<'EOF' | tee "$DEST/summary.txt"
