@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 
+from cifar_hw2.training.config import ConfigError
 from cifar_hw2.training.backends import CUBLAS_ENV, backend_settings, inductor_cache_dir, use_inductor_cache
 from cifar_hw2.training.loader import DeviceBatches, SeededBatchSampler
 from cifar_hw2.models import build_model
@@ -55,15 +56,54 @@ def test_deterministic_warns_where_cublas_may_have_started_without_its_setting(m
             pass
 
 
+def test_fit_sets_the_cublas_workspace_before_the_trainer_starts_cuda(monkeypatch, tmp_path):
+    # The Trainer starts CUDA (the precision's capability check, the model's move): by then fit must
+    # have set CUBLAS_WORKSPACE_CONFIG and deterministic algorithms, or every fresh CUDA run with
+    # --deterministic would warn that CUDA was already in use.
+    from cifar_hw2.training import trainer as trainer_module
+    from cifar_hw2.training.config import make_config
+
+    class Started(Exception):
+        pass
+
+    seen = {}
+
+    def trainer_starts(cfg, procs, resume_command):
+        seen.update(cublas=os.environ.get(CUBLAS_ENV), algorithms=torch.are_deterministic_algorithms_enabled())
+        raise Started
+
+    monkeypatch.delenv(CUBLAS_ENV, raising=False)
+    monkeypatch.setattr(trainer_module, "Trainer", trainer_starts)
+    with pytest.raises(Started):
+        trainer_module.fit(make_config("quick", deterministic=True, device="cpu", out=str(tmp_path / "run")))
+    assert seen == {"cublas": ":4096:8", "algorithms": True}
+    assert CUBLAS_ENV not in os.environ and not torch.are_deterministic_algorithms_enabled()    # restored
+
+
 def test_tf32_is_set_and_restored_through_the_one_public_switch():
     # Only flags: nothing touches a GPU. torch >= 2.9 has two ways to say TF32; setting only the new
     # per-backend one made every read of the precision raise "mix of the legacy and new APIs"
     # (inductor's max-autotune reads it).
-    before = torch.get_float32_matmul_precision()
+    matmul = torch.backends.cuda.matmul, torch.backends.mkldnn.matmul
+    before = torch.get_float32_matmul_precision(), [m.fp32_precision for m in matmul]
     with backend_settings(torch.device("cuda", 0), tf32=True) as picked:
         assert picked["tf32_matmul"] and torch.get_float32_matmul_precision() == "high"
         assert torch.backends.cuda.matmul.allow_tf32              # both APIs agree, neither raises
-    assert torch.get_float32_matmul_precision() == before
+    assert (torch.get_float32_matmul_precision(), [m.fp32_precision for m in matmul]) == before
+
+
+def test_tf32_after_the_new_api_was_used_is_one_line():
+    # A process that set the per-backend value itself: torch cannot say what to restore, so --tf32
+    # says so in one line, and changes nothing.
+    matmul = torch.backends.cuda.matmul
+    was, matmul.fp32_precision = matmul.fp32_precision, "tf32"
+    try:
+        with pytest.raises(ConfigError, match=r"^--tf32: this process already set torch.backends.cuda.matmul"):
+            with backend_settings(torch.device("cuda", 0), tf32=True):
+                pass
+        assert matmul.fp32_precision == "tf32" and not torch.backends.cudnn.benchmark
+    finally:
+        matmul.fp32_precision = was
     assert not torch.backends.cuda.matmul.allow_tf32
 
 

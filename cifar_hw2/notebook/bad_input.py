@@ -126,8 +126,12 @@ def started_by_papermills_command() -> bool:
     """Whether this kernel's parent process is the `papermill` command (`papermill ...` or `python -m
     papermill ...`): the kernel manager that papermill's engine uses starts the kernel as its child.
     Read from /proc, or from `ps` (macOS); where neither answers (Windows), False. papermill's Python
-    API called from a script is not recognised: that script is the parent."""
-    return any(Path(arg).stem == "papermill" for arg in _parent_command())
+    API called from a script is not recognised: that script is the parent. Only the program is read,
+    not its arguments: JupyterLab started in a folder named papermill is not papermill."""
+    command = _parent_command()
+    if command and Path(command[0]).stem.startswith("python"):    # `python papermill ...`, `python -m papermill`
+        command = command[2:] if command[1:2] == ["-m"] else command[1:]
+    return bool(command) and Path(command[0]).stem == "papermill"
 
 
 def _parent_command() -> list[str]:

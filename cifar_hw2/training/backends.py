@@ -5,7 +5,8 @@ and where torch.compile keeps its compiled artifacts.
                       batch of each shape and keeps the fastest; our train batches all have one
                       shape), off with --deterministic, since the fastest algorithm may differ
                       between runs
-    --tf32            fp32 matmuls on TF32 tensor cores (10-bit mantissa). PyTorch already lets
+    --tf32            fp32 matmuls on TF32 tensor cores (10-bit mantissa; torch's one switch sets
+                      oneDNN's CPU matmuls too, where a CPU has TF32). PyTorch already lets
                       cuDNN convolutions use TF32 by default; this adds matmuls. Opt-in: no GPU has
                       measured what it pays here, and under bf16/fp16 autocast few matmuls are fp32
     --deterministic   torch.use_deterministic_algorithms(True) (an op without a deterministic
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from .config import ConfigError
+
 CUBLAS_ENV, CUBLAS_DETERMINISTIC = "CUBLAS_WORKSPACE_CONFIG", ":4096:8"
 INDUCTOR_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
@@ -41,14 +44,16 @@ def backend_settings(device: torch.device, deterministic: bool = False, tf32: bo
     cuda = device.type == "cuda"
     # TF32 through torch's one public switch. Setting only torch.backends.cuda.matmul.fp32_precision
     # (torch >= 2.9) leaves the legacy flag behind, and reading the precision then raises ("mix of
-    # the legacy and new APIs"), as inductor's max-autotune does. Only touched when asked for.
-    tf32_was = torch.get_float32_matmul_precision() if cuda and tf32 else None
+    # the legacy and new APIs"), as inductor's max-autotune does. The switch also sets oneDNN's CPU
+    # matmuls; both per-backend values are put back as they were. Only touched when asked for.
+    tf32_was = _matmul_precision() if cuda and tf32 else None
     try:
         cudnn.benchmark = cuda and not deterministic
         if deterministic:
             cudnn.deterministic = True
             torch.use_deterministic_algorithms(True)
-            # Read by cuBLAS when its handle is created: set before the first CUDA matmul.
+            # Read once, when torch makes its first cuBLAS workspace (the first CUDA matmul): fit()
+            # enters here before CUDA starts. A kernel that already ran CUDA may be past that point.
             if cuda and torch.cuda.is_initialized() and CUBLAS_ENV not in os.environ:
                 warnings.warn(f"--deterministic: CUDA was already in use in this process, so cuBLAS may have made its "
                               f"workspace before {CUBLAS_ENV}={CUBLAS_DETERMINISTIC} was set, and its matmuls may "
@@ -68,7 +73,19 @@ def backend_settings(device: torch.device, deterministic: bool = False, tf32: bo
         else:
             os.environ[CUBLAS_ENV] = saved["cublas"]
         if tf32_was is not None:
-            torch.set_float32_matmul_precision(tf32_was)
+            torch.set_float32_matmul_precision(tf32_was[0])
+            torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision = tf32_was[1]
+
+
+def _matmul_precision() -> tuple[str, tuple[str, str]]:
+    """torch's fp32 matmul precision, and its per-backend values (CUDA, oneDNN), to put back later."""
+    try:
+        legacy = torch.get_float32_matmul_precision()
+    except RuntimeError:     # the process set torch.backends.*.fp32_precision itself, and torch cannot say
+        raise ConfigError("--tf32: this process already set torch.backends.cuda.matmul.fp32_precision (or "
+                          "another backend's) itself; set TF32 one way: leave --tf32 out, or use "
+                          "torch.set_float32_matmul_precision instead") from None
+    return legacy, (torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
 
 
 def inductor_cache_dir() -> Path:

@@ -378,17 +378,20 @@ def fit(config: TrainConfig, resume_command: str | None = None) -> list[dict]:
     """Train and evaluate per `config`; returns the history (one dict per epoch). `resume_command`:
     what the stop line tells a user to run (the CLI passes the command line with --resume)."""
     cfg = config.validate()
-    procs = init_processes(cfg.device)
-    try:
-        with claimed(cfg.out, procs):    # before any data is loaded
-            trainer = Trainer(cfg, procs, resume_command)
-            trainer.stop = StopControl(cfg.checkpoint_minutes, cfg.time_limit, procs.world, trainer.device,
-                                       procs.rank, cfg.out)
-            state = prepare_out(cfg, procs)
-            with backend_settings(trainer.device, cfg.deterministic, cfg.tf32) as trainer.backends, \
-                    trainer.stop.installed():
-                trainer.setup(state)
-                return trainer.run()
-    finally:
-        if procs.started_here and dist.is_initialized():
-            dist.destroy_process_group()
+    # The backends first: --deterministic's CUBLAS_WORKSPACE_CONFIG must be set before CUDA's first
+    # matmul, and the Trainer starts CUDA (the precision's capability check, the model's move).
+    with backend_settings(pick_device(cfg.device), cfg.deterministic, cfg.tf32) as backends:
+        procs = init_processes(cfg.device)
+        try:
+            with claimed(cfg.out, procs):    # before any data is loaded
+                trainer = Trainer(cfg, procs, resume_command)
+                trainer.backends = backends
+                trainer.stop = StopControl(cfg.checkpoint_minutes, cfg.time_limit, procs.world, trainer.device,
+                                           procs.rank, cfg.out)
+                state = prepare_out(cfg, procs)
+                with trainer.stop.installed():
+                    trainer.setup(state)
+                    return trainer.run()
+        finally:
+            if procs.started_here and dist.is_initialized():
+                dist.destroy_process_group()
