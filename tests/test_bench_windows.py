@@ -68,9 +68,15 @@ def test_the_warm_start_runs_last_once_no_trainer_holds_the_device(tiny_data, tm
             super().__init__(*args, **kwargs)
             self.compilation.backend = "aot_eager"
 
-    path, alive = tmp_path / "b.jsonl", []
+    path, alive, calls = tmp_path / "b.jsonl", [], []
+    release = bench.release_device_memory
+
+    def release_device_memory():
+        calls.append("release")
+        release()
 
     def warm_start_seconds(cfg):
+        calls.append("warm start")
         gc.collect()
         alive.append(sum(issubclass(type(o), Trainer) for o in gc.get_objects()))
         measured = [json.loads(line)["measurement"] for line in path.read_text().splitlines()]
@@ -79,10 +85,11 @@ def test_the_warm_start_runs_last_once_no_trainer_holds_the_device(tiny_data, tm
 
     monkeypatch.setattr(bench, "Trainer", AotEagerTrainer)
     monkeypatch.setattr(bench, "warm_start_seconds", warm_start_seconds)
+    monkeypatch.setattr(bench, "release_device_memory", release_device_memory)
     records = bench.run_bench(batch_size=50, device="cpu", steps=2, repeats=1, data=str(tiny_data),
                               out=str(tmp_path / "o"), compile=True, warm_start=True, json_path=str(path),
                               echo=lambda line: None)
-    assert alive == [0]
+    assert alive == [0] and calls == ["release", "warm start"]      # compiled code dropped before the child
     assert records[-1]["measurement"] == "compile_warm_start" and records[-1]["value"] == 1.5
     assert records[-1]["batch_size"] == 50 and records[-1]["compile"] == "default"   # the run's own fields
     assert json.loads(path.read_text().splitlines()[-1]) == records[-1]

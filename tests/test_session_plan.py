@@ -1,5 +1,5 @@
 """Notebook 04's plan cell: on Colab it times this run's own steps and says what a session holds."""
-from cifar_hw2.perf.bench import session_plan
+from cifar_hw2.perf.session import session_plan
 from cifar_hw2.training.config import make_config
 
 
