@@ -57,7 +57,7 @@ def cli_here(capsys, *args) -> tuple[int, str]:
     (["--loss", "ce", "--gamma", "3"], "--gamma is a setting of loss 'focal' only, and this run's loss is 'ce': "
                                        "leave --gamma out, or choose that loss"),
     (["--loss", "focal", "--mc-mu", "2"], "--mc-mu is a setting of loss 'mc' only, and this run's loss is 'focal'"),
-    (["--compile-mode", "fast"], "unknown compile_mode 'fast'; valid choices: default, reduce-overhead"),
+    (["--compile-mode", "fast"], "unknown --compile-mode 'fast'; valid choices: default, reduce-overhead"),
     # what is accepted, never an internal name (_optional_float) or torch's "Overflow when unpacking long long"
     (["--time-limit", "garbage"], "argument --time-limit: expected a number or 'none', got 'garbage'"),
     (["--train-per-class", "many"], "argument --train-per-class: expected an integer or 'all'/'auto'/'none', got 'many'"),
@@ -83,6 +83,21 @@ def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys, monkey
     assert status == 2
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x").exists()
+
+
+def test_settings_are_named_as_flags_only_while_a_command_runs(tmp_path, capsys):
+    # Python's API and the notebooks say field names; the command line says flags. A value the user
+    # typed is never rewritten, even one spelt like a field (a path named batch_size).
+    from cifar_hw2.training.config import ConfigError, make_config, settings_said_as_flags
+    with pytest.raises(ConfigError, match=r"^batch_size 100000 is more .* use a batch_size of at most 5000$"):
+        make_config("quick", batch_size=100000)
+    with settings_said_as_flags(), pytest.raises(ConfigError, match=r"^--batch-size 100000 .* --batch-size of"):
+        make_config("quick", batch_size=100000)
+    with pytest.raises(ConfigError, match=r"^workers must be an integer >= 0 or None"):
+        make_config("quick", workers=-1)
+    for path in ("batch_size", "runs\\lr_period\\best.pt"):
+        status, err = cli_here(capsys, "evaluate", "--checkpoint", path)
+        assert status == 2 and err.strip() == f"cifar-hw2: error: checkpoint {path} does not exist"
 
 
 def test_no_command_lists_the_commands(capsys):
@@ -176,10 +191,11 @@ def test_train_then_out_folder_guard_then_evaluate(tiny_data, tmp_path):
     assert "pass --resume to continue it or --overwrite to replace it" in longer.stderr
     other = cli(*args[:-1], "ce")       # --resume would be refused: not offered
     assert other.returncode == 2 and other.stderr.strip() == (
-        f"cifar-hw2: error: out folder {out} already holds a run made with other settings (loss 'flsd53' there, "
+        f"cifar-hw2: error: out folder {out} already holds a run made with other settings (--loss 'flsd53' there, "
         f"'ce' here); pass --overwrite to replace it, or choose another --out")
-    smaller = cli(*args, "--batch-size", "16")      # a setting is named as its flag
-    assert smaller.returncode == 2 and "other settings (--batch-size 32 there, 16 here)" in smaller.stderr
+    smaller = cli(*args, "--batch-size", "16", "--lr", "0.001")      # every setting is named as its flag
+    assert smaller.returncode == 2 and "other settings (--lr 0.002 there, 0.001 here; --batch-size 32 there, 16 " \
+        "here)" in smaller.stderr
     resumed = cli(*args, "--batch-size", "16", "--resume")
     assert resumed.returncode == 2 and "other settings (--batch-size: 32 in the checkpoint, 16 now)" in resumed.stderr
     assert cli(*args, "--overwrite").returncode == 0

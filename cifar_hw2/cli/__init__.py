@@ -24,7 +24,7 @@ import sys
 import textwrap
 
 from ..training.config import PRESETS, make_config
-from .flags import add_config_flags, in_flag_terms
+from .flags import add_config_flags
 
 EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
 EXIT_WRITE_FAILED, EXIT_STOPPED, EXIT_INTERRUPTED = 74, 75, 130     # sysexits' EX_IOERR, EX_TEMPFAIL; 128 + SIGINT
@@ -326,13 +326,14 @@ def _main(argv=None) -> int:
         parser.error(f"give a command: {', '.join(COMMANDS)} (cifar-hw2 COMMAND --help says more)")
     args.argv = argv
     from ..training.checkpoint import CheckpointError
-    from ..training.config import ConfigError
+    from ..training.config import settings_said_as_flags
     from ..data import DataError
     from ..training.runfolder import RunFileError
     from ..training.stopping import RunStopped
     from ..training.trainer import NonFiniteLossError
     try:
-        return COMMANDS[args.command](args)
+        with settings_said_as_flags():     # a message names a setting as its flag: --batch-size, not batch_size
+            return COMMANDS[args.command](args)
     except RunStopped:
         return EXIT_STOPPED            # the trainer printed where it stopped and the resume command
     except RunFileError as e:
@@ -342,7 +343,7 @@ def _main(argv=None) -> int:
         print(f"cifar-hw2: {e}", file=sys.stderr)
         return EXIT_FAILED
     except (ValueError, DataError, CheckpointError) as e:  # ConfigError and ModelError are ValueErrors
-        print(f"cifar-hw2: error: {in_flag_terms(str(e)) if isinstance(e, (ConfigError, CheckpointError)) else e}", file=sys.stderr)
+        print(f"cifar-hw2: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("cifar-hw2: interrupted at once; a run continues from its last last.pt with --resume",

@@ -1,41 +1,12 @@
-"""TrainConfig's fields as command-line flags: one flag per field, its help and parsing, and a config
-check's message said in flag terms. `train` and `bench` build their flags here (cli/__init__.py)."""
+"""TrainConfig's fields as command-line flags: one flag per field, its help and parsing. `train` and
+`bench` build their flags here (cli/__init__.py); a config check's message names them as flags
+because the commands run inside `config.settings_said_as_flags`."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 
-from ..training.config import TrainConfig, field_help
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def in_flag_terms(message: str) -> str:
-    """A config check's message as the command line says it: "time_limit must be > 0 or None, got
-    -1.0" is "--time-limit must be > 0 or 'none', got -1.0"; "leave mc_mu out" is "leave --mc-mu
-    out". A field name becomes its flag where the message names a setting: as the first word (before
-    "must", "is a setting" or "and"), anywhere if it has an underscore (no English word has one),
-    and in "leave NAME out" and "A and NAME exclude". Left as they are: a registry's "unknown loss
-    'fl'" (the kind of choice, not a setting) and a run's description (model=..., batch_size=...)."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    if message.startswith("unknown "):
-        return message
-    field, _, rest = message.partition(" ")
-    if field == "pretrained" and rest.startswith("must "):    # True and False are flags here, not values
-        got = rest.rpartition(", got ")[2]
-        return (f"--pretrained takes nothing (ImageNet weights from the hub) or a weight file's path; "
-                f"--no-pretrained trains from scratch. Got {got}")
-    if field in fields and rest.startswith(("must ", "is a setting ", "and ")):
-        message = _flag(field) + " " + (rest.replace(" or None", " or 'none'", 1) if rest.startswith("must ") else rest)
-    # Not inside a path, a quoted value or a longer name (runs/batch_size_sweep, 'mc_homework'), nor name=value.
-    named = r"(?<![\w/.'-])(%s)(?![\w/.'=-])" % "|".join(sorted((f for f in fields if "_" in f), key=len, reverse=True))
-    message = re.sub(named, lambda m: _flag(m.group(1)), message)
-    # "leave gamma out"; "resume and overwrite exclude each other"
-    return re.sub(r"(\bleave |^--[\w-]+ and )(\w+)\b",
-                  lambda m: m.group(1) + (_flag(m.group(2)) if m.group(2) in fields else m.group(2)), message)
+from ..training.config import TrainConfig, field_help, flag_of
 
 
 def _optional_int(text: str):
@@ -98,14 +69,14 @@ def add_config_flags(p: argparse.ArgumentParser, names: tuple[str, ...] | None =
             p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False,
                            default=default, help="train from scratch")
         elif kind == "bool":
-            p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=text)
+            p.add_argument(flag_of(f.name), action=argparse.BooleanOptionalAction, default=default, help=text)
         elif kind == "int":
-            p.add_argument(_flag(f.name), type=int, default=default, metavar="N", help=text)
+            p.add_argument(flag_of(f.name), type=int, default=default, metavar="N", help=text)
         elif kind == "int | None":
-            p.add_argument(_flag(f.name), type=_optional_int, default=default, metavar=metavar, help=text)
+            p.add_argument(flag_of(f.name), type=_optional_int, default=default, metavar=metavar, help=text)
         elif kind == "float":
-            p.add_argument(_flag(f.name), type=float, default=default, metavar="X", help=text)
+            p.add_argument(flag_of(f.name), type=float, default=default, metavar="X", help=text)
         elif kind == "float | None":
-            p.add_argument(_flag(f.name), type=_optional_float, default=default, metavar=metavar or "X", help=text)
+            p.add_argument(flag_of(f.name), type=_optional_float, default=default, metavar=metavar or "X", help=text)
         else:
-            p.add_argument(_flag(f.name), type=str, default=default, metavar=metavar or "NAME", help=text)
+            p.add_argument(flag_of(f.name), type=str, default=default, metavar=metavar or "NAME", help=text)

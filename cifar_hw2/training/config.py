@@ -8,6 +8,8 @@ ranges and raises ConfigError with what was wrong and what is accepted.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import difflib
 import math
@@ -34,6 +36,36 @@ MAX_SEED = 2**63 - 1      # every seed derived from it stays within torch's 64-b
 
 class ConfigError(ValueError):
     """A setting has a bad name, type or value."""
+
+
+# How a message names a setting: its field name (make_config, the notebooks' parameters), or, while
+# the command line runs (`settings_said_as_flags`), its flag. Messages build names with `setting`.
+_AS_FLAGS = contextvars.ContextVar("cifar_hw2_settings_as_flags", default=False)
+
+
+def flag_of(name: str) -> str:
+    """A field's command-line flag: batch_size → --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
+def setting(name: str) -> str:
+    """`name` as the running front end says it: "batch_size", or "--batch-size" on the command line."""
+    return flag_of(name) if _AS_FLAGS.get() else name
+
+
+def none_word() -> str:
+    """The value "no limit" / "choose for me" as the front end writes it: None, or 'none' on the command line."""
+    return "'none'" if _AS_FLAGS.get() else "None"
+
+
+@contextlib.contextmanager
+def settings_said_as_flags():
+    """Messages raised inside name settings as flags (the command line's commands run inside)."""
+    token = _AS_FLAGS.set(True)
+    try:
+        yield
+    finally:
+        _AS_FLAGS.reset(token)
 
 
 @dataclass
@@ -109,27 +141,30 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         if self.workers is not None and (not _is_int(self.workers) or self.workers < 0):
-            raise ConfigError(f"workers must be an integer >= 0 or None, got {self.workers!r}")
+            raise ConfigError(f"{setting('workers')} must be an integer >= 0 or {none_word()}, got {self.workers!r}")
         if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1 ({MAX_SEED}), got {self.seed!r}")
+            raise ConfigError(f"{setting('seed')} must be an integer from 0 to 2**63 - 1 ({MAX_SEED}), got {self.seed!r}")
         if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
-            raise ConfigError(f"out must name a folder, got {self.out!r} (that would write the run into the "
+            raise ConfigError(f"{setting('out')} must name a folder, got {self.out!r} (that would write the run into the "
                               f"current folder); e.g. --out runs/my-run")
         for name, valid in FLOAT_RANGES.items():
             _in_range(name, getattr(self, name), *valid)
         if self.train_per_class is not None and self.train_per_class + self.val_per_class > 500:
-            raise ConfigError(f"train_per_class + val_per_class must be <= 500 (CIFAR-100 has 500 "
+            raise ConfigError(f"{setting('train_per_class')} + {setting('val_per_class')} must be <= 500 (CIFAR-100 has 500 "
                               f"train images per class), got {self.train_per_class} + {self.val_per_class}")
         if self.val_per_class >= 500:
-            raise ConfigError(f"val_per_class must be < 500, got {self.val_per_class}")
+            raise ConfigError(f"{setting('val_per_class')} must be < 500, got {self.val_per_class}")
         if self.test_per_class is not None and self.test_per_class > 100:
-            raise ConfigError(f"test_per_class must be <= 100, got {self.test_per_class}")
+            raise ConfigError(f"{setting('test_per_class')} must be <= 100, got {self.test_per_class}")
         # The loader drops a last partial batch: a batch larger than the split would train no step.
         per_class = self.train_per_class or SPLIT_SIZES["train"] // NUM_CLASSES - self.val_per_class
         if self.batch_size > per_class * NUM_CLASSES:
-            raise ConfigError(f"batch_size {self.batch_size} is more than the {per_class * NUM_CLASSES} training "
-                              f"images ({per_class} per class), so no step could be taken; use a batch_size of at "
-                              f"most {per_class * NUM_CLASSES}")
+            raise ConfigError(f"{setting('batch_size')} {self.batch_size} is more than the {per_class * NUM_CLASSES} "
+                              f"training images ({per_class} per class), so no step could be taken; use a "
+                              f"{setting('batch_size')} of at most {per_class * NUM_CLASSES}")
+        if (not isinstance(self.pretrained, (bool, str)) or self.pretrained == "") and _AS_FLAGS.get():
+            raise ConfigError(f"--pretrained takes nothing (ImageNet weights from the hub) or a weight file's path; "
+                              f"--no-pretrained trains from scratch. Got {self.pretrained!r}")
         if not isinstance(self.pretrained, (bool, str)) or self.pretrained == "":
             raise ConfigError(f"pretrained must be True (ImageNet weights from the hub), False (train from "
                               f"scratch) or the path of a weight file, got {self.pretrained!r}")
@@ -142,7 +177,7 @@ class TrainConfig:
         if MODELS[self.model].hub_tag is None and self.pretrained is not False:
             raise ConfigError(f"{self.model} is trained from scratch: set pretrained=False (--no-pretrained)")
         if self.resume and self.overwrite:
-            raise ConfigError("resume and overwrite exclude each other: pick one")
+            raise ConfigError(f"{setting('resume')} and {setting('overwrite')} exclude each other: pick one")
         self._check_loss_fits_model()
         return self
 
@@ -266,8 +301,8 @@ def make_config(preset: str = "paper-b4", **overrides) -> TrainConfig:
     config = TrainConfig(**{**PRESETS[preset], **overrides}).validate()
     for name, losses in LOSS_SETTINGS.items():
         if name in overrides and config.loss not in losses:
-            raise ConfigError(f"{name} is a setting of loss {' or '.join(map(repr, losses))} only, and this "
-                              f"run's loss is {config.loss!r}: leave {name} out, or choose that loss")
+            raise ConfigError(f"{setting(name)} is a setting of loss {' or '.join(map(repr, losses))} only, and "
+                              f"this run's loss is {config.loss!r}: leave {setting(name)} out, or choose that loss")
     return config
 
 
@@ -322,7 +357,9 @@ def _choice(name, value, valid, label="valid choices"):
     except TypeError:           # an unhashable value (a list from papermill's -y) against a dict
         known = False
     if not known:
-        raise ConfigError(f"unknown {name} {value!r}{nearest(value, valid)}; {label}: {', '.join(valid)}")
+        # "unknown loss 'fl'" names a kind of thing; compile_mode, augment_on, ... are settings' names
+        kind = setting(name) if "_" in name else name
+        raise ConfigError(f"unknown {kind} {value!r}{nearest(value, valid)}; {label}: {', '.join(valid)}")
 
 
 def _is_int(v) -> bool:
@@ -345,9 +382,9 @@ def _in_range(name, v, low, high, low_in, high_in, none_ok) -> None:
     ok = (_is_number(v) and math.isfinite(v) and (v >= low if low_in else v > low)
           and (v <= high if high_in else v < high))
     if not ok:
-        what = _range_text(low, high, low_in, high_in) + (" or None" if none_ok else "")
+        what = _range_text(low, high, low_in, high_in) + (f" or {none_word()}" if none_ok else "")
         finite = " (a finite number: NaN and inf are not accepted)" if _is_number(v) and not math.isfinite(v) else ""
-        raise ConfigError(f"{name} must be {what}{finite}, got {v!r}" + string_note(v))
+        raise ConfigError(f"{setting(name)} must be {what}{finite}, got {v!r}" + string_note(v))
 
 
 def string_note(v, name: str | None = None) -> str:
@@ -365,12 +402,12 @@ def string_note(v, name: str | None = None) -> str:
 def check_bool(name: str, v) -> None:
     """A setting that takes True or False: anything else is refused, a string with the exact flag to write."""
     if not isinstance(v, bool):
-        raise ConfigError(f"{name} must be True or False, got {v!r}" + string_note(v, name))
+        raise ConfigError(f"{setting(name)} must be True or False, got {v!r}" + string_note(v, name))
 
 
 def _positive_int(name, v):
     if not _is_int(v) or v <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {v!r}" + string_note(v))
+        raise ConfigError(f"{setting(name)} must be a positive integer, got {v!r}" + string_note(v))
 
 
 def field_help() -> dict[str, str]:

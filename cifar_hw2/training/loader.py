@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..augment import uint8_train_transform
 from ..batch_augment import AugmentParams, BatchAugment, to_device
 from ..data import CifarDataset, CifarSplit, load_cifar100, stratified_subset, train_val_split
-from .config import ConfigError
+from .config import ConfigError, setting
 
 
 def batch_seed(seed: int, epoch: int, index: int) -> int:
@@ -97,7 +97,7 @@ def make_train_loader(split: CifarSplit, batch_size: int, seed: int, *, flip=Tru
     sampler = SeededBatchSampler(len(split), batch_size, seed, rank, world_size)
     if len(sampler) == 0:
         raise ValueError(f"batch size {batch_size} is larger than the {len(split)} training images "
-                         f"per process; lower batch_size or use more data")
+                         f"per process; lower {setting('batch_size')} or use more data")
     workers = default_workers() if workers is None else workers
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                         persistent_workers=workers > 0, pin_memory=pin_memory,
@@ -190,8 +190,9 @@ def train_batches(cfg, split: CifarSplit, device: torch.device, rank: int = 0, w
             split, per_process, cfg.seed, flip=cfg.flip, rotation=cfg.rotation, autoaugment=cfg.autoaugment,
             rank=rank, world_size=world, workers=cfg.workers, pin_memory=device.type == "cuda")
     if len(loader) == 0:   # config.validate catches this for CIFAR-100; a smaller archive lands here
-        raise ConfigError(f"batch_size {cfg.batch_size} is more than the {len(split)} training images "
-                          f"of {cfg.data or 'the data folder'}, so no step could be taken; use a smaller batch_size")
+        raise ConfigError(f"{setting('batch_size')} {cfg.batch_size} is more than the {len(split)} training images "
+                          f"of {cfg.data or 'the data folder'}, so no step could be taken; use a smaller "
+                          f"{setting('batch_size')}")
     return augment_on, loader, sampler
 
 

@@ -29,7 +29,7 @@ from .checkpoint import (CheckpointError, leftover_temp_files, load_checkpoint, 
                          write_json)
 from .paths import shown_path, this_python
 from .progress import in_notebook
-from .config import RUNTIME_FIELDS, ConfigError, TrainConfig, upgrade_saved
+from .config import RUNTIME_FIELDS, ConfigError, TrainConfig, setting, upgrade_saved
 from .folderlock import hold
 from .stopping import what_is_kept
 
@@ -99,7 +99,7 @@ def settings_changed(saved: dict, cfg: TrainConfig) -> dict:
 
 def describe_changes(changed: dict) -> str:
     """settings_changed's result in words: "loss 'flsd53' there, 'ce' here; ..." (four at most)."""
-    what = [f"{k} {a!r} there, {b!r} here" for k, (a, b) in changed.items()]
+    what = [f"{setting(k)} {a!r} there, {b!r} here" for k, (a, b) in changed.items()]
     return "; ".join(what[:4]) + (f"; and {len(what) - 4} more" if len(what) > 4 else "")
 
 
@@ -113,7 +113,7 @@ def check_out_folder(out: str | Path) -> None:
     that does not exist yet is not made here, a probe is made in its nearest existing parent."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"out {out} exists and is not a folder")
+        raise ConfigError(f"{setting('out')} {out} exists and is not a folder")
     parent = out
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -185,7 +185,7 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
     `procs`: a processes.Processes (barrier, main)."""
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"out {out} exists and is not a folder")
+        raise ConfigError(f"{setting('out')} {out} exists and is not a folder")
     existing = [name for name in RUN_FILES if (out / name).exists()]
     if existing and not (cfg.resume or cfg.overwrite):
         old = saved_config(out)
@@ -222,7 +222,7 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
         state = load_checkpoint(out / "last.pt", cfg.model, NUM_CLASSES)
         changed = settings_changed(state["config"], cfg)
         if changed:
-            what = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changed.items())
+            what = ", ".join(f"{setting(k)}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changed.items())
             raise CheckpointError(f"cannot resume {out / 'last.pt'}: it was made with other settings ({what}). "
                                   f"Resume with the same settings, or pass --overwrite to start over")
         return state

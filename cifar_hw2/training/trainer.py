@@ -45,7 +45,7 @@ from ..schedule import build_scheduler
 from .backends import backend_settings
 from .checkpoint import write_json
 from .compiled import Compilation
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, setting
 from .evaluation import epoch_metrics, split_logits
 from .loader import batch_seed, make_splits, train_batches
 from .paths import shown_path
@@ -78,7 +78,8 @@ class Trainer:
         self.compilation = (Compilation(cfg.compile_mode, cfg.compile_scope, self.device, self.out, procs.main)
                             if cfg.compile else None)
         if cfg.batch_size % procs.world:
-            raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the {procs.world} processes")
+            raise ConfigError(f"{setting('batch_size')} {cfg.batch_size} must be divisible by the {procs.world} "
+                              f"processes")
         # Signals and the test hook only; fit() gives a run its checkpoint timer and time limit
         # (bench drives train_epoch too, and must never write a checkpoint).
         self.stop = StopControl(world=procs.world, device=self.device, rank=procs.rank, out=str(self.out))
