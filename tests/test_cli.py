@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,19 @@ def test_settings_are_named_as_flags_only_while_a_command_runs(tmp_path, capsys)
         assert status == 2 and err.strip() == f"cifar-hw2: error: checkpoint {path} does not exist"
 
 
+def test_grid_quick_is_a_flag_and_train_preset_there_points_to_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "0")      # restored after the test: --quick sets it for the rows
+    runs = str(tmp_path / "runs")
+    status, err = cli_here(capsys, "grid", "--runs", runs, "--preset", "quick")
+    assert status == 2 and err.strip() == ("cifar-hw2: error: grid runs each row with its Table 1 preset (--preset "
+                                           "quick is train's flag); --quick runs every row on the quick preset")
+    from cifar_hw2.cli import main
+    assert main(["grid", "--runs", runs, "--only", "key=b4-bs64-flsd53", "--dry-run"]) == 0
+    assert "(full configuration)" in capsys.readouterr().out
+    assert main(["grid", "--runs", runs, "--only", "key=b4-bs64-flsd53", "--dry-run", "--quick"]) == 0
+    assert "(quick mode (--quick, or CIFAR_HW2_QUICK=1)" in capsys.readouterr().out
+
+
 def test_no_command_lists_the_commands(capsys):
     from cifar_hw2.cli import COMMANDS
     status, err = cli_here(capsys)
@@ -181,6 +195,12 @@ def test_train_then_out_folder_guard_then_evaluate(tiny_data, tmp_path):
             "--val-per-class", "2", "--test-per-class", "all", "--epochs", "1", "--workers", "0",
             "--out", str(out), "--loss", "flsd53"]
     assert cli(*args).returncode == 0
+    # config.json's command can be pasted again from where it ran (not `.../cifar_hw2/__main__.py train`)
+    record = json.loads((out / "config.json").read_text())
+    assert record["loss_settings_used"] == {} and record["config"]["gamma"] == 2.0   # FLSD-53 reads no gamma
+    recorded = shlex.split(record["command"])
+    python = os.path.relpath(sys.executable, ROOT) if Path(sys.executable).is_relative_to(ROOT) else sys.executable
+    assert recorded == [python, "-m", "cifar_hw2", *args]
     again = cli(*args)      # finished: --resume would have nothing to do, so it is not offered
     assert again.returncode == 2 and again.stderr.strip() == (
         f"cifar-hw2: error: out folder {out} already holds a run with nothing left to do (model=small_cnn, "

@@ -2,6 +2,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cifar_hw2.experiments.grid import Outcome, grid_rows, print_status, run_grid, select
+from cifar_hw2.experiments.grid import Outcome, print_status, run_grid
+from cifar_hw2.experiments.rows import grid_rows, select
 from cifar_hw2.training.paths import this_python
 from cifar_hw2.experiments.reference import REPORT_TABLE1
 from cifar_hw2.experiments.report import comparison_table, find_runs, write_report
@@ -170,7 +172,16 @@ def test_a_two_row_grid_interrupted_resumes_then_skips_then_reports(tmp_path):
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGINT)            # Ctrl-C in a terminal: the whole process group
     out, _ = proc.communicate(timeout=HANG)
-    assert proc.returncode != 0 and "interrupted" in out
+    # The rows saved last.pt: EXIT_STOPPED, the row's line and the grid's, and nothing that contradicts
+    # them (it added "interrupted at once; ... with --resume", and grid has no --resume).
+    assert proc.returncode == 75, out
+    lines = out.strip().splitlines()
+    assert re.fullmatch(rf"\[1/2\] {first} +stopped by Ctrl-C after \d+ s", lines[-2]), out
+    assert lines[-1] == "grid: interrupted; run the same command again to resume" and "--resume" not in out
+    from cifar_hw2.experiments.grid import INTERRUPTED_LOG_LINE
+    assert (runs / first / "grid.log").read_text().splitlines()[-1] == INTERRUPTED_LOG_LINE
+    status = cli("grid", "--runs", str(runs), "--only", "loss=flsd53", "--status")
+    assert re.search(rf"{first} +interrupted", status.stdout), status.stdout   # resumable, not failed
     done = json.loads((runs / first / "metrics.json").read_text())
     assert not done["complete"] and not (runs / "swin-bs64-flsd53" / "metrics.json").exists()
 

@@ -162,7 +162,8 @@ def test_quick_mode_replaces_quick_runs_and_keeps_full_ones(tmp_path, monkeypatc
 
 
 def row_config_of(key, runs):
-    from cifar_hw2.experiments.grid import grid_rows, row_config
+    from cifar_hw2.experiments.grid import row_config
+    from cifar_hw2.experiments.rows import grid_rows
     return row_config(next(r for r in grid_rows() if r.key == key), runs, None)
 
 
@@ -215,7 +216,8 @@ def test_slurm_rows_replace_quick_stand_ins_when_submitted(tmp_path, monkeypatch
     """A Slurm job resumes whatever its folder holds (slurm.TrainJob), so the grid clears a quick
     stand-in that the row does not continue when it submits the row, and only then (not on --dry-run)."""
     from cifar_hw2.experiments import slurm
-    from cifar_hw2.experiments.grid import grid_rows, select, submit_rows
+    from cifar_hw2.experiments.grid import submit_rows
+    from cifar_hw2.experiments.rows import grid_rows, select
     runs, said, submitted = tmp_path / "runs", [], []
     monkeypatch.setattr(slurm, "submit", lambda configs, names, *a, **k: submitted.extend(configs) or [])
     rows = select(grid_rows(), ["loss=flsd53"])

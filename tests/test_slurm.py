@@ -13,7 +13,8 @@ ROWS = ("b4-bs64-ce-homework", "b4-bs64-flsd53")     # quick stand-ins: CE and F
 @pytest.mark.slow
 def test_a_two_row_grid_on_the_local_executor_survives_a_requeue_mid_epoch(tiny_data, tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    from cifar_hw2.experiments.grid import grid_rows, print_status, row_config, submit_rows
+    from cifar_hw2.experiments.grid import print_status, row_config, submit_rows
+    from cifar_hw2.experiments.rows import grid_rows
     from cifar_hw2.experiments.slurm import SlurmOptions, read
     rows = [r for r in grid_rows() if r.key in ROWS]
     runs, overrides = tmp_path / "runs", {**MINI, "progress": "epoch"}

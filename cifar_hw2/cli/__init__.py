@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import textwrap
 
-from ..training.config import PRESETS, make_config
+from ..training.config import PRESETS, QUICK_ENV, make_config
 from .flags import add_config_flags
 
 EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
@@ -34,9 +35,10 @@ EXIT_STATUSES = {
     EXIT_BAD_INPUT: "bad input, one line on stderr and no traceback: a setting, a path, a folder in use, "
                     "a resume with other settings",
     EXIT_WRITE_FAILED: "a file of the run folder could not be written (a full disk); the last good last.pt is kept",
-    EXIT_STOPPED: "stopped by SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 or Ctrl-C after writing last.pt where it stopped; "
-                  "resumable",
-    EXIT_INTERRUPTED: "a second Ctrl-C: stopped at once; --resume continues from the last last.pt",
+    EXIT_STOPPED: "stopped by SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 or Ctrl-C after writing last.pt where it stopped "
+                  "(grid: its running rows did); resumable",
+    EXIT_INTERRUPTED: "a second Ctrl-C: stopped at once; --resume (grid: the same command) continues from the last "
+                      "last.pt",
 }
 
 
@@ -130,12 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     grid = sub.add_parser("grid", help="run the experiment grid (Table 1 and more) with papermill",
                           formatter_class=Defaults,
                           description="Runs notebooks/04_train.ipynb once per row. Finished rows are skipped, "
-                                      "interrupted rows resume; CIFAR_HW2_QUICK=1 runs every row on the quick preset.")
+                                      "interrupted rows resume; --quick runs every row on the quick preset.")
     grid.add_argument("--runs", default="runs", help="folder for the run folders and executed notebooks")
     grid.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                       help="keep rows whose field matches (model, loss, batch_size, source, key, ...); repeatable: "
                            "values of one key are alternatives, different keys must all match")
     grid.add_argument("--data", default=None, help="folder holding cifar-100-python/")
+    grid.add_argument("--quick", action="store_true",
+                      help="every row a quick stand-in: the quick preset (small CNN, CPU) with the row's loss; the "
+                           "same as CIFAR_HW2_QUICK=1")
+    grid.add_argument("--preset", help=argparse.SUPPRESS)     # train's flag: said to be --quick here
     grid.add_argument("--gpus", default="", help="comma-separated GPU ids: rows run in parallel, one per GPU")
     grid.add_argument("--nproc", type=int, default=1, help="run each row on this many GPUs with torchrun")
     grid.add_argument("--dry-run", action="store_true",
@@ -281,13 +287,25 @@ def run_evaluate(args) -> int:
 
 def run_grid(args) -> int:
     from ..experiments.grid import print_status, run_grid as grid
+    from ..training.stopping import RunStopped
     if args.nproc <= 0:
         raise ValueError(f"--nproc must be a positive integer, got {args.nproc}")
+    if args.preset is not None:
+        raise ValueError(f"grid runs each row with its Table 1 preset (--preset {args.preset} is train's flag); "
+                         f"--quick runs every row on the quick preset")
+    if args.quick:
+        os.environ[QUICK_ENV] = "1"     # read by this process and by every row it starts
     if args.status:
         states = print_status(args.runs, args.only)
         return EXIT_FAILED if "failed" in states.values() else 0
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
-    outcomes = grid(args.runs, args.only, args.data, gpus, args.nproc, args.dry_run, slurm=slurm_options(args))
+    try:
+        outcomes = grid(args.runs, args.only, args.data, gpus, args.nproc, args.dry_run, slurm=slurm_options(args))
+    except RunStopped:              # Ctrl-C: the rows saved last.pt; the grid said how to go on
+        raise
+    except KeyboardInterrupt:       # a second Ctrl-C: the grid left at once
+        print("grid: left at once; the same command resumes each row from its last last.pt", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
 
 

@@ -11,7 +11,7 @@
 Each row executes notebooks/04_train.ipynb with papermill (in its own process) and leaves
 runs/<key>/04_train.ipynb, its figures in runs/<key>/figures/ and the run folder runs/<key>/. A finished row is skipped; an interrupted
 one resumes from its last.pt; a failed row is reported and the others go on; the exit status is 1
-if any row failed. With CIFAR_HW2_QUICK=1 every row runs the `quick` preset (small CNN, CPU): a
+if any row failed. With --quick (CIFAR_HW2_QUICK=1) every row runs the `quick` preset (small CNN, CPU): a
 quick stand-in for its row, and a loss that cannot run on the small CNN is replaced by its stand-in
 (training.config.QUICK_STAND_IN). Each row records the Table 1 row it stands for in runs/<key>/grid.json,
 where the report finds it. A row whose folder another process holds (training/folderlock.py) is skipped;
@@ -24,6 +24,7 @@ import json
 import os
 import queue
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -32,110 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..training.checkpoint import atomic_write_text, read_json_mapping
-from ..training.config import QUICK_STAND_IN, ConfigError, TrainConfig, is_quick_run, quick_mode
+from ..training.config import ConfigError, TrainConfig, is_quick_run, quick_mode
 from ..training.folderlock import describe_holder, holder
 from ..training.paths import FIGURES_ENV, REPO_ROOT
 from ..training.parameters import judge_out, replace_quick_run, train_config_from_parameters
-from .reference import HOMEWORK_LOSS, MODEL_LABEL, REPORT_TABLE1, TABLE1_BY_KEY, find_table1_row
+from ..training.stopping import RunStopped
+from .rows import GridRow, grid_rows, select
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "04_train.ipynb"
-SHORT = {"efficientnet_b4": "b4", "swin_b": "swin", "small_cnn": "cnn"}
-PRESET = {"efficientnet_b4": "paper-b4", "swin_b": "paper-swin"}
 ROW_FILE = "grid.json"   # in each row's folder: the grid row and the Table 1 row it stands for
 KEPT = "skip (it holds a full run, which quick mode leaves alone; give quick runs another --runs)"
-
-
-@dataclass(frozen=True)
-class GridRow:
-    key: str
-    model: str
-    batch_size: int
-    epochs: int
-    lr: float
-    loss: str                          # registry name
-    gamma: float | None = None
-    source: str = "table1"             # table1: as the homework ran it; extra: rows it could not run
-    report_label: str | None = None    # CE | MC | FL | FLSD53 (table1 rows)
-    # ReportRow.key of the Table 1 row whose accuracy the report shows beside this row: a table1
-    # row's own; for an extra row, the row with its model, batch and label (None: there is none).
-    table1: str | None = None
-
-    def loss_run(self, quick: bool) -> str:
-        """The loss this row trains: in quick mode a loss that cannot run on small_cnn is replaced."""
-        return QUICK_STAND_IN[self.loss][0] if quick and self.loss in QUICK_STAND_IN else self.loss
-
-    def stands_for(self, quick: bool) -> str:
-        """What the row stands for, in words: its Table 1 row (and, in quick mode, that it is a stand-in)."""
-        ref = TABLE1_BY_KEY.get(self.table1) if self.table1 else None
-        what = (f"Table 1 {MODEL_LABEL[ref.model]} · {ref.loss} · bs {ref.batch_size}, "
-                f"{100 * ref.accuracy:.2f} %") if ref else "no Table 1 row"
-        if not quick:
-            return what
-        note = f"quick stand-in (small CNN) for {what}" if ref else f"quick stand-in; {what}"
-        if self.loss in QUICK_STAND_IN:
-            note += f"; loss {self.loss_run(True)}: {QUICK_STAND_IN[self.loss][1]}"
-        return note
-
-    def parameters(self, out: Path, data: str | None) -> dict:
-        """papermill parameters of notebook 04."""
-        p = {"preset": PRESET[self.model], "model": self.model, "loss": self.loss, "epochs": self.epochs,
-             "batch_size": self.batch_size, "lr": self.lr, "out": str(out), "resume": True}
-        if self.gamma is not None:
-            p["gamma"] = self.gamma
-        if data:
-            p["data"] = data
-        return p
-
-    def train_args(self, out: Path, data: str | None) -> list[str]:
-        """The same run as `python -m cifar_hw2 train` flags (for torchrun rows)."""
-        args = ["--preset", PRESET[self.model], "--model", self.model, "--loss", self.loss,
-                "--epochs", str(self.epochs), "--batch-size", str(self.batch_size), "--lr", str(self.lr),
-                "--out", str(out), "--resume", "--progress", "epoch"]
-        if self.gamma is not None:
-            args += ["--gamma", str(self.gamma)]
-        if data:
-            args += ["--data", data]
-        return args
-
-
-def grid_rows() -> list[GridRow]:
-    rows = []
-    for r in REPORT_TABLE1:
-        loss, extra = HOMEWORK_LOSS[r.loss]
-        rows.append(GridRow(f"{SHORT[r.model]}-bs{r.batch_size}-{r.loss.lower()}-homework", r.model, r.batch_size,
-                            r.epochs, r.lr, loss, extra.get("gamma"), "table1", r.loss, r.key))
-    # What the homework meant but did not run: the papers' definitions, and MC on Swin-B.
-    for model, lr in (("efficientnet_b4", 1e-3), ("swin_b", 3e-5)):
-        s = SHORT[model]
-        for key, loss, gamma in ((f"{s}-bs64-focal-gamma2", "focal", 2.0), (f"{s}-bs64-flsd53", "flsd53", None),
-                                 (f"{s}-bs64-mc", "mc", None)):
-            ref = find_table1_row(model, loss, 64)
-            rows.append(GridRow(key, model, 64, 200, lr, loss, gamma, "extra", None, ref.key if ref else None))
-    return rows
-
-
-def select(rows: list[GridRow], only: list[str]) -> list[GridRow]:
-    """Keep rows that match `key=value` conditions (values compared as text): conditions on one key
-    are alternatives (`key=a key=b`: both rows), conditions on different keys must all hold."""
-    fields = set(GridRow.__dataclass_fields__)
-    wanted: dict[str, set[str]] = {}
-    for cond in only:
-        if "=" not in cond:
-            raise ValueError(f"--only takes key=value, got {cond!r}; keys: {', '.join(sorted(fields))}")
-        k, v = cond.split("=", 1)
-        if k not in fields:
-            raise ValueError(f"--only: unknown key {k!r}; valid keys: {', '.join(sorted(fields))}")
-        wanted.setdefault(k, set()).add(v)
-    for k, values in wanted.items():
-        unknown = values - {str(getattr(r, k)) for r in rows}
-        if unknown:
-            raise ValueError(f"no grid row has {k}={', '.join(sorted(unknown))}; "
-                             f"its values: {', '.join(sorted({str(getattr(r, k)) for r in rows}))}")
-    kept = [r for r in rows if all(str(getattr(r, k)) in values for k, values in wanted.items())]
-    if not kept:
-        said = " and ".join(f"{k}={'|'.join(sorted(v))}" for k, v in wanted.items())
-        raise ValueError(f"no grid row matches {said} (different keys must all match)")
-    return kept
 
 
 def row_state(config: TrainConfig) -> tuple[str, str]:
@@ -158,7 +65,7 @@ def row_state(config: TrainConfig) -> tuple[str, str]:
 @dataclass
 class Outcome:
     row: GridRow
-    status: str          # done | skipped | failed
+    status: str          # done | skipped | failed | interrupted (Ctrl-C: resumable)
     seconds: float = 0.0
     message: str = ""
     top1: float | None = None
@@ -171,6 +78,13 @@ def record_row(row: GridRow, folder: Path, quick: bool) -> None:
     atomic_write_text(folder / ROW_FILE, json.dumps(
         {"row": row.key, "table1": row.table1, "quick": quick, "loss": row.loss_run(quick),
          "stands_for": row.stands_for(quick)}, indent=2, ensure_ascii=False) + "\n")
+
+
+# The last line of an interrupted row's grid.log: papermill, interrupted too, closes the kernel's
+# connection while the run saves last.pt, and the kernel then logs a ZMQError traceback.
+INTERRUPTED_LOG_LINE = ("grid: this row was stopped by Ctrl-C. A ZMQError traceback above, if any, is the kernel's, "
+                        "whose connection papermill closed as it stopped; the same grid command resumes the row "
+                        "from its last.pt")
 
 
 def record_failure(folder: Path, message: str) -> None:
@@ -320,7 +234,7 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
         jobs = submit_rows(rows, runs, data, slurm, dry_run, echo)
         return [Outcome(row, "submitted", message=str(job.job_id)) for row, job in zip(rows, jobs)]
     quick = quick_mode()
-    mode = "quick mode (CIFAR_HW2_QUICK=1): every row runs the quick preset on the CPU, a stand-in " \
+    mode = "quick mode (--quick, or CIFAR_HW2_QUICK=1): every row runs the quick preset on the CPU, a stand-in " \
            "for its Table 1 row" if quick else "full configuration"
     echo(f"grid: {len(rows)} row{'s' if len(rows) != 1 else ''} → {runs}  ({mode})")
     todo, outcomes = [], []
@@ -340,7 +254,7 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
         from ..training.speed import slow_device_notice
         first = todo[0][1]
         notes += [slow_device_notice(row_config(first, runs, data), f"grid row {first.key}",
-                                     cpu_choice="CIFAR_HW2_QUICK=1: every row a quick stand-in",
+                                     cpu_choice="--quick: every row a quick stand-in",
                                      **({"then": ""} if dry_run else {})),
                   missing_weights_note([row_config(r, runs, data) for _, r, _, _ in todo])]
     if todo:
@@ -385,28 +299,52 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
                 outcome = runner(row, runs, data, env, nproc)
             except Exception as e:   # a row's failure must not stop the others
                 outcome = Outcome(row, "failed", message=f"{type(e).__name__}: {e}")
-            if outcome.status == "failed":
+            if outcome.status == "failed" and stop.is_set():     # ended by the grid's Ctrl-C: not a failure
+                outcome = Outcome(row, "interrupted", outcome.seconds, outcome.message)
+                with open(runs / row.key / "grid.log", "a") as log:
+                    log.write(INTERRUPTED_LOG_LINE + "\n")
+            elif outcome.status == "failed":
                 record_failure(runs / row.key, outcome.message)
             with lock:
                 outcomes.append(outcome)
                 if outcome.status == "done":
                     echo(f"[{i}/{len(rows)}] {row.key:<26} done in {outcome.seconds:.0f} s, best-by-val test top-1 {100 * outcome.top1:.2f} %")
+                elif outcome.status == "interrupted":
+                    echo(f"[{i}/{len(rows)}] {row.key:<26} stopped by Ctrl-C after {outcome.seconds:.0f} s")
                 else:
                     echo(f"[{i}/{len(rows)}] {row.key:<26} FAILED after {outcome.seconds:.0f} s: {outcome.message}")
 
-    threads = [threading.Thread(target=worker, args=(g,), daemon=True) for g in (list(gpus) or [None])]
-    for t in threads:
-        t.start()
+    running = [0]
+
+    def counted(gpu: str | None):
+        try:
+            worker(gpu)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    def wait_for_workers():
+        # Polled with sleep, not Thread.join: a join that Ctrl-C interrupts can leave the thread
+        # looking finished (Python 3.11), and a second join would then not wait.
+        while running[0]:
+            time.sleep(0.2)
+
+    for gpu in list(gpus) or [None]:
+        running[0] += 1
+        threading.Thread(target=counted, args=(gpu,), daemon=True).start()
     try:
-        while any(t.is_alive() for t in threads):
-            for t in threads:
-                t.join(timeout=0.5)
+        wait_for_workers()
     except KeyboardInterrupt:
-        # Ctrl-C reaches the running papermill processes too (same process group); their runs keep
-        # last.pt. No new row starts; the same command resumes.
+        # Ctrl-C reaches the running rows too (same process group): papermill interrupts its kernel,
+        # whose run finishes its step and saves last.pt, and kills it 5 s later at most (jupyter_client's
+        # shutdown_wait_time; last.pt is written atomically, so at worst the one before is kept).
+        # No new row starts; wait for the running ones, so that their lines come before the last one.
         stop.set()
-        echo("grid: interrupted; run the same command again to resume")
-        raise
+        echo("grid: Ctrl-C: the running rows save last.pt and stop (Ctrl-C again leaves at once)")
+        wait_for_workers()
+        line = "grid: interrupted; run the same command again to resume"
+        echo(line)
+        raise RunStopped(line, signal.SIGINT) from None
     failed = [o for o in outcomes if o.status == "failed"]
     echo(f"grid: {sum(o.status == 'done' for o in outcomes)} ran, "
          f"{sum(o.status == 'skipped' for o in outcomes)} skipped, {len(failed)} failed")

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import ConfigError
+from .paths import command_line
 
 LOCK_NAME = ".lock"
 _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
@@ -109,7 +110,7 @@ def hold(out: str | Path):
     try:
         if fd is not None:
             info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
-                    "command": " ".join(sys.argv)}
+                    "command": command_line()}
             # Who holds it is only for another run's message: a full disk here does not stop this run
             # (the lock itself is held), the run's own first write then says what is wrong.
             with _ignore_os_errors():

@@ -9,6 +9,7 @@ notebook and would end up in its committed output (tests/test_notebooks.py check
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -66,3 +67,12 @@ def this_python() -> str:
         return str(exe.relative_to(Path.cwd()))
     except ValueError:
         return str(exe)
+
+
+def command_line(args: list[str] | None = None) -> str:
+    """This process's command as one can paste it again, from the same folder: `.venv/bin/python -m
+    cifar_hw2 train ...` where Python ran the package (sys.argv[0] is then its __main__.py), else the
+    program as it was called (a console script, a kernel's launcher). `args`: other arguments to show."""
+    program = ([this_python(), "-m", "cifar_hw2"] if not sys.argv or sys.argv[0].endswith("__main__.py")
+               else [sys.argv[0]])
+    return shlex.join(program + list(sys.argv[1:] if args is None else args))

@@ -17,7 +17,6 @@ import contextlib
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -27,9 +26,9 @@ from .. import __version__
 from ..data import NUM_CLASSES
 from .checkpoint import (CheckpointError, leftover_temp_files, load_checkpoint, read_json_mapping, write_csv,
                          write_json)
-from .paths import shown_path, this_python
+from .paths import command_line, shown_path, this_python
 from .progress import in_notebook
-from .config import RUNTIME_FIELDS, ConfigError, TrainConfig, setting, upgrade_saved
+from .config import LOSS_SETTINGS, RUNTIME_FIELDS, ConfigError, TrainConfig, setting, upgrade_saved
 from .folderlock import hold
 from .stopping import what_is_kept
 
@@ -230,9 +229,12 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
 
 
 def config_record(cfg: TrainConfig, **picked) -> dict:
-    """config.json: the config as given, plus what this run picked (device, precision, ...)."""
-    return {"config": cfg.to_dict(), "versions": versions(), "git_commit": git_commit(), **picked,
-            "command": " ".join(sys.argv)}
+    """config.json: the config as given, plus what this run picked (device, precision, ...).
+    `loss_settings_used`: the loss's own settings that it read (`gamma` for focal; none for FLSD-53,
+    whose γ is fixed): "config" lists every setting, those of other losses at unused defaults."""
+    used = {name: getattr(cfg, name) for name, losses in LOSS_SETTINGS.items() if cfg.loss in losses}
+    return {"config": cfg.to_dict(), "loss_settings_used": used, "versions": versions(), "git_commit": git_commit(),
+            **picked, "command": command_line()}
 
 
 def closing_lines(out: Path, best: dict, epochs: int) -> str:

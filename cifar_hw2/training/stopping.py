@@ -29,7 +29,6 @@ import contextlib
 import os
 import shlex
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from .paths import shown_path
+from .paths import command_line, shown_path
 
 STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, getattr(signal, "SIGUSR1", None),
                                  getattr(signal, "SIGUSR2", None), signal.SIGINT,
@@ -201,5 +200,4 @@ def resume_command(argv: list[str]) -> str:
         launcher = (f"torchrun --standalone --nproc_per_node={local}" if nodes == 1 else
                     f"torchrun --nnodes={nodes} --nproc_per_node={local} (your rendezvous flags, on every node)")
         return f"{launcher} -m cifar_hw2 {shlex.join(args)}"
-    program = sys.argv[0] if sys.argv and not sys.argv[0].endswith("__main__.py") else f"{sys.executable} -m cifar_hw2"
-    return (shlex.quote(program) if " " not in program else program) + " " + shlex.join(args)
+    return command_line(args)
