@@ -83,13 +83,13 @@ def test_a_full_grid_on_a_cpu_first_says_what_an_epoch_would_take(tmp_path, monk
         ran.append(row.key)
         return Outcome(row, "failed", 0.0, "not run here")
     run_grid(tmp_path, ["key=b4-bs64-flsd53"], echo=said.append, runner=runner, dry_run=True)
-    assert ran == [] and said[2].endswith("For a CPU run use CIFAR_HW2_QUICK=1: every row a quick stand-in (small_cnn, "
+    assert ran == [] and said[2].endswith("For a CPU run use --quick: every row a quick stand-in (small_cnn, "
                                           "under 2 min).")
     said.clear()
     run_grid(tmp_path, ["key=b4-bs64-flsd53"], echo=said.append, runner=runner)
     assert ran == ["b4-bs64-flsd53"] and "full configuration" in said[0]
     assert said[1].startswith("note: grid row b4-bs64-flsd53 (efficientnet_b4) needs a CUDA GPU; on this CPU")
-    assert "200 epochs asked). For a CPU run use CIFAR_HW2_QUICK=1: every row a quick stand-in (small_cnn" in said[1]
+    assert "200 epochs asked). For a CPU run use --quick: every row a quick stand-in (small_cnn" in said[1]
     assert said[1].endswith("Continuing as asked; Ctrl-C stops.")
 
 
