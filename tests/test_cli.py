@@ -89,7 +89,8 @@ def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys, monkey
 def test_settings_are_named_as_flags_only_while_a_command_runs(tmp_path, capsys):
     # Python's API and the notebooks say field names; the command line says flags. A value the user
     # typed is never rewritten, even one spelt like a field (a path named batch_size).
-    from cifar_hw2.training.config import ConfigError, make_config, settings_said_as_flags
+    from cifar_hw2.training.config import ConfigError, make_config
+    from cifar_hw2.training.naming import settings_said_as_flags
     with pytest.raises(ConfigError, match=r"^batch_size 100000 is more .* use a batch_size of at most 5000$"):
         make_config("quick", batch_size=100000)
     with settings_said_as_flags(), pytest.raises(ConfigError, match=r"^--batch-size 100000 .* --batch-size of"):

@@ -191,6 +191,9 @@ def test_tensorboard_starts_only_where_a_page_can_show_it(monkeypatch, capsys, h
 @pytest.mark.parametrize("parent, headless", [
     (["/usr/bin/python3", "/home/u/.venv/bin/papermill", "04_train.ipynb", "out.ipynb"], True),
     (["python", "-m", "papermill", "04_train.ipynb", "out.ipynb"], True),
+    (["python", "-u", "-m", "papermill", "04_train.ipynb", "out.ipynb"], True),    # a job script's unbuffered Python
+    (["python", "-W", "ignore", "-m", "papermill", "a.ipynb", "b.ipynb"], True),
+    (["/usr/bin/python3.12", "-I", "/home/u/.venv/bin/papermill", "a.ipynb", "b.ipynb"], True),
     (["/usr/bin/python3", "/home/u/.venv/bin/jupyter-lab"], False),          # JupyterLab's server
     (["python", "analyse.py", "papermill-runs/04.ipynb"], False),             # papermill only as a word in a path
     (["/usr/bin/python3", "/home/u/.venv/bin/jupyter-lab", "/home/u/papermill"], False),   # a folder named papermill

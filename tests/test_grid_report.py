@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cifar_hw2.experiments.grid import Outcome, print_status, run_grid
+from cifar_hw2.training.config import ConfigError
 from cifar_hw2.experiments.rows import grid_rows, select
 from cifar_hw2.training.paths import this_python
 from cifar_hw2.experiments.reference import REPORT_TABLE1
@@ -117,6 +118,35 @@ def test_a_grid_without_the_dataset_says_so_once_before_any_row_runs(tmp_path, m
         notes = [line for line in said if line.startswith("note: ") and "cifar-100-python" in line]
         assert notes == ([] if rows_stop_on is None else [notes[0]]) and not [s for s in said if "download" in s]
         assert rows_stop_on is None or rows_stop_on in notes[0]
+
+
+def test_a_row_whose_bookkeeping_fails_is_failed_and_the_others_still_run(tmp_path, monkeypatch):
+    # A full disk while a row's grid.json is written must not end its worker thread quietly: the
+    # grid would skip the rows after it and still say "0 failed".
+    from cifar_hw2.experiments import grid
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "1")
+    record_row = grid.record_row
+
+    def full_disk_for_b4(row, folder, quick):
+        if row.model == "efficientnet_b4":
+            raise OSError(28, "No space left on device")
+        record_row(row, folder, quick)
+
+    monkeypatch.setattr(grid, "record_row", full_disk_for_b4)
+    said = []
+    outcomes = run_grid(tmp_path / "runs", ["loss=flsd53"], echo=said.append,
+                        runner=lambda row, runs, data, env, nproc: Outcome(row, "done", 1.0, top1=0.5))
+    assert [(o.row.key, o.status) for o in outcomes] == [("b4-bs64-flsd53", "failed"), ("swin-bs64-flsd53", "done")]
+    assert [line for line in said if "FAILED" in line] == [
+        "[1/2] b4-bs64-flsd53             FAILED after 0 s: OSError: [Errno 28] No space left on device"]
+    assert said[-1] == "grid: 1 ran, 0 skipped, 1 failed"
+
+
+def test_quick_mode_and_torchrun_rows_exclude_each_other(tmp_path, monkeypatch):
+    # A torchrun row runs `train` with its Table 1 preset: under quick mode it would train the full row.
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "1")
+    with pytest.raises(ConfigError, match=r"^nproc 2 runs each row with torchrun on GPUs, and quick mode runs"):
+        run_grid(tmp_path / "runs", ["key=b4-bs64-flsd53"], nproc=2, echo=lambda line: None)
 
 
 @pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "unreachable hub"])

@@ -256,5 +256,5 @@ def test_a_run_with_nothing_left_is_not_offered_resume_and_odd_metrics_change_no
         prepare_out(cfg, SimpleNamespace(main=True, barrier=lambda: None))
     finished = type(epochs_done) is int and epochs_done >= 1
     assert ("nothing left to do" in str(e.value)) == finished
-    assert ("pass --resume to continue it" in str(e.value)) == (not finished)
+    assert ("pass resume=True to continue it" in str(e.value)) == (not finished)     # in Python's terms here
     assert "evaluate --checkpoint" not in str(e.value)          # this folder has no best.pt

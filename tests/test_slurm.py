@@ -55,6 +55,31 @@ def test_grid_dry_run_prints_the_sbatch_array_with_the_options_given(tmp_path, c
                           "swin-bs64-flsd53, swin-bs64-mc"), named
 
 
+def test_a_batch_its_processes_cannot_share_is_refused_before_it_is_queued(tmp_path, capsys):
+    # The trainer would refuse it too, but only once the job had waited in the queue.
+    pytest.importorskip("submitit")
+    from cifar_hw2 import cli
+    code = cli.main(["train", "--preset", "quick", "--out", str(tmp_path / "x"), "--launcher", "slurm", "--dry-run",
+                     "--slurm-gpus", "3", "--batch-size", "64"])
+    assert code == 2 and capsys.readouterr().err.strip() == (
+        "cifar-hw2: error: --batch-size 64 must be divisible by the 3 processes of a job (--slurm-gpus 3 × "
+        "--slurm-nodes 1)")
+    code = cli.main(["grid", "--runs", str(tmp_path / "runs"), "--only", "key=b4-bs32-ce-homework", "--launcher",
+                     "slurm", "--dry-run", "--slurm-gpus", "3"])
+    assert code == 2 and "--batch-size 32 must be divisible by the 3 processes" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "runs" / "b4-bs32-ce-homework").exists()
+
+
+def test_a_job_names_settings_as_where_it_was_submitted():
+    # Its messages reach the command line's `grid --status` from another process.
+    from cifar_hw2.experiments.slurm import TrainJob
+    from cifar_hw2.training.naming import settings_said_as_flags
+    assert TrainJob({}).as_flags is False
+    with settings_said_as_flags():
+        job = TrainJob({})
+    assert job.as_flags is True and job.checkpoint().function.as_flags is True     # and after a requeue
+
+
 def test_without_submitit_the_slurm_launcher_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     import sys
     from cifar_hw2 import cli

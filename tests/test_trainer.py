@@ -113,12 +113,14 @@ def test_sigkill_inside_an_epoch_then_resume_gives_the_same_results(tiny_data, t
 def test_an_existing_run_is_never_silently_replaced(tiny_data, tmp_path):
     fit(tiny(tiny_data, tmp_path / "run", epochs=1))
     before = (tmp_path / "run" / "last.pt").read_bytes()
-    with pytest.raises(ConfigError, match="already holds a run .*--resume.*--overwrite"):
+    # fit() from Python: the message says what to set in Python's terms (the CLI's: tests/test_cli.py)
+    with pytest.raises(ConfigError, match="already holds a run .*resume=True.*overwrite=True"):
         fit(tiny(tiny_data, tmp_path / "run", epochs=2))                 # the same settings: resume would work
     with pytest.raises(ConfigError) as other:                             # other settings: only what works
         fit(tiny(tiny_data, tmp_path / "run", epochs=1, loss="ce"))
     assert str(other.value) == (f"out folder {tmp_path / 'run'} already holds a run made with other settings (loss "
-                                f"'flsd53' there, 'ce' here); pass --overwrite to replace it, or choose another --out")
+                                f"'flsd53' there, 'ce' here); pass overwrite=True to replace it, or choose another "
+                                f"out folder")
     with pytest.raises(CheckpointError, match="other settings .*loss"):
         fit(tiny(tiny_data, tmp_path / "run", epochs=2, loss="ce", resume=True))
     assert (tmp_path / "run" / "last.pt").read_bytes() == before

@@ -253,8 +253,9 @@ def submit_train(config, slurm, dry_run: bool) -> int:
     from pathlib import Path
     from ..training.processes import Processes
     from ..training.runfolder import check_out_folder, prepare_out
-    from ..experiments.slurm import status, submit, submitit
+    from ..experiments.slurm import check_batches_split, status, submit, submitit
     submitit()                               # installed? (one line saying how, if not)
+    check_batches_split([config], slurm)
     config = dataclasses.replace(config, out=str(Path(config.out).resolve()))
     check_out_folder(config.out)
     state, detail = status(config.out)
@@ -344,7 +345,7 @@ def _main(argv=None) -> int:
         parser.error(f"give a command: {', '.join(COMMANDS)} (cifar-hw2 COMMAND --help says more)")
     args.argv = argv
     from ..training.checkpoint import CheckpointError
-    from ..training.config import settings_said_as_flags
+    from ..training.naming import settings_said_as_flags
     from ..data import DataError
     from ..training.runfolder import RunFileError
     from ..training.stopping import RunStopped

@@ -1,12 +1,13 @@
 """TrainConfig's fields as command-line flags: one flag per field, its help and parsing. `train` and
 `bench` build their flags here (cli/__init__.py); a config check's message names them as flags
-because the commands run inside `config.settings_said_as_flags`."""
+because the commands run inside `naming.settings_said_as_flags`."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
-from ..training.config import TrainConfig, field_help, flag_of
+from ..training.config import TrainConfig, field_help
+from ..training.naming import flag_of
 
 
 def _optional_int(text: str):

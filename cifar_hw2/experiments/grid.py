@@ -36,6 +36,7 @@ from ..training.checkpoint import atomic_write_text, read_json_mapping
 from ..training.config import ConfigError, TrainConfig, is_quick_run, quick_mode
 from ..training.folderlock import describe_holder, holder
 from ..training.paths import FIGURES_ENV, REPO_ROOT
+from ..training.naming import setting
 from ..training.parameters import judge_out, replace_quick_run, train_config_from_parameters
 from ..training.stopping import RunStopped
 from .rows import GridRow, grid_rows, select
@@ -168,9 +169,10 @@ def print_status(runs: str | Path, only: list[str] = (), echo=print) -> dict[str
 def submit_rows(rows: list[GridRow], runs: Path, data: str | None, options, dry_run: bool = False, echo=print,
                 overrides: dict | None = None) -> list:
     """Submit the rows that are neither done nor already queued or running, as one Slurm array."""
-    from .slurm import status, submit
+    from .slurm import check_batches_split, status, submit
     quick, todo = quick_mode(), []
     configs = {row.key: row_config(row, runs, data, **(overrides or {})) for row in rows}
+    check_batches_split(list(configs.values()), options)
     for i, row in enumerate(rows, 1):
         state, detail = status(runs / row.key)
         mode, what = row_state(configs[row.key])
@@ -234,6 +236,9 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
         jobs = submit_rows(rows, runs, data, slurm, dry_run, echo)
         return [Outcome(row, "submitted", message=str(job.job_id)) for row, job in zip(rows, jobs)]
     quick = quick_mode()
+    if quick and nproc > 1:     # a torchrun row runs train with its own preset: it would not be a stand-in
+        raise ConfigError(f"{setting('nproc')} {nproc} runs each row with torchrun on GPUs, and quick mode runs every "
+                          f"row on the CPU as a stand-in: use one of them")
     mode = "quick mode (--quick, or CIFAR_HW2_QUICK=1): every row runs the quick preset on the CPU, a stand-in " \
            "for its Table 1 row" if quick else "full configuration"
     echo(f"grid: {len(rows)} row{'s' if len(rows) != 1 else ''} → {runs}  ({mode})")
@@ -269,6 +274,31 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
     for item in todo:
         work.put(item)
 
+    def run_one(i: int, row: GridRow, what: str, state: str, env: dict) -> Outcome:
+        """One row, from its folder's check to its outcome (said by the caller)."""
+        busy = holder(runs / row.key)
+        if busy is not None:      # another grid (or train) is running this row right now
+            return Outcome(row, "skipped", message=f"in use by {describe_holder(busy)}")
+        with lock:
+            gpu = env.get("CUDA_VISIBLE_DEVICES") if gpus else None
+            echo(f"[{i}/{len(rows)}] {row.key:<26} {what}" + (f" on GPU {gpu}" if gpu is not None else "") + " ...")
+        try:
+            if state == "replace":      # here, not in the row's notebook: a torchrun row runs `train --resume`
+                replace_quick_run(runs / row.key)
+        except ConfigError as e:        # taken by another process meanwhile
+            return Outcome(row, "skipped", message=str(e))
+        if stop.is_set():               # Ctrl-C while this row was being prepared: it does not start
+            return Outcome(row, "interrupted", message="not started")
+        record_row(row, runs / row.key, quick)
+        outcome = runner(row, runs, data, env, nproc)
+        if outcome.status == "failed" and stop.is_set():     # ended by the grid's Ctrl-C: not a failure
+            with open(runs / row.key / "grid.log", "a") as log:
+                log.write(INTERRUPTED_LOG_LINE + "\n")
+            return Outcome(row, "interrupted", outcome.seconds, outcome.message)
+        if outcome.status == "failed":
+            record_failure(runs / row.key, outcome.message)
+        return outcome
+
     def worker(gpu: str | None):
         env = dict(os.environ)
         if gpu is not None:
@@ -278,43 +308,21 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
                 i, row, what, state = work.get_nowait()
             except queue.Empty:
                 return
-            busy = holder(runs / row.key)
-            if busy is not None:      # another grid (or train) is running this row right now
-                with lock:
-                    echo(f"[{i}/{len(rows)}] {row.key:<26} skipped: in use by {describe_holder(busy)}")
-                    outcomes.append(Outcome(row, "skipped", message="in use"))
-                continue
-            with lock:
-                echo(f"[{i}/{len(rows)}] {row.key:<26} {what}" + (f" on GPU {gpu}" if gpu is not None else "") + " ...")
             try:
-                if state == "replace":      # here, not in the row's notebook: a torchrun row runs `train --resume`
-                    replace_quick_run(runs / row.key)
-            except ConfigError as e:        # taken by another process meanwhile
-                with lock:
-                    echo(f"[{i}/{len(rows)}] {row.key:<26} skipped: {e}")
-                    outcomes.append(Outcome(row, "skipped", message="in use"))
-                continue
-            record_row(row, runs / row.key, quick)
-            try:
-                outcome = runner(row, runs, data, env, nproc)
-            except Exception as e:   # a row's failure must not stop the others
+                outcome = run_one(i, row, what, state, env)
+            except Exception as e:   # a row's failure (its papermill, a full disk) must not stop the others
                 outcome = Outcome(row, "failed", message=f"{type(e).__name__}: {e}")
-            if outcome.status == "failed" and stop.is_set():     # ended by the grid's Ctrl-C: not a failure
-                outcome = Outcome(row, "interrupted", outcome.seconds, outcome.message)
-                with open(runs / row.key / "grid.log", "a") as log:
-                    log.write(INTERRUPTED_LOG_LINE + "\n")
-            elif outcome.status == "failed":
-                record_failure(runs / row.key, outcome.message)
             with lock:
                 outcomes.append(outcome)
-                if outcome.status == "done":
-                    echo(f"[{i}/{len(rows)}] {row.key:<26} done in {outcome.seconds:.0f} s, best-by-val test top-1 {100 * outcome.top1:.2f} %")
-                elif outcome.status == "interrupted":
-                    echo(f"[{i}/{len(rows)}] {row.key:<26} stopped by Ctrl-C after {outcome.seconds:.0f} s")
-                else:
-                    echo(f"[{i}/{len(rows)}] {row.key:<26} FAILED after {outcome.seconds:.0f} s: {outcome.message}")
+                echo(f"[{i}/{len(rows)}] {row.key:<26} " + {
+                    "done": lambda o: f"done in {o.seconds:.0f} s, best-by-val test top-1 {100 * o.top1:.2f} %",
+                    "skipped": lambda o: f"skipped: {o.message}",
+                    "interrupted": lambda o: ("not started: Ctrl-C came first" if o.message == "not started"
+                                              else f"stopped by Ctrl-C after {o.seconds:.0f} s"),
+                    "failed": lambda o: f"FAILED after {o.seconds:.0f} s: {o.message}"}[outcome.status](outcome))
 
-    running = [0]
+    slots = list(gpus) or [None]
+    running = [len(slots)]      # set before any worker starts: only workers change it then
 
     def counted(gpu: str | None):
         try:
@@ -329,8 +337,7 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
         while running[0]:
             time.sleep(0.2)
 
-    for gpu in list(gpus) or [None]:
-        running[0] += 1
+    for gpu in slots:
         threading.Thread(target=counted, args=(gpu,), daemon=True).start()
     try:
         wait_for_workers()

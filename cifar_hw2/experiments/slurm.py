@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..training.checkpoint import read_json_mapping, write_json
+from ..training import naming
 from ..training.config import ConfigError, TrainConfig
 from ..training.runfolder import JOB_FILE
+
 INSTALL = 'pip install -e ".[slurm]" (or pip install submitit)'
 # Slurm states (sacct/squeue) in the four words `grid --status` uses.
 SCHEDULER_STATES = {"running": ("RUNNING", "COMPLETING", "STOPPED", "SUSPENDED"),
@@ -139,8 +141,11 @@ def sbatch_script(options: SlurmOptions, folder: Path, name: str, jobs: int = 1)
 class TrainJob:
     """What one Slurm job runs: the training of one run folder, resumed from last.pt when requeued."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, as_flags: bool | None = None):
         self.config = config
+        # Whether its messages name settings as flags: as where it was submitted (the command line's
+        # `grid --status` shows them), since the job runs outside that process.
+        self.as_flags = naming.as_flags() if as_flags is None else as_flags
 
     def __call__(self) -> str:
         import signal as signals
@@ -156,8 +161,9 @@ class TrainJob:
         if main:
             update(cfg.out, state="running", job_id=env.job_id, host=socket.gethostname())
         try:
-            fit(cfg, resume_command="a requeued job resumes by itself; otherwise submit the same "
-                                    "`--launcher slurm` command again")
+            with naming.settings_said_as_flags(self.as_flags):
+                fit(cfg, resume_command="a requeued job resumes by itself; otherwise submit the same "
+                                        "`--launcher slurm` command again")
         except RunStopped as stopped:
             requeue = stopped.signum in (signals.SIGUSR1, signals.SIGUSR2)
             if main:
@@ -180,7 +186,7 @@ class TrainJob:
 
     def checkpoint(self, *args, **kwargs):
         """submitit's checkpointing interface: the job to requeue. last.pt is already written."""
-        return submitit().helpers.DelayedSubmission(TrainJob(self.config))
+        return submitit().helpers.DelayedSubmission(TrainJob(self.config, self.as_flags))
 
 
 def read(out: str | Path) -> dict:
@@ -189,6 +195,19 @@ def read(out: str | Path) -> dict:
 
 def update(out: str | Path, **fields) -> None:
     write_json(Path(out) / JOB_FILE, {**read(out), **fields, "updated": time.time()})
+
+
+def check_batches_split(configs: list[TrainConfig], options: SlurmOptions) -> None:
+    """Refuse, before anything is queued, a job whose global batch its processes (--slurm-gpus ×
+    --slurm-nodes, one rank each) cannot share equally: the trainer would refuse it only once the job
+    had waited in the queue."""
+    world = options.gpus * options.nodes
+    if world <= 0:          # parameters() says which of the two is not a positive integer
+        return
+    for cfg in configs:
+        if cfg.batch_size % world:
+            raise ConfigError(f"{naming.setting('batch_size')} {cfg.batch_size} must be divisible by the {world} "
+                              f"processes of a job (--slurm-gpus {options.gpus} × --slurm-nodes {options.nodes})")
 
 
 def submit(configs: list[TrainConfig], names: list[str], options: SlurmOptions, folder: Path,

@@ -129,8 +129,11 @@ def started_by_papermills_command() -> bool:
     API called from a script is not recognised: that script is the parent. Only the program is read,
     not its arguments: JupyterLab started in a folder named papermill is not papermill."""
     command = _parent_command()
-    if command and Path(command[0]).stem.startswith("python"):    # `python papermill ...`, `python -m papermill`
-        command = command[2:] if command[1:2] == ["-m"] else command[1:]
+    if command and Path(command[0]).stem.startswith("python"):    # `python [-u ...] papermill`, `python -m papermill`
+        command = command[1:]
+        while command and command[0].startswith("-") and command[0] != "-m":   # the interpreter's own options
+            command = command[2:] if command[0] in ("-W", "-X") else command[1:]   # -W ignore, -X dev: a value
+        command = command[1:] if command[:1] == ["-m"] else command
     return bool(command) and Path(command[0]).stem == "papermill"
 
 

@@ -1,6 +1,7 @@
 """The machinery that trains one model: what `python -m cifar_hw2 train` and notebook 04 run.
 
 - config: every setting of a run, the presets and their checks; parameters: notebook 04's cell → a config
+- naming: a setting as a message names it (a field name, or a flag on the command line)
 - loader: training and evaluation batches, seeded per (seed, epoch), augmented on the device
 - trainer: fit(), Trainer.step and the loop: setup, resume, train an epoch, evaluate, checkpoint, record
 - tally: an epoch's running loss and accuracy, on the device; evaluation: an epoch's logits and metrics

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError
+from .naming import how_to_set, setting
 
 CUBLAS_ENV, CUBLAS_DETERMINISTIC = "CUBLAS_WORKSPACE_CONFIG", ":4096:8"
 INDUCTOR_ENV = "TORCHINDUCTOR_CACHE_DIR"
@@ -82,9 +83,9 @@ def _matmul_precision() -> tuple[str, tuple[str, str]]:
     try:
         legacy = torch.get_float32_matmul_precision()
     except RuntimeError:     # the process set torch.backends.*.fp32_precision itself, and torch cannot say
-        raise ConfigError("--tf32: this process already set torch.backends.cuda.matmul.fp32_precision (or "
-                          "another backend's) itself; set TF32 one way: leave --tf32 out, or use "
-                          "torch.set_float32_matmul_precision instead") from None
+        raise ConfigError(f"{setting('tf32')}: this process already set torch.backends.cuda.matmul.fp32_precision "
+                          f"(or another backend's) itself; set TF32 one way: {how_to_set('tf32', False)}, or "
+                          f"torch.set_float32_matmul_precision instead of the per-backend values") from None
     return legacy, (torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
 
 

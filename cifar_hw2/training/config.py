@@ -8,8 +8,6 @@ ranges and raises ConfigError with what was wrong and what is accepted.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import difflib
 import math
@@ -23,6 +21,7 @@ from ..losses import LOSSES, NEEDS_FEATURES, build_loss
 from ..models import MODELS, feature_channels
 from ..optim import OPTIMIZERS
 from ..schedule import SCHEDULES
+from .naming import as_flags, how_to_set, none_word, setting
 from .precision import PRECISIONS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -36,36 +35,6 @@ MAX_SEED = 2**63 - 1      # every seed derived from it stays within torch's 64-b
 
 class ConfigError(ValueError):
     """A setting has a bad name, type or value."""
-
-
-# How a message names a setting: its field name (make_config, the notebooks' parameters), or, while
-# the command line runs (`settings_said_as_flags`), its flag. Messages build names with `setting`.
-_AS_FLAGS = contextvars.ContextVar("cifar_hw2_settings_as_flags", default=False)
-
-
-def flag_of(name: str) -> str:
-    """A field's command-line flag: batch_size → --batch-size."""
-    return "--" + name.replace("_", "-")
-
-
-def setting(name: str) -> str:
-    """`name` as the running front end says it: "batch_size", or "--batch-size" on the command line."""
-    return flag_of(name) if _AS_FLAGS.get() else name
-
-
-def none_word() -> str:
-    """The value "no limit" / "choose for me" as the front end writes it: None, or 'none' on the command line."""
-    return "'none'" if _AS_FLAGS.get() else "None"
-
-
-@contextlib.contextmanager
-def settings_said_as_flags():
-    """Messages raised inside name settings as flags (the command line's commands run inside)."""
-    token = _AS_FLAGS.set(True)
-    try:
-        yield
-    finally:
-        _AS_FLAGS.reset(token)
 
 
 @dataclass
@@ -146,7 +115,7 @@ class TrainConfig:
             raise ConfigError(f"{setting('seed')} must be an integer from 0 to 2**63 - 1 ({MAX_SEED}), got {self.seed!r}")
         if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
             raise ConfigError(f"{setting('out')} must name a folder, got {self.out!r} (that would write the run into the "
-                              f"current folder); e.g. --out runs/my-run")
+                              f"current folder); e.g. {how_to_set('out', 'runs/my-run')}")
         for name, valid in FLOAT_RANGES.items():
             _in_range(name, getattr(self, name), *valid)
         if self.train_per_class is not None and self.train_per_class + self.val_per_class > 500:
@@ -162,10 +131,10 @@ class TrainConfig:
             raise ConfigError(f"{setting('batch_size')} {self.batch_size} is more than the {per_class * NUM_CLASSES} "
                               f"training images ({per_class} per class), so no step could be taken; use a "
                               f"{setting('batch_size')} of at most {per_class * NUM_CLASSES}")
-        if (not isinstance(self.pretrained, (bool, str)) or self.pretrained == "") and _AS_FLAGS.get():
+        if (not isinstance(self.pretrained, (bool, str)) or self.pretrained == "") and as_flags():
             raise ConfigError(f"--pretrained takes nothing (ImageNet weights from the hub) or a weight file's path; "
                               f"--no-pretrained trains from scratch. Got {self.pretrained!r}")
-        if not isinstance(self.pretrained, (bool, str)) or self.pretrained == "":
+        if not isinstance(self.pretrained, (bool, str)) or self.pretrained == "":   # in Python's terms
             raise ConfigError(f"pretrained must be True (ImageNet weights from the hub), False (train from "
                               f"scratch) or the path of a weight file, got {self.pretrained!r}")
         if isinstance(self.pretrained, str) and not Path(self.pretrained).expanduser().is_file():

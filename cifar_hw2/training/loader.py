@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..augment import uint8_train_transform
 from ..batch_augment import AugmentParams, BatchAugment, to_device
 from ..data import CifarDataset, CifarSplit, load_cifar100, stratified_subset, train_val_split
-from .config import ConfigError, setting
+from .config import ConfigError
+from .naming import setting
 
 
 def batch_seed(seed: int, epoch: int, index: int) -> int:

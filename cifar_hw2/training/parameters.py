@@ -87,7 +87,8 @@ def settle_out(config: TrainConfig, shown: str) -> TrainConfig:
     the user wrote it), before the data and the model are loaded. A quick run is replaced now, and
     that is printed: it takes a minute to make again, and the tests' quick mode leaves one in 04's
     default folder. Any other run that `config` does not continue is kept: ConfigError, with what to
-    set. (The trainer's own checks, runfolder.prepare_out, say the same in the command line's words.)"""
+    set. (The trainer's own checks, runfolder.prepare_out, say the same in the words of the front end
+    that runs them: naming.py.)"""
     found = judge_out(config)
     if found.action == "replace":
         print(f"{shown} holds a quick run ({describe_run(found.saved)}): replacing it with this one.")

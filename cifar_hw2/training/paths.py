@@ -72,7 +72,15 @@ def this_python() -> str:
 def command_line(args: list[str] | None = None) -> str:
     """This process's command as one can paste it again, from the same folder: `.venv/bin/python -m
     cifar_hw2 train ...` where Python ran the package (sys.argv[0] is then its __main__.py), else the
-    program as it was called (a console script, a kernel's launcher). `args`: other arguments to show."""
+    program as it was called (a console script, a kernel's launcher). Under torchrun, the torchrun
+    command (its own flags are not visible here: the common ones). `args`: other arguments to show."""
+    args = list(sys.argv[1:] if args is None else args)
+    world, local = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_WORLD_SIZE", "1")
+    if int(world) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+        nodes = int(world) // max(1, int(local))
+        launcher = (f"torchrun --standalone --nproc_per_node={local}" if nodes == 1 else
+                    f"torchrun --nnodes={nodes} --nproc_per_node={local} (your rendezvous flags, on every node)")
+        return f"{launcher} -m cifar_hw2 {shlex.join(args)}"
     program = ([this_python(), "-m", "cifar_hw2"] if not sys.argv or sys.argv[0].endswith("__main__.py")
                else [sys.argv[0]])
-    return shlex.join(program + list(sys.argv[1:] if args is None else args))
+    return shlex.join(program + args)

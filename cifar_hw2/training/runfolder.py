@@ -28,7 +28,8 @@ from .checkpoint import (CheckpointError, leftover_temp_files, load_checkpoint, 
                          write_json)
 from .paths import command_line, shown_path, this_python
 from .progress import in_notebook
-from .config import LOSS_SETTINGS, RUNTIME_FIELDS, ConfigError, TrainConfig, setting, upgrade_saved
+from .config import LOSS_SETTINGS, RUNTIME_FIELDS, ConfigError, TrainConfig, upgrade_saved
+from .naming import as_flags, how_to_set, setting
 from .folderlock import hold
 from .stopping import what_is_kept
 
@@ -179,6 +180,11 @@ def saved_config(out: str | Path) -> dict:
     return saved if isinstance(saved, dict) else {}
 
 
+def another_out() -> str:
+    """The way out of a folder that holds another run, as the front end says it."""
+    return "another --out" if as_flags() else "another out folder"
+
+
 def prepare_out(cfg: TrainConfig, procs) -> dict | None:
     """Check the out folder against this run; return the checkpoint state to resume from, if any.
     `procs`: a processes.Processes (barrier, main)."""
@@ -194,17 +200,17 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
             changed = {}
         if changed:     # --resume would be refused: offer only what works
             raise ConfigError(f"out folder {out} already holds a run made with other settings "
-                              f"({describe_changes(changed)}); pass --overwrite to replace it, or choose another --out")
+                              f"({describe_changes(changed)}); pass {how_to_set('overwrite', True)} to replace it, or choose {another_out()}")
         done = read_json_mapping(out / "metrics.json").get("epochs_done")
         if isinstance(done, int) and not isinstance(done, bool) and done >= cfg.epochs:   # nothing to resume
             evaluate = (f" (`evaluate --checkpoint {out / 'best.pt'}` re-evaluates it)" if "best.pt" in existing
                         else "")
             raise ConfigError(f"out folder {out} already holds a run with nothing left to do ("
                               f"{describe_run(old) + ', ' if old else ''}{done} epoch{'s' if done != 1 else ''} "
-                              f"done, {cfg.epochs} asked); pass --overwrite to train it again, or choose another "
-                              f"--out{evaluate}")
+                              f"done, {cfg.epochs} asked); pass {how_to_set('overwrite', True)} to train it again, or choose "
+                              f"{another_out()}{evaluate}")
         raise ConfigError(f"out folder {out} already holds a run ({describe_run(old) if old else ', '.join(existing)}); "
-                          f"pass --resume to continue it or --overwrite to replace it, or choose another --out")
+                          f"pass {how_to_set('resume', True)} to continue it or {how_to_set('overwrite', True)} to replace it, or choose {another_out()}")
     if cfg.overwrite:
         procs.barrier()
         if procs.main:
@@ -215,15 +221,15 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
     if cfg.resume and results and "last.pt" not in existing:
         # Training again from epoch 1 would replace these: only --overwrite may do that.
         raise ConfigError(f"cannot resume {out}: it holds a run's results ({', '.join(results)}) but no last.pt, "
-                          f"so there is nothing to continue from. Pass --overwrite to train it again from epoch 1 "
-                          f"(replacing them), restore its last.pt, or choose another --out")
+                          f"so there is nothing to continue from. Pass {how_to_set('overwrite', True)} to train it again from epoch 1 "
+                          f"(replacing them), restore its last.pt, or choose {another_out()}")
     if cfg.resume and (out / "last.pt").exists():
         state = load_checkpoint(out / "last.pt", cfg.model, NUM_CLASSES)
         changed = settings_changed(state["config"], cfg)
         if changed:
             what = ", ".join(f"{setting(k)}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changed.items())
             raise CheckpointError(f"cannot resume {out / 'last.pt'}: it was made with other settings ({what}). "
-                                  f"Resume with the same settings, or pass --overwrite to start over")
+                                  f"Resume with the same settings, or pass {how_to_set('overwrite', True)} to start over")
         return state
     return None
 

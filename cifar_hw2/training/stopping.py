@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import threading
 import time
@@ -191,13 +190,6 @@ def _test_signal(rank: int, out: str):
 
 def resume_command(argv: list[str]) -> str:
     """The command line that continues this run: the same, with --resume instead of --overwrite.
-    Under torchrun, the torchrun command (its own flags are not visible here: the common ones)."""
+    Under torchrun, the torchrun command (paths.command_line)."""
     drop = {"--resume", "--no-resume", "--overwrite", "--no-overwrite"}
-    args = [a for a in argv if a not in drop] + ["--resume"]
-    world, local = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_WORLD_SIZE", "1")
-    if int(world) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
-        nodes = int(world) // max(1, int(local))
-        launcher = (f"torchrun --standalone --nproc_per_node={local}" if nodes == 1 else
-                    f"torchrun --nnodes={nodes} --nproc_per_node={local} (your rendezvous flags, on every node)")
-        return f"{launcher} -m cifar_hw2 {shlex.join(args)}"
-    return command_line(args)
+    return command_line([a for a in argv if a not in drop] + ["--resume"])

@@ -45,7 +45,8 @@ from ..schedule import build_scheduler
 from .backends import backend_settings
 from .checkpoint import write_json
 from .compiled import Compilation
-from .config import ConfigError, TrainConfig, setting
+from .config import ConfigError, TrainConfig
+from .naming import setting
 from .evaluation import epoch_metrics, split_logits
 from .loader import batch_seed, make_splits, train_batches
 from .paths import shown_path
