@@ -120,6 +120,24 @@ def test_a_grid_without_the_dataset_says_so_once_before_any_row_runs(tmp_path, m
         assert rows_stop_on is None or rows_stop_on in notes[0]
 
 
+def test_a_grid_without_papermill_stops_before_any_row(tmp_path, monkeypatch):
+    """A plain `pip install -e .` has no papermill: each row's notebook would fail the same way, one
+    after another. The grid says so once, with the install line, and starts none (a dry run notes it)."""
+    import importlib.util
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "1")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "papermill" else find_spec(name, *a))
+    runs, said = tmp_path / "runs", []
+    with pytest.raises(ConfigError) as e:
+        run_grid(runs, ["model=efficientnet_b4"], echo=said.append)
+    assert str(e.value) == ("each row runs notebook 04 through papermill, and this Python has no papermill: install "
+                            f"the notebooks extra: `{this_python()} -m pip install -e \".[notebooks]\"` in the checkout")
+    assert not runs.exists() or list(runs.iterdir()) == []
+    said.clear()
+    run_grid(runs, ["key=b4-bs64-flsd53"], echo=said.append, dry_run=True)
+    assert said[-1] == f"note: {e.value}"
+
+
 def test_a_row_whose_bookkeeping_fails_is_failed_and_the_others_still_run(tmp_path, monkeypatch):
     # A full disk while a row's grid.json is written must not end its worker thread quietly: the
     # grid would skip the rows after it and still say "0 failed".

@@ -35,7 +35,7 @@ from pathlib import Path
 from ..training.checkpoint import atomic_write_text, read_json_mapping
 from ..training.config import ConfigError, TrainConfig, is_quick_run, quick_mode
 from ..training.folderlock import describe_holder, holder
-from ..training.paths import FIGURES_ENV, REPO_ROOT
+from ..training.paths import FIGURES_ENV, REPO_ROOT, this_python
 from ..training.naming import setting
 from ..training.parameters import judge_out, replace_quick_run, train_config_from_parameters
 from ..training.stopping import RunStopped
@@ -99,7 +99,6 @@ def missing_weights_note(configs: list[TrainConfig]) -> str | None:
     """A line when rows start from ImageNet weights that cannot be had here (models.why_no_pretrained):
     their notebooks would fail one after another, each after loading the data."""
     from ..models import why_no_pretrained
-    from ..training.paths import this_python
     why = {m: why_no_pretrained(m) for m in sorted({c.model for c in configs if c.pretrained is True})}
     missing = [m for m, reason in why.items() if reason]
     if not missing:
@@ -113,7 +112,6 @@ def missing_data_note(data: str | None) -> str | None:
     """A line when CIFAR-100 is not in the data folder yet: the rows would download it first (several
     at once, with --gpus), or each fail offline."""
     from ..data import FOLDER, data_root, is_present, wrong_folder
-    from ..training.paths import this_python
     if is_present(data):
         return None
     misplaced = wrong_folder(data_root(data))     # --data one level off, or an archive: the rows stop on it
@@ -122,6 +120,18 @@ def missing_data_note(data: str | None) -> str | None:
     fetch = f"{this_python()} -m cifar_hw2 data" + (f" --data {shlex.quote(str(data))}" if data else "")
     return (f"note: CIFAR-100 is not in {data_root(data) / FOLDER} yet: the rows would download it (161 MB) first. "
             f"`{fetch}` fetches it once, and says what to do offline")
+
+
+def missing_papermill_note() -> str | None:
+    """A line when this Python cannot run notebook 04 through papermill: every row would fail the same
+    way ("No module named papermill"), one after another. papermill and the kernel come with the
+    notebooks extra, which a plain `pip install -e .` leaves out."""
+    import importlib.util
+    absent = [m for m in ("papermill", "ipykernel") if importlib.util.find_spec(m) is None]
+    if not absent:
+        return None
+    return (f"each row runs notebook 04 through papermill, and this Python has no {' or '.join(absent)}: install "
+            f"the notebooks extra: `{this_python()} -m pip install -e \".[notebooks]\"` in the checkout")
 
 
 def row_status(folder: Path) -> tuple[str, str]:
@@ -264,7 +274,10 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
                   missing_weights_note([row_config(r, runs, data) for _, r, _, _ in todo])]
     if todo:
         notes.append(missing_data_note(data))
-    for line in filter(None, notes):
+    no_papermill = missing_papermill_note() if todo and nproc == 1 and runner is run_row else None
+    if no_papermill and not dry_run:     # before any row: 16 identical failures would teach nothing
+        raise ConfigError(no_papermill)
+    for line in filter(None, notes + [no_papermill and f"note: {no_papermill}"]):
         echo(line)
     if dry_run:
         return outcomes

@@ -5,8 +5,9 @@
 #
 # small_cnn on the real CIFAR-100, preset cpu-reference (7 epochs, batch 64, loader augmentation).
 # CE and FLSD-53, the pair whose calibration the papers compare, at seeds 0, 1, 2; focal (γ = 2)
-# and MC at seed 0. About 11 minutes a run on 2 CPU cores, 8 runs. Runs that are complete are
-# skipped, an interrupted one resumes, so the script can be stopped and started again.
+# and MC at seed 0. 8 runs; the committed ones took 11.5 to 24.5 minutes each on 2 CPU cores, about
+# 2 hours in all (docs/cpu-reference.md). Runs that are complete are skipped, an interrupted one
+# resumes, so the script can be stopped and started again.
 #
 # OUT is outside git's view (runs/ is ignored), so every run records the same clean commit in its
 # config.json; copy OUT's run folders into results/cpu-reference/ and commit them afterwards.
