@@ -115,6 +115,22 @@ def test_grid_quick_is_a_flag_and_train_preset_there_points_to_it(tmp_path, caps
     assert "(quick mode (--quick, or CIFAR_HW2_QUICK=1)" in capsys.readouterr().out
 
 
+def test_notebooks_without_the_notebooks_extra_says_what_to_install(capsys, monkeypatch):
+    """A plain `pip install -e .` has no nbformat (nor nbclient, nor a kernel): one line, not a
+    ModuleNotFoundError traceback from nbtools' import."""
+    import importlib.util
+    from cifar_hw2.training.paths import this_python
+    find_spec = importlib.util.find_spec
+    gone = {"nbformat", "nbclient", "ipykernel"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in gone else find_spec(name, *a))
+    install = f'install the notebooks extra: `{this_python()} -m pip install -e ".[notebooks]"` in the checkout'
+    status, err = cli_here(capsys, "notebooks", "--check")
+    assert status == 2 and err.strip() == f"cifar-hw2: error: notebooks: this Python has no nbformat: {install}"
+    status, err = cli_here(capsys, "notebooks", "--execute")
+    assert status == 2 and err.strip() == ("cifar-hw2: error: notebooks: this Python has no nbformat, nbclient or "
+                                           f"ipykernel: {install}")
+
+
 def test_no_command_lists_the_commands(capsys):
     from cifar_hw2.cli import COMMANDS
     status, err = cli_here(capsys)

@@ -24,7 +24,8 @@ import os
 import sys
 import textwrap
 
-from ..training.config import PRESETS, QUICK_ENV, make_config
+from ..training.config import PRESETS, QUICK_ENV, ConfigError, make_config
+from ..training.paths import lacking
 from .flags import add_config_flags
 
 EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
@@ -215,9 +216,13 @@ def run_weights(args) -> int:
 
 
 def run_notebooks(args) -> int:
-    from ..notebook import nbtools
     if not (args.repo_url or args.check or args.execute):
         raise ValueError("notebooks: give --repo-url URL, --check or --execute")
+    # nbformat reads and writes them; nbclient and the kernel execute them (the notebooks extra)
+    lack = lacking("notebooks", "nbformat", *(("nbclient", "ipykernel") if args.execute else ()))
+    if lack:
+        raise ConfigError(f"notebooks: {lack}")
+    from ..notebook import nbtools
     if args.repo_url:
         changed = nbtools.set_repo_url(args.repo_url)
         print("rewrote " + (", ".join(str(p) for p in changed) if changed else "nothing (already pointing there)"))

@@ -35,7 +35,7 @@ from pathlib import Path
 from ..training.checkpoint import atomic_write_text, read_json_mapping
 from ..training.config import ConfigError, TrainConfig, is_quick_run, quick_mode
 from ..training.folderlock import describe_holder, holder
-from ..training.paths import FIGURES_ENV, REPO_ROOT, this_python
+from ..training.paths import FIGURES_ENV, REPO_ROOT, lacking, this_python
 from ..training.naming import setting
 from ..training.parameters import judge_out, replace_quick_run, train_config_from_parameters
 from ..training.stopping import RunStopped
@@ -126,12 +126,8 @@ def missing_papermill_note() -> str | None:
     """A line when this Python cannot run notebook 04 through papermill: every row would fail the same
     way ("No module named papermill"), one after another. papermill and the kernel come with the
     notebooks extra, which a plain `pip install -e .` leaves out."""
-    import importlib.util
-    absent = [m for m in ("papermill", "ipykernel") if importlib.util.find_spec(m) is None]
-    if not absent:
-        return None
-    return (f"each row runs notebook 04 through papermill, and this Python has no {' or '.join(absent)}: install "
-            f"the notebooks extra: `{this_python()} -m pip install -e \".[notebooks]\"` in the checkout")
+    lack = lacking("notebooks", "papermill", "ipykernel")
+    return lack and f"each row runs notebook 04 through papermill, and {lack}"
 
 
 def row_status(folder: Path) -> tuple[str, str]:

@@ -69,6 +69,19 @@ def this_python() -> str:
         return str(exe)
 
 
+def lacking(extra: str, *modules: str) -> str | None:
+    """None when this Python has every module; else what it lacks and the install line of the
+    optional extra (pyproject.toml) that brings them, e.g. "this Python has no papermill: install the
+    notebooks extra: `.venv/bin/python -m pip install -e ".[notebooks]"` in the checkout"."""
+    import importlib.util
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not absent:
+        return None
+    names = " or ".join(absent) if len(absent) < 3 else f"{', '.join(absent[:-1])} or {absent[-1]}"
+    return (f"this Python has no {names}: install the {extra} extra: "
+            f"`{this_python()} -m pip install -e \".[{extra}]\"` in the checkout")
+
+
 def command_line(args: list[str] | None = None) -> str:
     """This process's command as one can paste it again, from the same folder: `.venv/bin/python -m
     cifar_hw2 train ...` where Python ran the package (sys.argv[0] is then its __main__.py), else the
