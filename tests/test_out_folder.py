@@ -72,9 +72,23 @@ def test_04s_folder_holding_a_quick_run_gets_the_run_asked_for(tmp_path, monkeyp
 def test_clear_run_removes_only_the_run(tmp_path):
     a_run(tmp_path / "r", "quick")
     (tmp_path / "r" / "notes.txt").write_text("mine")
+    for made_by_evaluate in ("eval-best-test.json", "eval-last-val.json", "predictions-best.npz"):
+        (tmp_path / "r" / made_by_evaluate).write_text("{}")
+    (tmp_path / "r" / "eval-my-own.pt-test.json").write_text("{}")     # of a checkpoint of the user's
     clear_run(tmp_path / "r")
-    assert [p.name for p in (tmp_path / "r").iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["eval-my-own.pt-test.json", "notes.txt"]
     assert not any((tmp_path / "r" / name).exists() for name in RUN_FILES)
+
+
+def test_a_run_with_a_folder_among_its_files_is_not_half_cleared(tmp_path):
+    a_run(tmp_path / "r", "quick")
+    (tmp_path / "r" / "predictions.npz").mkdir()
+    before = sorted(p.name for p in (tmp_path / "r").iterdir())
+    with pytest.raises(ConfigError) as e:
+        clear_run(tmp_path / "r")
+    assert str(e.value) == (f"cannot replace the run in {tmp_path / 'r'}: predictions.npz is a folder, not a run's "
+                            f"file; move it away, or choose another out folder")
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == before
 
 
 def test_another_run_is_kept_and_the_cell_says_what_to_set(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from cifar_hw2.metrics import classification_metrics
+from cifar_hw2.data import DataError
 from cifar_hw2.training.checkpoint import CheckpointError, load_checkpoint
 from cifar_hw2.training.predictions import load_predictions
 from cifar_hw2.training.config import ConfigError, make_config
@@ -124,8 +125,16 @@ def test_an_existing_run_is_never_silently_replaced(tiny_data, tmp_path):
     with pytest.raises(CheckpointError, match="other settings .*loss"):
         fit(tiny(tiny_data, tmp_path / "run", epochs=2, loss="ce", resume=True))
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    # --overwrite whose new run cannot load (here its data): the old run is still whole afterwards
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    with pytest.raises(DataError):
+        fit(tiny(tiny_data, tmp_path / "run", epochs=1, loss="ce", overwrite=True,
+                 data=str(tiny_data / "cifar-100-python")))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == kept
+    (tmp_path / "run" / "predictions-best.npz").write_bytes(b"evaluate's, of the old best.pt")
     fit(tiny(tiny_data, tmp_path / "run", epochs=1, loss="ce", overwrite=True))
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["loss"] == "ce"
+    assert not (tmp_path / "run" / "predictions-best.npz").exists()
 
 
 def test_the_next_commands_name_the_venvs_python_and_tensorboard(tmp_path, monkeypatch):

@@ -257,7 +257,7 @@ def submit_train(config, slurm, dry_run: bool) -> int:
     """train --launcher slurm: the folder is checked now, not after the job has waited in the queue."""
     from pathlib import Path
     from ..training.processes import Processes
-    from ..training.runfolder import check_out_folder, prepare_out
+    from ..training.runfolder import check_out_folder, clear_run, prepare_out
     from ..experiments.slurm import check_batches_split, status, submit, submitit
     submitit()                               # installed? (one line saying how, if not)
     check_batches_split([config], slurm)
@@ -267,7 +267,9 @@ def submit_train(config, slurm, dry_run: bool) -> int:
     if state in ("running", "queued"):
         raise ValueError(f"{config.out} is already {state} ({detail})")
     if not dry_run:
-        prepare_out(config, Processes())     # refuses another run's folder; --overwrite clears it now
+        prepare_out(config, Processes())     # refuses another run's folder
+        if config.overwrite:                 # cleared now: the job resumes whatever the folder holds
+            clear_run(config.out)
     # The job resumes whatever this folder holds from now on: it is this run's.
     job = dataclasses.replace(config, resume=True, overwrite=False)
     submit([job], [f"cifar_hw2-{Path(config.out).name}"], slurm, Path(config.out) / "slurm", dry_run)

@@ -164,13 +164,43 @@ def claimed(out: str | Path, procs):
         yield
 
 
-def clear_run(out: str | Path) -> None:
-    """Delete the run in `out` (what --overwrite replaces): its run files, its TensorBoard event
-    files (TensorBoard would draw the old curves under the new run's) and its Slurm job record
-    (`grid --status` would report that job for the next run)."""
+def run_paths(out: str | Path) -> list[Path]:
+    """What --overwrite replaces in `out`: the run files, its TensorBoard event files (TensorBoard
+    would draw the old curves under the new run's), its Slurm job record (`grid --status` would
+    report that job for the next run) and what `evaluate` made from its checkpoints (05 would read
+    an old predictions-best.npz whose epoch number the new run happens to share)."""
     out = Path(out)
-    for path in [out / name for name in RUN_FILES + (JOB_FILE,)] + sorted(out.glob("events.out.tfevents.*")):
+    derived = [p for pattern in ("eval-best-*.json", "eval-last-*.json") for p in sorted(out.glob(pattern))]
+    return ([out / name for name in RUN_FILES + (JOB_FILE, "predictions-best.npz", "predictions-last.npz")]
+            + derived + sorted(out.glob("events.out.tfevents.*")))
+
+
+def check_clearable(out: str | Path) -> None:
+    """Refuse, before anything is deleted, a run whose files include a folder: deleting the rest and
+    then stopping on it would leave half a run."""
+    odd = [p.name for p in run_paths(out) if p.is_dir()]
+    if odd:
+        raise ConfigError(f"cannot replace the run in {out}: {', '.join(odd)} is a folder, not a run's file; "
+                          f"move it away, or choose {another_out()}")
+
+
+def clear_run(out: str | Path) -> None:
+    """Delete the run in `out` (run_paths)."""
+    check_clearable(out)
+    for path in run_paths(out):
         path.unlink(missing_ok=True)
+
+
+def replace_run(cfg: TrainConfig, procs) -> None:
+    """--overwrite: delete the old run once the new one has its data and model, so that a new run
+    that cannot start (data or weights missing, a refused file) leaves the old one whole.
+    `procs`: a processes.Processes."""
+    if not cfg.overwrite:
+        return
+    procs.barrier()
+    if procs.main:
+        clear_run(cfg.out)
+    procs.barrier()
 
 
 def saved_config(out: str | Path) -> dict:
@@ -211,11 +241,8 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
                               f"{another_out()}{evaluate}")
         raise ConfigError(f"out folder {out} already holds a run ({describe_run(old) if old else ', '.join(existing)}); "
                           f"pass {how_to_set('resume', True)} to continue it or {how_to_set('overwrite', True)} to replace it, or choose {another_out()}")
-    if cfg.overwrite:
-        procs.barrier()
-        if procs.main:
-            clear_run(out)
-        procs.barrier()
+    if cfg.overwrite:           # checked now, deleted once the new run has loaded (replace_run)
+        check_clearable(out)
         return None
     results = [name for name in ("history.csv", "metrics.json", "best.pt") if name in existing]
     if cfg.resume and results and "last.pt" not in existing:

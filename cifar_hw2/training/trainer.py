@@ -54,7 +54,7 @@ from .precision import choose_precision, scaled_step
 from .predictions import FILENAME as PREDICTIONS, write_predictions
 from .processes import Processes, average_buffers, convert_sync_batchnorm, init_processes, pick_device, wrap_ddp
 from .progress import epoch_line, progress_mode, shown_epoch
-from .runfolder import HISTORY_COLUMNS, RunFiles, claimed, closing_lines, config_record, prepare_out
+from .runfolder import HISTORY_COLUMNS, RunFiles, claimed, closing_lines, config_record, prepare_out, replace_run
 from .runstate import check_world, repair_best, restore_trainer, save_after_epoch, save_inside
 from .stopping import DEFAULT_RESUME, RunStopped, StopControl, StopHere, resume_line, stop_line
 from .tally import EpochTally
@@ -393,6 +393,7 @@ def fit(config: TrainConfig, resume_command: str | None = None) -> list[dict]:
                 state = prepare_out(cfg, procs)
                 with trainer.stop.installed():
                     trainer.setup(state)
+                    replace_run(cfg, procs)     # the old run stays until the new one could load
                     return trainer.run()
         finally:
             if procs.started_here and dist.is_initialized():
