@@ -144,9 +144,28 @@ def test_a_folder_with_only_a_config_is_started_afresh(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR_HW2_QUICK", "0")
     out = tmp_path / "run"
     out.mkdir()
-    (out / "config.json").write_text("{}")          # a run killed before its first checkpoint
+    # a run killed before its first checkpoint: its record, nothing else
+    (out / "config.json").write_text(json.dumps({"config": make_config("cpu-reference", out=str(out)).to_dict()}))
     config = train_config_from_parameters("cpu-reference", str(out))
     assert config.resume and not config.overwrite
+    assert prepare_out(config, SimpleNamespace(main=True, barrier=lambda: None)) is None     # starts afresh
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_config_json_that_is_not_a_runs_record_is_never_written_over(tmp_path, resume):
+    """Another tool's config.json (or a damaged one): --resume must not treat the folder as a run
+    to start afresh and replace the file; --overwrite is the user saying so."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text('{"my": "precious settings"}')
+    cfg = make_config("quick", out=str(out), resume=resume)
+    with pytest.raises(ConfigError) as e:
+        prepare_out(cfg, SimpleNamespace(main=True, barrier=lambda: None))
+    assert str(e.value) == (f"out folder {out} holds a config.json that is not a cifar_hw2 run's record; choose "
+                            f"another out folder, or pass overwrite=True to replace it")
+    assert (out / "config.json").read_text() == '{"my": "precious settings"}'
+    assert prepare_out(make_config("quick", out=str(out), overwrite=True),
+                       SimpleNamespace(main=True, barrier=lambda: None)) is None
 
 
 def test_odd_json_in_a_run_folder_is_data_not_a_crash(tmp_path, monkeypatch):

@@ -222,6 +222,10 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{setting('out')} {out} exists and is not a folder")
     existing = [name for name in RUN_FILES if (out / name).exists()]
+    if "config.json" in existing and not saved_config(out) and not cfg.overwrite:
+        # Not a run's record (another tool's file, or damaged): --resume would write over it.
+        raise ConfigError(f"out folder {out} holds a config.json that is not a cifar_hw2 run's record; choose "
+                          f"{another_out()}, or pass {how_to_set('overwrite', True)} to replace it")
     if existing and not (cfg.resume or cfg.overwrite):
         old = saved_config(out)
         try:
