@@ -53,7 +53,18 @@ def test_bench_refuses_two_compiled_batch_sizes_and_writes_json_as_it_goes(tiny_
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert seen == list(range(1, len(records) + 1)) and records[0]["measurement"] == "augmentation_per_core"
     assert records[-1]["measurement"] == "hours_per_row"
-
+    # A bench refused before its first record leaves the last one's file as it was
+    kept = path.read_text()
+    with pytest.raises(ValueError, match="steps and repeats must be positive"):
+        bench.run_bench(steps=0, data=str(tiny_data), json_path=str(path))
+    with pytest.raises(ValueError, match="--steps 99 is more than the"):
+        bench.run_bench(batch_size=50, device="cpu", steps=99, repeats=1, data=str(tiny_data),
+                        out=str(tmp_path / "o"), echo=lambda line: None, json_path=str(path))
+    assert path.read_text() == kept
+    with pytest.raises(ValueError, match=f"--json {tmp_path} is a folder"):
+        bench.run_bench(data=str(tiny_data), json_path=str(tmp_path))
+    with pytest.raises(ValueError, match="cannot make its folder"):
+        bench.run_bench(data=str(tiny_data), json_path=str(path / "under-a-file.jsonl"))
 
 
 @pytest.mark.slow

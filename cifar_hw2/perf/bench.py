@@ -47,7 +47,7 @@ from ..training.backends import backend_settings
 from ..training.compiled import eager
 from ..training.config import PRESETS, TrainConfig, make_config
 from ..training.processes import Processes
-from ..training.runfolder import prepare_out
+from ..training.runfolder import prepare_out, replace_run
 from ..training.tensorboard import RunBoard
 from ..training.trainer import Trainer
 from .augmentation import augmentation_records
@@ -175,11 +175,25 @@ def run_bench(model: str = "small_cnn", batch_size: int | list[int] = 64, device
         raise ValueError(f"with --compile, bench one batch size per process (got {sizes}): run it once per size")
     if warm_start and not compile:
         raise ValueError("--warm-start times a compiled model's warm start: add --compile")
-    if json_path:
-        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-        open(json_path, "w").close()     # records are appended as they come
     if steps <= 0 or repeats <= 0:
         raise ValueError("steps and repeats must be positive integers")
+    if json_path:
+        if os.path.isdir(json_path):
+            raise ValueError(f"--json {json_path} is a folder; give the name of a file to write the records to")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"--json {json_path}: cannot make its folder ({e.strerror or e})") from None
+    fresh = [True]
+
+    def keep(rec: dict) -> None:
+        """--json: each record on disk as it comes (a timeout later loses nothing measured). The file
+        is emptied at the first record, so a bench refused before any leaves an old file as it was."""
+        if json_path:
+            with open(json_path, "w" if fresh[0] else "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            fresh[0] = False
+
     preset = preset or ROW_PRESETS.get(model, "paper-b4")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
@@ -192,7 +206,7 @@ def run_bench(model: str = "small_cnn", batch_size: int | list[int] = 64, device
                           data=data, out=out, overwrite=True, progress="off")
         trainer = Trainer(cfg, Processes())
         with backend_settings(trainer.device, deterministic=False, tf32=tf32):
-            found, emit = _bench_one(trainer, steps, repeats, preset, echo, augmentation=i == 0, json_path=json_path)
+            found, emit = _bench_one(trainer, steps, repeats, preset, echo, augmentation=i == 0, keep=keep)
         del trainer
         if warm_start:
             # Last, once this process holds no model: the fresh process builds a whole trainer of its
@@ -216,11 +230,13 @@ def release_device_memory() -> None:
 
 
 def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, augmentation: bool,
-               json_path: str | None = None):
-    """(the records of one batch size, the `emit` that adds one more to them with the same fields)."""
+               keep=lambda rec: None):
+    """(the records of one batch size, the `emit` that adds one more to them with the same fields).
+    `keep(record)` saves each record as it is made (run_bench's --json)."""
     cfg = trainer.cfg
     prepare_out(cfg, trainer.procs)
     trainer.setup(None)
+    replace_run(cfg, trainer.procs)     # bench's own scratch folder (overwrite=True)
     if steps > len(trainer.loader):
         raise ValueError(f"--steps {steps} is more than the {len(trainer.loader)} batches of one epoch at batch size "
                          f"{cfg.batch_size}; use at most {len(trainer.loader)} steps")
@@ -241,9 +257,7 @@ def _bench_one(trainer: Trainer, steps: int, repeats: int, preset: str, echo, au
         rec = {"measurement": name, "value": round(value, 3) if abs(value) >= 1 else float(f"{value:.4g}"),
                "unit": unit, **meta, **extra}
         records.append(rec)
-        if json_path:               # on disk first: a timeout later loses nothing measured
-            with open(json_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+        keep(rec)                   # on disk first: a timeout later loses nothing measured
         echo(json.dumps(rec))
 
     if augmentation:
