@@ -250,10 +250,24 @@ def _create_timm(name: str, spec: ModelSpec, num_classes: int, pretrained,
                          f"for {spec.timm_name} (e.g. model.safetensors from https://huggingface.co/{hub_id}), "
                          f"True to download, or False")
     try:
-        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+        model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+        in_file = set(timm.models.load_state_dict(str(path)))
     except Exception as e:
-        raise ModelError(f"{path} is not a usable weight file for {spec.timm_name}: "
-                         f"{type(e).__name__}: {str(e)[:300]}") from None
+        why = f"{type(e).__name__}: {str(e)[:300]}"
+        if "weights_only" in why:       # torch's advice to unpickle it fully is not advice for a file from outside
+            why = "it holds objects other than tensors, which are never unpickled here"
+        raise ModelError(f"{path} is not a usable weight file for {spec.timm_name}: {why}") from None
+    # timm loads a file non-strictly where the classifier is replaced (100 classes, not 1,000): a file
+    # of another model would load nothing and leave a randomly initialised network, silently.
+    heads = model.pretrained_cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    missing = [n for n, _ in model.named_parameters() if n not in in_file and n.rsplit(".", 1)[0] not in heads]
+    if missing:
+        raise ModelError(f"{path} is not a weight file of {spec.timm_name}: {len(missing)} of the model's "
+                         f"{sum(1 for _ in model.parameters())} weight tensors are not in it (e.g. "
+                         f"{', '.join(missing[:3])}); pass a timm state dict for {spec.timm_name}, such as "
+                         f"model.safetensors from https://huggingface.co/{hub_id}")
+    return model
 
 
 def _hub_offline() -> bool:

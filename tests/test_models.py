@@ -85,6 +85,15 @@ def test_pretrained_without_network_fails_in_seconds_without_asking_the_hub(how,
     assert time.perf_counter() - start < 5
 
 
+class Payload:
+    """Unpickling this touches a file: what a malicious weight file would do instead."""
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 def test_pretrained_from_a_local_file(tmp_path):
     reference = timm.create_model("efficientnet_b4", pretrained=False)   # 1000-class head
     path = tmp_path / "b4.pth"
@@ -97,6 +106,20 @@ def test_pretrained_from_a_local_file(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"junk")
     with pytest.raises(ModelError, match="not a usable weight file"):
         build_model("efficientnet_b4", pretrained=str(tmp_path / "bad.pth"))
+    # Another model's weights: timm loads them non-strictly (the head is replaced) and would have
+    # left B4 randomly initialised without a word
+    torch.save(build_model("small_cnn").state_dict(), tmp_path / "small_cnn.pth")
+    with pytest.raises(ModelError) as e:
+        build_model("efficientnet_b4", pretrained=str(tmp_path / "small_cnn.pth"))
+    assert str(e.value).startswith(f"{tmp_path / 'small_cnn.pth'} is not a weight file of efficientnet_b4: ")
+    assert "weight tensors are not in it (e.g. conv_stem.weight, bn1.weight, bn1.bias)" in str(e.value)
+    # A pickle that would run code: refused unread, without torch's advice to unpickle it fully
+    ran = tmp_path / "ran"
+    torch.save({"conv_stem.weight": Payload(ran)}, tmp_path / "payload.pth")
+    with pytest.raises(ModelError) as e:
+        build_model("efficientnet_b4", pretrained=str(tmp_path / "payload.pth"))
+    assert str(e.value).endswith("it holds objects other than tensors, which are never unpickled here")
+    assert not ran.exists()
     with pytest.raises(ModelError, match="trained from scratch"):
         build_model("small_cnn", pretrained=True)
 
