@@ -25,7 +25,9 @@ def a_run(folder, preset, last="ok", complete=True, **overrides):
     (folder / "config.json").write_text(json.dumps({"config": cfg.to_dict()}))
     if last == "ok":
         save_checkpoint(folder / "last.pt", {"model_name": cfg.model, "num_classes": 100, "epoch": 1,
-                                             "config": cfg.to_dict(), "model": {}})
+                                             "config": cfg.to_dict(), "model": {}, "optimizer": {},
+                                             "scheduler": {}, "history": [{}], "best": None,
+                                             "calibration": {}, "rng": {}})
     elif last == "damaged":
         (folder / "last.pt").write_bytes(b"not a checkpoint")
     (folder / "history.csv").write_text("epoch\n1\n")

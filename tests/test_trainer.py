@@ -3,6 +3,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -310,3 +311,27 @@ def test_a_finished_run_says_where_its_results_are_and_evaluate_finds_its_data(t
     result = evaluate_checkpoint(out / "best.pt")
     assert result["top1"] == metrics["best"]["top1"]
     assert (out / "predictions-best.npz").exists()
+
+
+def test_a_last_pt_that_cannot_continue_the_run_is_one_error_before_any_data_is_loaded(tiny_data, tmp_path):
+    """A best.pt copied over last.pt (a likely mistake), or a last.pt whose values do not fit: a
+    CheckpointError that says what to do, not a KeyError from deep in the restore, and nothing of
+    the run is changed."""
+    out = tmp_path / "run"
+    fit(tiny(tiny_data, out, epochs=1, train_per_class=2, val_per_class=1))
+    last = torch.load(out / "last.pt", weights_only=True)
+    (out / "last.pt").write_bytes((out / "best.pt").read_bytes())
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError) as e:
+        fit(tiny(tiny_data, out, epochs=2, train_per_class=2, val_per_class=1, resume=True))
+    assert str(e.value) == (f"{out / 'last.pt'} cannot be resumed: it holds a model's weights but not optimizer, "
+                            f"scheduler, history, best, calibration, rng (a best.pt, written for evaluation?); "
+                            f"restore the run's last.pt, or pass overwrite=True to start over")
+    for odd, says in [({"epoch": -3}, "its epoch (-3) and its history (1 epochs) disagree"),
+                      ({"rng": {"python": []}}, "it does not fit this run (KeyError: 'torch')"),
+                      ({"position": {"step": 3}}, "it does not fit this run (KeyError: 'world')")]:
+        torch.save({**last, **odd}, out / "last.pt")
+        with pytest.raises(CheckpointError, match=re.escape(says)):
+            fit(tiny(tiny_data, out, epochs=2, train_per_class=2, val_per_class=1, resume=True))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "last.pt"} == \
+        {k: v for k, v in files.items() if k != "last.pt"}

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .naming import how_to_set
+
 FORMAT = "cifar_hw2-checkpoint/1"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -140,3 +142,22 @@ def load_checkpoint(path: Path, model_name: str | None = None, num_classes: int 
     if num_classes is not None and state["num_classes"] != num_classes:
         raise CheckpointError(f"{path} has {state['num_classes']} classes, not {num_classes}")
     return state
+
+
+# What last.pt holds beyond best.pt's weights: everything a run needs to continue (runstate.py).
+RESUME_KEYS = ("optimizer", "scheduler", "history", "best", "calibration", "rng")
+
+
+def check_resumable(state: dict, path: Path) -> None:
+    """Refuse a checkpoint that cannot continue a run before any data is loaded: a best.pt copied
+    to last.pt (weights only), or one whose epoch and history disagree (not written by a run)."""
+    missing = [k for k in RESUME_KEYS if k not in state]
+    start_over = f"restore the run's last.pt, or pass {how_to_set('overwrite', True)} to start over"
+    if missing:
+        raise CheckpointError(f"{path} cannot be resumed: it holds a model's weights but not "
+                              f"{', '.join(missing)} (a best.pt, written for evaluation?); {start_over}")
+    epoch, history = state["epoch"], state["history"]
+    if not (type(epoch) is int and epoch >= 0 and isinstance(history, list) and len(history) == epoch):
+        size = f"{len(history)} epochs" if isinstance(history, list) else f"a {type(history).__name__}"
+        raise CheckpointError(f"{path} cannot be resumed: its epoch ({epoch!r}) and its history ({size}) "
+                              f"disagree, so it was not written by a run; {start_over}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, check_resumable, load_checkpoint
 from .config import QUICK_ENV, QUICK_STAND_IN, ConfigError, TrainConfig, is_quick_run, make_config, quick_mode
 from .folderlock import hold
 from .paths import repo_path
@@ -111,7 +111,9 @@ def _saved_run(out: Path, config: TrainConfig) -> tuple[dict, str | None]:
     if not last.exists():
         return saved_config(out), "it has no last.pt to continue from"
     try:
-        saved = load_checkpoint(last, mmap=True)["config"]     # mmap: only the config is read
+        state = load_checkpoint(last, mmap=True)      # mmap: only the config and the counts are read
+        check_resumable(state, last)
+        saved = state["config"]
     except CheckpointError as e:
         return saved_config(out), str(e)
     try:

@@ -24,7 +24,7 @@ import torch
 
 from .. import __version__
 from ..data import NUM_CLASSES
-from .checkpoint import (CheckpointError, leftover_temp_files, load_checkpoint, read_json_mapping, write_csv,
+from .checkpoint import (CheckpointError, check_resumable, leftover_temp_files, load_checkpoint, read_json_mapping, write_csv,
                          write_json)
 from .paths import command_line, shown_path, this_python
 from .progress import in_notebook
@@ -256,6 +256,7 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
                           f"(replacing them), restore its last.pt, or choose {another_out()}")
     if cfg.resume and (out / "last.pt").exists():
         state = load_checkpoint(out / "last.pt", cfg.model, NUM_CLASSES)
+        check_resumable(state, out / "last.pt")
         changed = settings_changed(state["config"], cfg)
         if changed:
             what = ", ".join(f"{setting(k)}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changed.items())

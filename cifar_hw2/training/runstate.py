@@ -44,7 +44,19 @@ def trainer_state(trainer, epochs_done: int, weights_only: bool = False, positio
 
 def restore_trainer(trainer, state: dict) -> None:
     """A set-up Trainer continues from last.pt's `state`: weights, optimizer, schedule, history, best
-    epoch, RNG states, and the place inside an epoch where it stopped, if it did."""
+    epoch, RNG states, and the place inside an epoch where it stopped, if it did. A file that passed
+    checkpoint.check_resumable and still does not fit (odd values inside) is one CheckpointError."""
+    try:
+        _restore(trainer, state)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        raise CheckpointError(f"{trainer.out / 'last.pt'} cannot be resumed: it does not fit this run "
+                              f"({type(e).__name__}: {str(e)[:200]}); restore the run's last.pt, or start "
+                              f"over in another out folder") from None
+
+
+def _restore(trainer, state: dict) -> None:
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
@@ -55,6 +67,8 @@ def restore_trainer(trainer, state: dict) -> None:
     trainer.skipped_steps.fill_(state.get("skipped_steps", 0))
     restore_host_rng(state["rng"])
     trainer.position = state.get("position")
+    trainer.files.saved = (trainer.start_epoch, trainer.position["step"] if trainer.position else 0)
+    check_world(trainer.position, trainer.procs.world, str(trainer.out / "last.pt"))
 
 
 def save_after_epoch(trainer, epochs_done: int, improved: bool) -> None:

@@ -55,7 +55,7 @@ from .predictions import FILENAME as PREDICTIONS, write_predictions
 from .processes import Processes, average_buffers, convert_sync_batchnorm, init_processes, pick_device, wrap_ddp
 from .progress import epoch_line, progress_mode, shown_epoch
 from .runfolder import HISTORY_COLUMNS, RunFiles, claimed, closing_lines, config_record, prepare_out, replace_run
-from .runstate import check_world, repair_best, restore_trainer, save_after_epoch, save_inside
+from .runstate import repair_best, restore_trainer, save_after_epoch, save_inside
 from .stopping import DEFAULT_RESUME, RunStopped, StopControl, StopHere, resume_line, stop_line
 from .tally import EpochTally
 from .tensorboard import RunBoard
@@ -142,8 +142,6 @@ class Trainer:
         """Continue from last.pt: weights, optimizer, schedule, history, best epoch, RNG states, and
         the place inside an epoch where it stopped, if it did (runstate.py)."""
         restore_trainer(self, state)
-        self.files.saved = (self.start_epoch, self.position["step"] if self.position else 0)
-        check_world(self.position, self.procs.world, str(self.out / "last.pt"))
 
     # ---- one step: what the loop, bench and the CUDA-graph replay all run
     def step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
