@@ -131,6 +131,25 @@ def test_notebooks_without_the_notebooks_extra_says_what_to_install(capsys, monk
                                            f"ipykernel: {install}")
 
 
+def test_a_quick_mode_value_that_is_neither_on_nor_off_is_refused(tmp_path, capsys, monkeypatch):
+    """Read as off, `maybe` planned the full grid (GPU rows, days of epochs on a CPU) without a word."""
+    monkeypatch.setenv("CIFAR_HW2_QUICK", "maybe")
+    status, err = cli_here(capsys, "grid", "--runs", str(tmp_path / "runs"), "--dry-run")
+    assert status == 2 and err.strip() == ("cifar-hw2: error: CIFAR_HW2_QUICK='maybe' is neither on nor off: set it "
+                                           "to 1 (quick mode: the quick preset on the CPU) or 0, or unset it")
+    for off in ("", "0", "Off", " no "):
+        monkeypatch.setenv("CIFAR_HW2_QUICK", off)
+        from cifar_hw2.training.config import quick_mode
+        assert quick_mode() is False
+
+
+def test_a_grid_runs_path_that_is_a_file_is_named_by_its_own_flag(tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    for action in ("--dry-run", "--status"):
+        status, err = cli_here(capsys, "grid", "--runs", str(tmp_path / "file"), action)
+        assert status == 2 and err.strip() == f"cifar-hw2: error: --runs {tmp_path / 'file'} exists and is not a folder"
+
+
 def test_no_command_lists_the_commands(capsys):
     from cifar_hw2.cli import COMMANDS
     status, err = cli_here(capsys)

@@ -49,3 +49,23 @@ def test_torchrun_two_processes(tiny_data, tmp_path):
     run = torchrun(tiny_data, stopped, "--resume")
     assert run.returncode == 0, run.stderr[-3000:]
     assert_same_run(out, stopped)
+
+
+@pytest.mark.parametrize("env, said", [({"WORLD_SIZE": "2"}, "RANK is not set"),
+                                       ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc'"),
+                                       ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "x"}, "LOCAL_RANK='x'")])
+def test_a_torchrun_environment_that_torchrun_did_not_set_is_one_line(monkeypatch, env, said):
+    """WORLD_SIZE left in a shell, say: a ConfigError naming it, not a KeyError or int()'s message."""
+    from cifar_hw2.training.config import ConfigError
+    from cifar_hw2.training.paths import command_line
+    from cifar_hw2.training.processes import init_processes
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    assert command_line(["train"]).endswith("cifar_hw2 train")     # the resume line is made before this
+    with pytest.raises(ConfigError) as e:
+        init_processes("cpu")
+    assert str(e.value) == (f"{said}: WORLD_SIZE, RANK and LOCAL_RANK are whole numbers that torchrun sets for "
+                            f"each process; run under torchrun, or unset WORLD_SIZE")

@@ -162,6 +162,8 @@ def row_config(row: GridRow, runs: Path, data: str | None, **overrides) -> Train
 def print_status(runs: str | Path, only: list[str] = (), echo=print) -> dict[str, str]:
     """Each row's state, read from its run folder (and its job, for Slurm rows): {key: state}."""
     runs, rows = Path(runs), select(grid_rows(), list(only))
+    if runs.exists() and not runs.is_dir():
+        raise ConfigError(f"{setting('runs')} {runs} exists and is not a folder")
     states = {}
     for i, row in enumerate(rows, 1):
         state, detail = row_status(runs / row.key)
@@ -237,7 +239,7 @@ def run_grid(runs: str | Path, only: list[str] = (), data: str | None = None, gp
     from ..training.runfolder import check_out_folder
     runs = Path(runs)
     rows = select(grid_rows(), list(only))
-    check_out_folder(runs)
+    check_out_folder(runs, "runs")
     if slurm is not None:
         jobs = submit_rows(rows, runs, data, slurm, dry_run, echo)
         return [Outcome(row, "submitted", message=str(job.job_id)) for row, job in zip(rows, jobs)]

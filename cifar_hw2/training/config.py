@@ -288,8 +288,14 @@ def is_quick_run(saved: dict) -> bool:
 
 
 def quick_mode() -> bool:
-    """True when $CIFAR_HW2_QUICK is set to 1/true/yes (the test configuration sets it)."""
-    return os.environ.get(QUICK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    """True when $CIFAR_HW2_QUICK is 1/true/yes/on (the test configuration sets it), False when it
+    is unset, empty or 0/false/no/off. Anything else is refused: read as off, `maybe` would plan a
+    full grid of 35-hour epochs on a CPU without a word."""
+    value = os.environ.get(QUICK_ENV, "").strip().lower()
+    if value not in ("1", "true", "yes", "on", "", "0", "false", "no", "off"):
+        raise ConfigError(f"{QUICK_ENV}={os.environ[QUICK_ENV]!r} is neither on nor off: set it to 1 (quick mode: the "
+                          f"quick preset on the CPU) or 0, or unset it")
+    return value in ("1", "true", "yes", "on")
 
 
 def _folded(name: str) -> str:

@@ -89,7 +89,8 @@ def command_line(args: list[str] | None = None) -> str:
     command (its own flags are not visible here: the common ones). `args`: other arguments to show."""
     args = list(sys.argv[1:] if args is None else args)
     world, local = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_WORLD_SIZE", "1")
-    if int(world) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+    # torchrun sets these as numbers; anything else is someone's environment (init_processes says so)
+    if "TORCHELASTIC_RUN_ID" in os.environ and world.isdigit() and local.isdigit() and int(world) > 1:
         nodes = int(world) // max(1, int(local))
         launcher = (f"torchrun --standalone --nproc_per_node={local}" if nodes == 1 else
                     f"torchrun --nnodes={nodes} --nproc_per_node={local} (your rendezvous flags, on every node)")

@@ -63,10 +63,18 @@ def init_processes(device_name: str) -> Processes:
 
     torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT; with several nodes its c10d
     rendezvous does the same on each node, and nothing here changes."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    def number(name: str, default: str | None = None) -> int:
+        value = os.environ.get(name, default)
+        if value is None or not value.strip().isdigit():
+            said = f"{name} is not set" if value is None else f"{name}={value!r}"
+            raise ConfigError(f"{said}: WORLD_SIZE, RANK and LOCAL_RANK are whole numbers that "
+                              f"torchrun sets for each process; run under torchrun, or unset WORLD_SIZE")
+        return int(value)
+
+    world = number("WORLD_SIZE", "1")
     if world <= 1:
         return Processes()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local = number("RANK"), number("LOCAL_RANK", "0")
     started = False
     if not dist.is_initialized():
         use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()

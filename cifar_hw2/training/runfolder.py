@@ -107,13 +107,14 @@ def describe_run(cfg: dict) -> str:
     return f"model={cfg.get('model')}, loss={cfg.get('loss')}, lr={cfg.get('lr')}, batch_size={cfg.get('batch_size')}"
 
 
-def check_out_folder(out: str | Path) -> None:
+def check_out_folder(out: str | Path, field: str = "out") -> None:
     """Can `out` be made and written to? Checked at start-up, before any data is loaded, so that a bad
     --out is one line (ConfigError), not a traceback an hour later. Leaves nothing behind: a folder
-    that does not exist yet is not made here, a probe is made in its nearest existing parent."""
+    that does not exist yet is not made here, a probe is made in its nearest existing parent.
+    `field`: the setting that named it (the grid's is `runs`)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"{setting('out')} {out} exists and is not a folder")
+        raise ConfigError(f"{setting(field)} {out} exists and is not a folder")
     parent = out
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
