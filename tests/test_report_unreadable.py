@@ -1,5 +1,6 @@
 """`report` over run folders that cannot be read (a garbled metrics.json): said in one line, never
 mistaken for "no run", never silently left out. Built from the shipped reference runs (no training)."""
+import json
 import shutil
 from pathlib import Path
 
@@ -88,3 +89,42 @@ def test_the_shipped_report_is_made_again_elsewhere_byte_for_byte_and_left_untou
         assert main(["report", "--runs", str(REFERENCE), "--out", str(out)]) == 2
         assert capsys.readouterr().err.strip() == (f"cifar-hw2: error: --out {out} cannot be a folder for report.md, "
                                                    f"report.csv and the figures ({why})")
+
+
+def _edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("damage, said", [
+    (lambda f: _edit_json(f / "config.json", lambda d: d["config"].pop("model")), "config.json's model is missing"),
+    (lambda f: _edit_json(f / "config.json", lambda d: d["config"].update(seed=[0])), "config.json's seed is missing"),
+    (lambda f: (f / "history.csv").write_text((f / "history.csv").read_text().replace("\n1,", "\nnan,", 1)),
+     "history.csv's epoch, seconds or test_top1 is not a finite number"),
+    (lambda f: _edit_json(f / "metrics.json", lambda d: d.pop("epochs_done")), "does not hold what a run's files hold"),
+    (lambda f: _edit_json(f / "metrics.json", lambda d: d["best"].pop("top1")), "does not hold what a run's files hold"),
+    (lambda f: _edit_json(f / "metrics.json", lambda d: d.update(reliability=None)), "does not hold what a run's"),
+])
+def test_a_run_whose_files_lack_what_the_report_reads_is_left_out_and_named(tmp_path, capsys, damage, said):
+    """Files of the right format but the wrong content (a field missing, of another kind, NaN): the
+    run is named and left out, the others are reported; never a traceback."""
+    root = tmp_path / "runs"
+    shutil.copytree(REFERENCE / "mc-seed0", root / "mc-seed0")
+    shutil.copytree(REFERENCE / "ce-seed0", root / "ce-seed0")
+    damage(root / "ce-seed0")
+    unreadable = []
+    assert [r.name for r in find_runs(root, unreadable)] == ["mc-seed0"]
+    assert len(unreadable) == 1 and unreadable[0].startswith(f"{root / 'ce-seed0'}") and said in unreadable[0]
+    assert main(["report", "--runs", str(root)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("grid", ['"str"', "[1]", '{"table1": ["b4"]}', None])
+def test_an_odd_grid_json_is_ignored(tmp_path, grid):
+    shutil.copytree(REFERENCE / "ce-seed0", tmp_path / "ce-seed0")
+    if grid is None:
+        (tmp_path / "ce-seed0" / "grid.json").mkdir()
+    else:
+        (tmp_path / "ce-seed0" / "grid.json").write_text(grid)
+    assert [r.grid for r in find_runs(tmp_path)] == [None]

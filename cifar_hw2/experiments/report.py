@@ -10,77 +10,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..metrics import Reliability
 from ..training.checkpoint import atomic_write_text
 from ..training.paths import shown_path
 from .reference import MODEL_LABEL, REPORT_TABLE1, TABLE1_BY_KEY, ReportRow, find_table1_row
-
-
-@dataclass
-class Run:
-    path: Path
-    config: dict       # the TrainConfig fields
-    history: list[dict]
-    metrics: dict
-    grid: dict | None = None   # grid.json, when the grid made this folder: the Table 1 row it stands for
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def loss_label(self) -> str:
-        loss = self.config["loss"]
-        if loss == "focal":
-            g = self.config.get("gamma", 2.0)
-            return f"FL γ={g:g}" + (" (= CE, homework 'FL')" if g == 0 else "")
-        return {"ce": "CE", "flsd53": "FLSD-53", "flsd53_homework": "FLSD-53 (homework rule)",
-                "mc": "MC", "mc_homework": "MC (homework, 219 groups)",
-                "mc_homework_scaled": "MC (homework's 219 groups, at this width)"}.get(loss, loss)
-
-    @property
-    def model_label(self) -> str:
-        return MODEL_LABEL.get(self.config["model"], self.config["model"])
-
-    @property
-    def label(self) -> str:
-        return f"{self.model_label} · {self.loss_label} · bs {self.config['batch_size']}"
-
-
-def load_run(folder: str | Path) -> Run:
-    folder = Path(folder)
-
-    def read(name: str, parse):
-        try:
-            return parse(folder / name)
-        except FileNotFoundError:
-            raise ValueError(f"{folder} is not a complete run folder: {name} is missing") from None
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{folder / name} is garbled ({type(e).__name__}: {e})") from None
-
-    def history_rows(path):
-        with open(path) as f:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-    metrics = read("metrics.json", lambda p: json.loads(p.read_text()))
-    config = read("config.json", lambda p: json.loads(p.read_text())["config"])
-    history = read("history.csv", history_rows)
-    if not (isinstance(metrics, dict) and isinstance(metrics.get("best"), dict) and isinstance(metrics.get("final"), dict)):
-        raise ValueError(f"{folder / 'metrics.json'} is garbled (no best and final metrics)")
-    if not isinstance(config, dict):
-        raise ValueError(f"{folder / 'config.json'} is garbled (its config is not a dictionary)")
-    grid = None
-    if (folder / "grid.json").exists():   # written by the grid (grid.ROW_FILE)
-        try:
-            grid = json.loads((folder / "grid.json").read_text())
-        except ValueError:
-            grid = None
-    return Run(folder, config, history, metrics, grid)
+from .runs import Run, load_run
 
 
 def find_runs(root: str | Path, unreadable: list[str] | None = None) -> list[Run]:
@@ -93,10 +30,15 @@ def find_runs(root: str | Path, unreadable: list[str] | None = None) -> list[Run
     runs = []
     for metrics in sorted(root.rglob("metrics.json")):
         try:
-            runs.append(load_run(metrics.parent))
+            run = load_run(metrics.parent)
+            comparison_table([run])     # all the report reads of a run: files without it are left out here
+            runs.append(run)
         except ValueError as e:
             if unreadable is not None:
                 unreadable.append(str(e))
+        except (KeyError, TypeError, AttributeError, IndexError) as e:
+            if unreadable is not None:
+                unreadable.append(f"{metrics.parent} does not hold what a run's files hold ({type(e).__name__}: {e})")
     return runs
 
 
