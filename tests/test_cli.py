@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -372,6 +373,27 @@ def tiny_run(tiny_data, tmp_path_factory):
     fit(make_config("quick", data=str(tiny_data), out=str(out), train_per_class=3, val_per_class=1,
                     test_per_class=1, epochs=1, batch_size=30, workers=0, progress="off"))
     return out
+
+
+@pytest.mark.parametrize("change, said", [
+    (lambda s: s["model"].update(fc=torch.zeros(3)), "Unexpected key(s) in state_dict"),
+    (lambda s: s["model"].pop(next(iter(s["model"]))), "Missing key(s) in state_dict"),
+    (lambda s: s["config"].update(from_a_later_version=1), "unexpected keyword argument 'from_a_later_version'"),
+    (lambda s: s["config"].update(eval_batch_size=-1), "eval"),
+    (lambda s: s["config"].update(seed="x"), "seed"),
+    (lambda s: s["config"].pop("model"), "its config names efficientnet_b4, its weights are small_cnn's"),
+])
+def test_evaluate_on_a_checkpoint_whose_settings_or_weights_do_not_fit_is_one_line(tiny_run, tmp_path, capsys,
+                                                                                   change, said):
+    """A checkpoint is not trusted: odd settings are checked as a run's are, the weights load strictly,
+    and the model it builds is the one its weights are of (a config without `model` built B4)."""
+    state = torch.load(tiny_run / "best.pt", weights_only=True)
+    change(state)
+    torch.save(state, tmp_path / "odd.pt")
+    status, err = cli_here(capsys, "evaluate", "--checkpoint", str(tmp_path / "odd.pt"))
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"cifar-hw2: error: {tmp_path / 'odd.pt'} cannot be evaluated: its settings or weights do "
+                          f"not make a model of this version (") and said in err, err
 
 
 def test_evaluate_on_a_folder_says_it_expects_a_checkpoint_file(tiny_run, capsys):

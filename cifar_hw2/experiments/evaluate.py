@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 from ..augment import BatchNormalizeNoise
-from ..data import is_present
+from ..data import NUM_CLASSES, is_present
 from ..metrics import classification_metrics, temperature_scaled
 from ..models import build_model
-from ..training.checkpoint import load_checkpoint, write_json
+from ..training.checkpoint import CheckpointError, load_checkpoint, write_json
 from ..training.config import TrainConfig, upgrade_saved
 from ..training.loader import make_splits, predict_logits
 from ..training.predictions import write_predictions
@@ -59,13 +59,19 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data: str |
     the folder the run was trained from (recorded in the checkpoint), else the default."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    state = load_checkpoint(checkpoint)
-    cfg = TrainConfig(**upgrade_saved(state["config"]))
+    state = load_checkpoint(checkpoint, num_classes=NUM_CLASSES)
+    try:        # the checkpoint is not trusted: its settings are checked as a run's are, its weights loaded strictly
+        cfg = TrainConfig(**upgrade_saved(state["config"])).validate()
+        if cfg.model != state["model_name"]:
+            raise ValueError(f"its config names {cfg.model}, its weights are {state['model_name']}'s")
+        model = build_model(cfg.model, NUM_CLASSES, pretrained=False, upsample_mode=cfg.upsample_mode)
+        model.load_state_dict(state["model"])
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as e:
+        raise CheckpointError(f"{checkpoint} cannot be evaluated: its settings or weights do not make a model of "
+                              f"this version ({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
     recorded = state.get("data_folder")    # where the run read CIFAR-100: used when --data is not given
     data = data or (recorded if isinstance(recorded, str) and is_present(recorded) else None)
     dev = pick_device(device)
-    model = build_model(cfg.model, state["num_classes"], pretrained=False, upsample_mode=cfg.upsample_mode)
-    model.load_state_dict(state["model"])
     # As Trainer: channels_last where the run used it (CUDA), so kernels and logits are the same.
     memory_format = torch.channels_last if (dev.type == "cuda" and cfg.channels_last) else torch.contiguous_format
     model.to(dev, memory_format=memory_format)

@@ -52,7 +52,7 @@ def restore_trainer(trainer, state: dict) -> None:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
         raise CheckpointError(f"{trainer.out / 'last.pt'} cannot be resumed: it does not fit this run "
-                              f"({type(e).__name__}: {str(e)[:200]}); restore the run's last.pt, or start "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); restore the run's last.pt, or start "
                               f"over in another out folder") from None
 
 
