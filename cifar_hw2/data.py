@@ -279,21 +279,24 @@ def _to_split(raw: dict, meta: dict, split: str, folder: Path) -> CifarSplit:
         raise bad("fine_labels and coarse_labels must be lists of integers")
     if len(fine) != n or len(coarse) != n:
         raise bad(f"{len(fine)} fine and {len(coarse)} coarse labels for {n} images")
+    if n == 0:
+        raise bad(f"it holds no images; the official split has {SPLIT_SIZES[split]}")
     if fine.min() < 0 or fine.max() >= NUM_CLASSES or coarse.min() < 0 or coarse.max() >= NUM_COARSE:
         raise bad("labels out of range (fine must be 0..99, coarse 0..19)")
     # The official splits hold 500 / 100 images of every class. A smaller archive in the same
     # layout (tests write one) is accepted if it is balanced too; anything else is not CIFAR-100.
     per_class = torch.bincount(fine, minlength=NUM_CLASSES)
-    if n == 0 or not bool((per_class == per_class[0]).all()):
+    if not bool((per_class == per_class[0]).all()):
         raise bad(f"{n} images with class counts {int(per_class.min())}..{int(per_class.max())}; "
                   f"expected the same count for every class ({SPLIT_SIZES[split] // NUM_CLASSES} "
                   f"in the official split)")
     classes = list(meta.get("fine_label_names", []))
     coarse_classes = list(meta.get("coarse_label_names", []))
-    if len(classes) != NUM_CLASSES or len(coarse_classes) != NUM_COARSE:
-        raise bad(f"meta has {len(classes)} fine and {len(coarse_classes)} coarse names, expected 100 and 20")
-    if not all(isinstance(name, str) for name in classes + coarse_classes):
-        raise bad("meta's class names must be strings")
+    if len(classes) != NUM_CLASSES or len(coarse_classes) != NUM_COARSE or not all(
+            isinstance(name, str) for name in classes + coarse_classes):
+        raise DataError(f"{folder / 'meta'} is not CIFAR-100's meta file: it has {len(classes)} fine and "
+                        f"{len(coarse_classes)} coarse class names, expected 100 and 20 strings. "
+                        f"{_start_over(folder)}")
     images = data.reshape(n, 3, 32, 32)  # rows are channel-major, so this is already CHW
     return CifarSplit(images, fine, coarse, classes, coarse_classes)
 

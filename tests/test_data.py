@@ -151,6 +151,16 @@ def test_content_is_checked_not_bytes(tmp_path):
     pickle.dump(raw, open(path, "wb"), protocol=2)
     with pytest.raises(D.DataError, match=r"expected uint8 \[N, 3072\]"):
         D.load_cifar100("train", root, download=False)
+    empty = {**raw, "data": raw["data"][:0, :0].reshape(0, 3072), "fine_labels": [], "coarse_labels": []}
+    pickle.dump(empty, open(path, "wb"), protocol=4)
+    with pytest.raises(D.DataError, match="train split: it holds no images; the official split has 50000"):
+        D.load_cifar100("train", root, download=False)
+    meta_path = root / "cifar-100-python" / "meta"
+    meta = pickle.load(open(meta_path, "rb"), encoding="latin1")
+    meta["fine_label_names"][0] = 7
+    pickle.dump(meta, open(meta_path, "wb"), protocol=2)
+    with pytest.raises(D.DataError, match=f"{meta_path} is not CIFAR-100's meta file: .* expected 100 and 20 strings"):
+        D.load_cifar100("test", root, download=False)
 
 
 def test_unknown_split(tiny_data):

@@ -417,3 +417,19 @@ def test_a_closed_stdout_does_not_stop_the_run(tiny_data, tmp_path):
     assert f"{out}: cpu" in first or "cpu, precision" in first
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["complete"] and metrics["epochs_done"] == 2
+
+
+@pytest.mark.parametrize("content", ["[1]", '"str"', '{"since": "x"}', '{"since": 1e300}', '{"pid": 7, "since": -1e20}'])
+def test_a_lock_file_of_odd_content_is_described_not_a_crash(tmp_path, content):
+    """.lock is written by this tool, but a folder may come from anywhere: whoever holds it is
+    described with what can be read, never an AttributeError or OverflowError."""
+    import fcntl
+    from cifar_hw2.training.folderlock import describe_holder, holder
+    (tmp_path / ".lock").write_text(content)
+    fd = os.open(tmp_path / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)     # held, as by another live run
+        info = holder(tmp_path)
+        assert isinstance(info, dict) and describe_holder(info).startswith(("PID", "another process"))
+    finally:
+        os.close(fd)

@@ -99,3 +99,19 @@ def test_slurm_time_takes_sbatchs_forms():
     for bad in ("x", "1:2:3:4", "0", "-5"):
         with pytest.raises(ConfigError, match="--slurm-time must be"):
             SlurmOptions(time=bad).minutes()
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"slurm.json": {"state": ["x"], "job_id": "1"}}, "unknown"),
+    ({"slurm.json": {"state": "weird", "job_id": "1"}}, "unknown"),
+    ({"metrics.json": {"complete": "no", "epochs_done": 1, "epochs": 3}}, "new"),
+])
+def test_status_reads_odd_run_files_as_data(tmp_path, files, expected):
+    """slurm.json and metrics.json are not trusted: a list for a state, a state this tool never
+    writes, "no" for complete are said as such, never a traceback or 'done'."""
+    import json
+    from cifar_hw2.experiments.slurm import status
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    (tmp_path / "last.pt").mkdir()           # a folder, not a checkpoint: nothing to resume from
+    assert status(tmp_path)[0] == expected

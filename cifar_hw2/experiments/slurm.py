@@ -32,6 +32,8 @@ from ..training.config import ConfigError, TrainConfig
 from ..training.runfolder import JOB_FILE
 
 INSTALL = 'pip install -e ".[slurm]" (or pip install submitit)'
+# The states slurm.json records (update) or the scheduler gives (SCHEDULER_STATES), as status says them.
+JOB_STATES = ("queued", "running", "failed", "stopped", "done")
 # Slurm states (sacct/squeue) in the four words `grid --status` uses.
 SCHEDULER_STATES = {"running": ("RUNNING", "COMPLETING", "STOPPED", "SUSPENDED"),
                     "queued": ("PENDING", "REQUEUED", "CONFIGURING", "RESIZING", "REQUEUE_HOLD", "REQUEUE_FED"),
@@ -237,13 +239,15 @@ def status(out: str | Path) -> tuple[str, str]:
     out = Path(out)
     metrics = read_json_mapping(out / "metrics.json")
     progress = f"{metrics.get('epochs_done', 0)}/{metrics.get('epochs', '?')} epochs" if metrics else "no epoch yet"
-    if metrics.get("complete"):
+    if metrics.get("complete") is True:
         return "done", progress
     job = read(out)
     held = holder(out)
     if job:
         state = _scheduler_state(job) or job.get("state", "queued")
-        state = {"requeued": "queued"}.get(state, state)
+        state = {"requeued": "queued"}.get(state, state) if isinstance(state, str) else None
+        if state not in JOB_STATES:     # slurm.json is not trusted: a state this tool never writes
+            return "unknown", f"{out / JOB_FILE} holds a job state that is not one of {', '.join(JOB_STATES)}"
         if state == "running" and held is None and job.get("cluster") == "local":
             state = "failed"          # a local job's lock is visible here: its process is gone
         detail = f"job {job.get('job_id')}, {progress}" + (f": {job['message']}" if state in ("failed", "stopped")
@@ -251,7 +255,7 @@ def status(out: str | Path) -> tuple[str, str]:
         return state, detail + (f", logs {job['logs']}" if job.get("logs") else "")
     if held is not None:
         return "running", f"{progress}, {describe_holder(held)}"
-    if (out / "last.pt").exists():
+    if (out / "last.pt").is_file():
         return "interrupted", f"{progress}; resumes from last.pt"
     return "new", ""
 

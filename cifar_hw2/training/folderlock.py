@@ -42,7 +42,10 @@ class LockNotTaken(ConfigError):
 def _describe(info: dict) -> str:
     if not info:
         return "another process (it has not yet written who it is)"
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("since", 0)))
+    try:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("since", 0)))
+    except (TypeError, ValueError, OverflowError, OSError):     # a lock file is not trusted
+        since = "?"
     return (f"PID {info.get('pid')} on host {info.get('host')} (since {since}: "
             f"{info.get('command', '?')})")
 
@@ -50,9 +53,10 @@ def _describe(info: dict) -> str:
 def _read(fd: int) -> dict:
     try:
         os.lseek(fd, 0, os.SEEK_SET)
-        return json.loads(os.read(fd, 65536).decode() or "{}")
+        info = json.loads(os.read(fd, 65536).decode() or "{}")
     except (OSError, ValueError):
         return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _lock(path: Path) -> int | None:
