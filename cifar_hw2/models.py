@@ -246,7 +246,8 @@ def _create_timm(name: str, spec: ModelSpec, num_classes: int, pretrained,
             raise unavailable(type(e).__name__) from None
     path = Path(pretrained).expanduser()
     if not path.is_file():
-        raise ModelError(f"pretrained weights file {path} does not exist; pass a timm state dict "
+        what = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+        raise ModelError(f"pretrained weights file {path} {what}; pass a timm state dict "
                          f"for {spec.timm_name} (e.g. model.safetensors from https://huggingface.co/{hub_id}), "
                          f"True to download, or False")
     try:

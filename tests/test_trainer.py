@@ -151,6 +151,9 @@ def test_the_next_commands_name_the_venvs_python_and_tensorboard(tmp_path, monke
         f"report --runs {tmp_path}  |  {venv}/tensorboard --logdir {tmp_path}  |  notebook 05 compares runs")
     (venv / "tensorboard").unlink()          # a tensorboard installed elsewhere: the one on PATH
     assert f"  |  tensorboard --logdir {tmp_path}  |" in runfolder.closing_lines(tmp_path / "run", best, 1)
+    spaced = tmp_path / "my runs" / "run 1"  # pasted, each path is one argument
+    assert f"--checkpoint '{spaced}/best.pt'  |" in runfolder.closing_lines(spaced, best, 1)
+    assert f"--runs '{spaced.parent}'  |" in runfolder.closing_lines(spaced, best, 1)
 
 
 def test_checkpoint_of_another_model_or_corrupt_is_refused_and_kept(tiny_data, tmp_path):

@@ -116,7 +116,7 @@ def load_checkpoint(path: Path, model_name: str | None = None, num_classes: int 
                               f"{path / 'best.pt'} (" + (f"it holds {', '.join(found)})" if found else
                                                           "it holds no .pt file)"))
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} " + ("is not a regular file" if path.exists() else "does not exist"))
     try:
         # torch warns about some foreign files (another pickle protocol) before refusing them; the
         # one line below says all there is to say about such a file.

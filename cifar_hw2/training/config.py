@@ -138,7 +138,8 @@ class TrainConfig:
             raise ConfigError(f"pretrained must be True (ImageNet weights from the hub), False (train from "
                               f"scratch) or the path of a weight file, got {self.pretrained!r}")
         if isinstance(self.pretrained, str) and not Path(self.pretrained).expanduser().is_file():
-            raise ConfigError(f"pretrained weights file {self.pretrained!r} does not exist; pass True "
+            what = "is a folder" if Path(self.pretrained).expanduser().is_dir() else "does not exist"
+            raise ConfigError(f"pretrained weights file {self.pretrained!r} {what}; pass True "
                               f"(--pretrained) to download from the hub, False (--no-pretrained) to train from "
                               f"scratch, or the path of a timm weight file"
                               + (string_note(self.pretrained, "pretrained")    # a word, not a misspelt path

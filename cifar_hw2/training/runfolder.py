@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shlex
 import subprocess
 import tempfile
 from pathlib import Path
@@ -284,14 +285,14 @@ def closing_lines(out: Path, best: dict, epochs: int) -> str:
     python = "python" if in_notebook() else this_python()
     beside = Path(python).with_name("tensorboard")     # the venv's own, as for python: it may not be on PATH
     tensorboard = str(beside) if python != "python" and beside.is_file() else "tensorboard"
-    shown = shown_path(out)
+    shown, q = shown_path(out), shlex.quote        # quoted: a folder with a space pastes as one argument
     parent = shown_path(Path(out).parent) if shown_path(Path(out).parent) not in ("", ".") else "."
     return (f"{shown}: done, {epochs} epoch{'s' if epochs != 1 else ''}. "
             f"Best by validation: epoch {best['epoch']}, test top-1 "
             f"{100 * best['test_top1']:.2f} %, ECE {100 * best['test_ece']:.2f} % (metrics.json; curves in "
             f"history.csv and TensorBoard; predictions.npz).\n"
-            f"Next: {python} -m cifar_hw2 evaluate --checkpoint {shown}/best.pt  |  {python} -m cifar_hw2 report "
-            f"--runs {parent}  |  {tensorboard} --logdir {parent}  |  notebook 05 compares runs")
+            f"Next: {q(python)} -m cifar_hw2 evaluate --checkpoint {q(f'{shown}/best.pt')}  |  {q(python)} -m "
+            f"cifar_hw2 report --runs {q(parent)}  |  {q(tensorboard)} --logdir {q(parent)}  |  notebook 05 compares runs")
 
 
 def metrics_record(history: list[dict], best: dict | None, epochs: int, calibration: dict) -> dict:
