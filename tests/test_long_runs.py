@@ -93,6 +93,24 @@ def test_a_signal_stops_cleanly_and_the_resumed_run_is_identical(name, augment_o
     assert_same_run(reference(augment_on), out)
 
 
+def test_a_run_stopped_at_an_epochs_last_step_resumes_without_a_false_schedule_warning(tiny_data, tmp_path,
+                                                                                      reference, monkeypatch):
+    """last.pt written after the epoch's last step: the resumed process takes no optimizer step
+    before the epoch's lr step, and torch would warn that a schedule value is skipped. None is."""
+    import warnings
+    monkeypatch.setenv(TEST_SIGNAL_ENV, f"SIGTERM 1 {STEPS}")
+    out = tmp_path / "run"
+    with pytest.raises(RunStopped):
+        fit(mini(tiny_data, out))
+    assert load_checkpoint(out / "last.pt")["position"]["step"] == STEPS
+    monkeypatch.delenv(TEST_SIGNAL_ENV)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        fit(mini(tiny_data, out, resume=True))
+    assert not [w for w in said if "lr_scheduler" in str(w.message)], [str(w.message) for w in said]
+    assert_same_run(reference("device"), out)
+
+
 def test_a_second_ctrl_c_stops_at_once(tiny_data, tmp_path, monkeypatch):
     """Two SIGINTs inside one step: the first asks for a clean stop, the second stops there, with
     a plain KeyboardInterrupt and no new last.pt (the one after epoch 1 stays)."""

@@ -16,6 +16,7 @@ the error that every rank raises on a NaN loss.
 from __future__ import annotations
 
 import random
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -69,6 +70,16 @@ def _restore(trainer, state: dict) -> None:
     trainer.position = state.get("position")
     trainer.files.saved = (trainer.start_epoch, trainer.position["step"] if trainer.position else 0)
     check_world(trainer.position, trainer.procs.world, str(trainer.out / "last.pt"))
+
+
+def step_schedule(trainer, position: dict | None) -> None:
+    """The epoch's learning-rate step. A run resumed from a last.pt written at the epoch's last step
+    has taken no optimizer step in this process, and torch would warn that the schedule skips a
+    value; it does not (the optimizer's steps were taken before the stop), so that warning is muted."""
+    with warnings.catch_warnings():
+        if position is not None and position["step"] >= len(trainer.loader):
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        trainer.scheduler.step()
 
 
 def save_after_epoch(trainer, epochs_done: int, improved: bool) -> None:

@@ -55,7 +55,7 @@ from .predictions import FILENAME as PREDICTIONS, write_predictions
 from .processes import Processes, average_buffers, convert_sync_batchnorm, init_processes, pick_device, wrap_ddp
 from .progress import epoch_line, progress_mode, shown_epoch
 from .runfolder import HISTORY_COLUMNS, RunFiles, claimed, closing_lines, config_record, prepare_out, replace_run
-from .runstate import repair_best, restore_trainer, save_after_epoch, save_inside
+from .runstate import repair_best, restore_trainer, save_after_epoch, save_inside, step_schedule
 from .stopping import DEFAULT_RESUME, RunStopped, StopControl, StopHere, resume_line, stop_line
 from .tally import EpochTally
 from .tensorboard import RunBoard
@@ -305,7 +305,7 @@ class Trainer:
         self.stop.test_hook(epoch, "eval")
         metrics, bins = self.evaluate()
         row.update(metrics, seconds=time.perf_counter() - start + (position["seconds"] if position else 0.0))
-        self.scheduler.step()
+        step_schedule(self, position)
         improved = self._add_to_history({k: row[k] for k in HISTORY_COLUMNS}, bins)
         save_after_epoch(self, epoch + 1, improved)
         if self.procs.main:
