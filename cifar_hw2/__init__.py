@@ -34,7 +34,13 @@ def _check_torch_pair() -> None:
     import sys
     from pathlib import Path
     from .torch_pair import mismatch
-    why = mismatch()
+    try:
+        why = mismatch()        # imports torch and torchvision: the seconds a start-up takes
+    except KeyboardInterrupt:
+        if sys.argv[:1] == ["-m"] or Path(sys.argv[0]).name == "cifar-hw2":    # not a traceback into torch
+            print("cifar-hw2: interrupted while starting; nothing was done", file=sys.stderr)
+            raise SystemExit(130) from None
+        raise
     if why is None:
         return
     if sys.argv[:1] == ["-m"] or Path(sys.argv[0]).name == "cifar-hw2":   # python -m cifar_hw2 (argv[0] is "-m"
