@@ -379,7 +379,7 @@ def tiny_run(tiny_data, tmp_path_factory):
     (lambda s: s["model"].update(fc=torch.zeros(3)), "Unexpected key(s) in state_dict"),
     (lambda s: s["model"].pop(next(iter(s["model"]))), "Missing key(s) in state_dict"),
     (lambda s: s["config"].update(from_a_later_version=1), "unexpected keyword argument 'from_a_later_version'"),
-    (lambda s: s["config"].update(eval_batch_size=-1), "eval"),
+    (lambda s: s["config"].update(eval_batch_size=-1), "--eval-batch-size must be a positive integer, got -1"),
     (lambda s: s["config"].update(seed="x"), "seed"),
     (lambda s: s["config"].pop("model"), "its config names efficientnet_b4, its weights are small_cnn's"),
 ])
@@ -394,6 +394,16 @@ def test_evaluate_on_a_checkpoint_whose_settings_or_weights_do_not_fit_is_one_li
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"cifar-hw2: error: {tmp_path / 'odd.pt'} cannot be evaluated: its settings or weights do "
                           f"not make a model of this version (") and said in err, err
+
+
+def test_evaluate_needs_no_longer_the_weight_file_a_run_started_from(tiny_run, tmp_path, capsys):
+    """A run made with --pretrained FILE records the path; evaluated where that file is not (another
+    machine, another folder), its best.pt is still evaluated: the weights are the checkpoint's."""
+    state = torch.load(tiny_run / "best.pt", weights_only=True)
+    state["config"]["pretrained"] = str(tmp_path / "gone" / "b4.safetensors")
+    torch.save(state, tmp_path / "started-from-a-file.pt")
+    status = cli_here(capsys, "evaluate", "--checkpoint", str(tmp_path / "started-from-a-file.pt"))[0]
+    assert status == 0
 
 
 def test_evaluate_on_a_folder_says_it_expects_a_checkpoint_file(tiny_run, capsys):

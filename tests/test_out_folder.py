@@ -154,18 +154,19 @@ def test_a_folder_with_only_a_config_is_started_afresh(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("resume", [False, True])
-def test_a_config_json_that_is_not_a_runs_record_is_never_written_over(tmp_path, resume):
+@pytest.mark.parametrize("theirs", ['{"my": "precious settings"}', '{"config": {"lr": 1}}', '{"config": {"model": [1]}}'])
+def test_a_config_json_that_is_not_a_runs_record_is_never_written_over(tmp_path, resume, theirs):
     """Another tool's config.json (or a damaged one): --resume must not treat the folder as a run
     to start afresh and replace the file; --overwrite is the user saying so."""
     out = tmp_path / "run"
     out.mkdir()
-    (out / "config.json").write_text('{"my": "precious settings"}')
+    (out / "config.json").write_text(theirs)
     cfg = make_config("quick", out=str(out), resume=resume)
     with pytest.raises(ConfigError) as e:
         prepare_out(cfg, SimpleNamespace(main=True, barrier=lambda: None))
     assert str(e.value) == (f"out folder {out} holds a config.json that is not a cifar_hw2 run's record; choose "
                             f"another out folder, or pass overwrite=True to replace it")
-    assert (out / "config.json").read_text() == '{"my": "precious settings"}'
+    assert (out / "config.json").read_text() == theirs
     assert prepare_out(make_config("quick", out=str(out), overwrite=True),
                        SimpleNamespace(main=True, barrier=lambda: None)) is None
 

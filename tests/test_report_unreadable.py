@@ -102,9 +102,14 @@ def _edit_json(path: Path, change) -> None:
     (lambda f: _edit_json(f / "config.json", lambda d: d["config"].update(seed=[0])), "config.json's seed is missing"),
     (lambda f: (f / "history.csv").write_text((f / "history.csv").read_text().replace("\n1,", "\nnan,", 1)),
      "history.csv's epoch, seconds or test_top1 is not a finite number"),
-    (lambda f: _edit_json(f / "metrics.json", lambda d: d.pop("epochs_done")), "does not hold what a run's files hold"),
-    (lambda f: _edit_json(f / "metrics.json", lambda d: d["best"].pop("top1")), "does not hold what a run's files hold"),
+    (lambda f: _edit_json(f / "metrics.json", lambda d: d.pop("epochs_done")), "metrics.json is garbled (a metric"),
+    (lambda f: _edit_json(f / "metrics.json", lambda d: d["best"].pop("top1")), "metrics.json is garbled (a metric"),
     (lambda f: _edit_json(f / "metrics.json", lambda d: d.update(reliability=None)), "does not hold what a run's"),
+    (lambda f: _edit_json(f / "metrics.json", lambda d: d["reliability"]["best"].pop("after_ts")), "'after_ts'"),
+    (lambda f: _edit_json(f / "metrics.json", lambda d: d["best"].pop("val_top1")), "metrics.json is garbled"),
+    (lambda f: _edit_json(f / "metrics.json", lambda d: d["best"].update(top1="abc")), "metrics.json is garbled"),
+    (lambda f: _edit_json(f / "metrics.json", lambda d: d["reliability"]["best"]["before"].update(ece="abc")),
+     "does not hold what a run's files hold (ValueError"),
 ])
 def test_a_run_whose_files_lack_what_the_report_reads_is_left_out_and_named(tmp_path, capsys, damage, said):
     """Files of the right format but the wrong content (a field missing, of another kind, NaN): the

@@ -316,10 +316,10 @@ def test_a_finished_run_says_where_its_results_are_and_evaluate_finds_its_data(t
     assert (out / "predictions-best.npz").exists()
 
 
-def test_a_last_pt_that_cannot_continue_the_run_is_one_error_before_any_data_is_loaded(tiny_data, tmp_path):
-    """A best.pt copied over last.pt (a likely mistake), or a last.pt whose values do not fit: a
-    CheckpointError that says what to do, not a KeyError from deep in the restore, and nothing of
-    the run is changed."""
+def test_a_last_pt_that_cannot_continue_the_run_is_one_error_and_nothing_is_changed(tiny_data, tmp_path):
+    """A best.pt copied over last.pt (a likely mistake; refused before any data is loaded), or a
+    last.pt whose values do not fit (found as it is restored): a CheckpointError that says what to
+    do, not a KeyError from deep in the restore, and nothing of the run is changed."""
     out = tmp_path / "run"
     fit(tiny(tiny_data, out, epochs=1, train_per_class=2, val_per_class=1))
     last = torch.load(out / "last.pt", weights_only=True)
@@ -331,7 +331,8 @@ def test_a_last_pt_that_cannot_continue_the_run_is_one_error_before_any_data_is_
                             f"scheduler, history, best, calibration, rng (a best.pt, written for evaluation?); "
                             f"restore the run's last.pt, or pass overwrite=True to start over")
     for odd, says in [({"epoch": -3}, "its epoch (-3) and its history (1 epochs) disagree"),
-                      ({"rng": {"python": []}}, "it does not fit this run (KeyError: 'torch')"),
+                      ({"rng": {"python": []}}, "it does not fit this run (KeyError: 'torch'); restore the run's "
+                                                "last.pt, or pass overwrite=True to start over"),
                       ({"position": {"step": 3}}, "it does not fit this run (KeyError: 'world')")]:
         torch.save({**last, **odd}, out / "last.pt")
         with pytest.raises(CheckpointError, match=re.escape(says)):

@@ -39,7 +39,7 @@ EXIT_STATUSES = {
     EXIT_STOPPED: "stopped by SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 or Ctrl-C after writing last.pt where it stopped "
                   "(grid: its running rows did); resumable",
     EXIT_INTERRUPTED: "a second Ctrl-C: stopped at once; --resume (grid: the same command) continues from the last "
-                      "last.pt",
+                      "last.pt. Also Ctrl-C while the command starts, before it has done anything",
 }
 
 

@@ -61,7 +61,8 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data: str |
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     state = load_checkpoint(checkpoint, num_classes=NUM_CLASSES)
     try:        # the checkpoint is not trusted: its settings are checked as a run's are, its weights loaded strictly
-        cfg = TrainConfig(**upgrade_saved(state["config"])).validate()
+        # pretrained=False: the weights are the checkpoint's; the file it started from may be gone
+        cfg = TrainConfig(**{**upgrade_saved(state["config"]), "pretrained": False}).validate()
         if cfg.model != state["model_name"]:
             raise ValueError(f"its config names {cfg.model}, its weights are {state['model_name']}'s")
         model = build_model(cfg.model, NUM_CLASSES, pretrained=False, upsample_mode=cfg.upsample_mode)

@@ -58,9 +58,9 @@ def row_state(config: TrainConfig) -> tuple[str, str]:
             return "kept", KEPT
         return "kept", (f"skip (its folder holds a run this row does not continue: {found.why}; move that run "
                         f"elsewhere or delete it to run this row)")
-    if read_json_mapping(Path(config.out) / "metrics.json").get("complete"):
+    if read_json_mapping(Path(config.out) / "metrics.json").get("complete") is True:
         return "done", "skip (complete)"
-    return ("resume", "resume from last.pt") if (Path(config.out) / "last.pt").exists() else ("new", "run")
+    return ("resume", "resume from last.pt") if (Path(config.out) / "last.pt").is_file() else ("new", "run")
 
 
 @dataclass

@@ -31,14 +31,17 @@ def find_runs(root: str | Path, unreadable: list[str] | None = None) -> list[Run
     for metrics in sorted(root.rglob("metrics.json")):
         try:
             run = load_run(metrics.parent)
-            comparison_table([run])     # all the report reads of a run: files without it are left out here
-            runs.append(run)
-        except ValueError as e:
-            if unreadable is not None:
-                unreadable.append(str(e))
-        except (KeyError, TypeError, AttributeError, IndexError) as e:
-            if unreadable is not None:
-                unreadable.append(f"{metrics.parent} does not hold what a run's files hold ({type(e).__name__}: {e})")
+        except ValueError as e:         # names the file
+            why = str(e)
+        else:
+            try:                        # all the report reads of a run (its tables and figures): files without it are left out
+                comparison_table([run]), reliability_of(run, scaled=True), float(run.metrics["best"]["val_top1"])
+                runs.append(run)
+                continue
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+                why = f"{metrics.parent} does not hold what a run's files hold ({type(e).__name__}: {e})"
+        if unreadable is not None:
+            unreadable.append(why)
     return runs
 
 

@@ -66,6 +66,11 @@ def load_run(folder: str | Path) -> Run:
     history = read("history.csv", history_rows)
     if not (isinstance(metrics, dict) and isinstance(metrics.get("best"), dict) and isinstance(metrics.get("final"), dict)):
         raise ValueError(f"{folder / 'metrics.json'} is garbled (no best and final metrics)")
+    shown = [metrics["best"].get(k) for k in ("epoch", "top1", "top5", "nll", "ece", "temperature", "ece_ts",
+                                              "val_top1")] + [metrics["final"].get("top1"), metrics.get("epochs_done")]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in shown):
+        raise ValueError(f"{folder / 'metrics.json'} is garbled (a metric of its best or final epoch, or its "
+                         f"epochs_done, is missing or not a number)")
     if not isinstance(config, dict):
         raise ValueError(f"{folder / 'config.json'} is garbled (its config is not a dictionary)")
     odd = [k for k, kind in (("model", str), ("loss", str), ("batch_size", int), ("seed", (int, type(None))))

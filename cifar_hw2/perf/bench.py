@@ -180,10 +180,13 @@ def run_bench(model: str = "small_cnn", batch_size: int | list[int] = 64, device
     if json_path:
         if os.path.isdir(json_path):
             raise ValueError(f"--json {json_path} is a folder; give the name of a file to write the records to")
+        folder = os.path.dirname(os.path.abspath(json_path))
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
         except OSError as e:
             raise ValueError(f"--json {json_path}: cannot make its folder ({e.strerror or e})") from None
+        if not os.access(json_path if os.path.exists(json_path) else folder, os.W_OK):
+            raise ValueError(f"--json {json_path} cannot be written (no permission); choose another file")
     fresh = [True]
 
     def keep(rec: dict) -> None:

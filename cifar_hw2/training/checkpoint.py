@@ -148,16 +148,22 @@ def load_checkpoint(path: Path, model_name: str | None = None, num_classes: int 
 RESUME_KEYS = ("optimizer", "scheduler", "history", "best", "calibration", "rng")
 
 
-def check_resumable(state: dict, path: Path) -> None:
+def start_over() -> str:
+    """What to do with a last.pt that cannot be resumed, in the front end's terms."""
+    return f"restore the run's last.pt, or pass {how_to_set('overwrite', True)} to start over"
+
+
+def check_resumable(state: dict, path: Path, remedy: bool = True) -> None:
     """Refuse a checkpoint that cannot continue a run before any data is loaded: a best.pt copied
-    to last.pt (weights only), or one whose epoch and history disagree (not written by a run)."""
+    to last.pt (weights only), or one whose epoch and history disagree (not written by a run).
+    `remedy`: end with what to do (start_over); notebook 04 and the grid say their own."""
+    tail = f"; {start_over()}" if remedy else ""
     missing = [k for k in RESUME_KEYS if k not in state]
-    start_over = f"restore the run's last.pt, or pass {how_to_set('overwrite', True)} to start over"
     if missing:
         raise CheckpointError(f"{path} cannot be resumed: it holds a model's weights but not "
-                              f"{', '.join(missing)} (a best.pt, written for evaluation?); {start_over}")
+                              f"{', '.join(missing)} (a best.pt, written for evaluation?){tail}")
     epoch, history = state["epoch"], state["history"]
     if not (type(epoch) is int and epoch >= 0 and isinstance(history, list) and len(history) == epoch):
         size = f"{len(history)} epochs" if isinstance(history, list) else f"a {type(history).__name__}"
         raise CheckpointError(f"{path} cannot be resumed: its epoch ({epoch!r}) and its history ({size}) "
-                              f"disagree, so it was not written by a run; {start_over}")
+                              f"disagree, so it was not written by a run{tail}")

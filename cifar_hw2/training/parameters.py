@@ -112,7 +112,7 @@ def _saved_run(out: Path, config: TrainConfig) -> tuple[dict, str | None]:
         return saved_config(out), "it has no last.pt to continue from"
     try:
         state = load_checkpoint(last, mmap=True)      # mmap: only the config and the counts are read
-        check_resumable(state, last)
+        check_resumable(state, last, remedy=False)     # settle_out says what to set
         saved = state["config"]
     except CheckpointError as e:
         return saved_config(out), str(e)

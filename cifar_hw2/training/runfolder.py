@@ -25,6 +25,7 @@ import torch
 
 from .. import __version__
 from ..data import NUM_CLASSES
+from ..models import MODELS
 from .checkpoint import (CheckpointError, check_resumable, leftover_temp_files, load_checkpoint, read_json_mapping, write_csv,
                          write_json)
 from .paths import command_line, shown_path, this_python
@@ -224,7 +225,8 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{setting('out')} {out} exists and is not a folder")
     existing = [name for name in RUN_FILES if (out / name).exists()]
-    if "config.json" in existing and not saved_config(out) and not cfg.overwrite:
+    recorded = saved_config(out).get("model")
+    if "config.json" in existing and not (isinstance(recorded, str) and recorded in MODELS) and not cfg.overwrite:
         # Not a run's record (another tool's file, or damaged): --resume would write over it.
         raise ConfigError(f"out folder {out} holds a config.json that is not a cifar_hw2 run's record; choose "
                           f"{another_out()}, or pass {how_to_set('overwrite', True)} to replace it")

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data import NUM_CLASSES, data_root
-from .checkpoint import CheckpointError, checkpoint_epoch, save_checkpoint
+from .checkpoint import CheckpointError, checkpoint_epoch, save_checkpoint, start_over
 from .runfolder import rng_lists, rng_tuples
 
 
@@ -49,12 +49,11 @@ def restore_trainer(trainer, state: dict) -> None:
     checkpoint.check_resumable and still does not fit (odd values inside) is one CheckpointError."""
     try:
         _restore(trainer, state)
-    except CheckpointError:
+    except (CheckpointError, torch.cuda.OutOfMemoryError):     # said as they are
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
         raise CheckpointError(f"{trainer.out / 'last.pt'} cannot be resumed: it does not fit this run "
-                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); restore the run's last.pt, or start "
-                              f"over in another out folder") from None
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); {start_over()}") from None
 
 
 def _restore(trainer, state: dict) -> None:
