@@ -26,6 +26,8 @@ The floors above it (each subpackage's docstring lists its modules):
 - cli: `python -m cifar_hw2 COMMAND`, on top of them all (a package: its commands, and flags.py)
 """
 __version__ = "0.1.0"
+# Ctrl-C while `python -m cifar_hw2` starts (here, and in __main__.py): one line, exit 130
+INTERRUPTED_AT_START = "cifar-hw2: interrupted while starting; nothing was done"
 
 
 def _check_torch_pair() -> None:
@@ -38,7 +40,7 @@ def _check_torch_pair() -> None:
         why = mismatch()        # imports torch and torchvision: the seconds a start-up takes
     except KeyboardInterrupt:
         if sys.argv[:1] == ["-m"] or Path(sys.argv[0]).name == "cifar-hw2":    # not a traceback into torch
-            print("cifar-hw2: interrupted while starting; nothing was done", file=sys.stderr)
+            print(INTERRUPTED_AT_START, file=sys.stderr)
             raise SystemExit(130) from None
         raise
     if why is None:

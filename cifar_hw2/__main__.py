@@ -1,9 +1,11 @@
 import sys
 
+from . import INTERRUPTED_AT_START
+
 try:
     from .cli import main
 except KeyboardInterrupt:       # Ctrl-C while the commands' modules load: nothing has been done yet
-    print("cifar-hw2: interrupted while starting; nothing was done", file=sys.stderr)
+    print(INTERRUPTED_AT_START, file=sys.stderr)
     sys.exit(130)
 
 sys.exit(main())
