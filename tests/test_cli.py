@@ -87,6 +87,24 @@ def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys, monkey
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    # a misspelt flag: the nearest flag of that command (argparse's list of them is private; this guards it)
+    (["train", "--epcohs", "2"], "cifar-hw2 train: error: unrecognized arguments: --epcohs 2 "
+                                 "(--epcohs: did you mean --epochs?)"),
+    (["train", "--batchsize=8", "--modle", "x"], "unrecognized arguments: --batchsize=8 --modle x "
+                                                 "(--batchsize: did you mean --batch-size?; --modle: did you mean --model?)"),
+    (["bench", "--stpes", "3"], "cifar-hw2 bench: error: unrecognized arguments: --stpes 3 (--stpes: did you mean --steps?)"),
+    (["train", "--zzzz"], "cifar-hw2 train: error: unrecognized arguments: --zzzz\n"),    # nothing near: no hint
+    # a misspelt command or choice: argparse's list, and the nearest
+    (["trian"], "(did you mean 'train'?)"),    # argparse's own words around it differ between Pythons
+    (["train", "--launcher", "slrum"], "(did you mean 'slurm'?)"),
+])
+def test_a_misspelt_flag_or_command_is_refused_with_the_nearest(args, message, capsys):
+    status, err = cli_here(capsys, *args)
+    assert status == 2
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_settings_are_named_as_flags_only_while_a_command_runs(tmp_path, capsys):
     # Python's API and the notebooks say field names; the command line says flags. A value the user
     # typed is never rewritten, even one spelt like a field (a path named batch_size).

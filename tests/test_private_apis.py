@@ -40,6 +40,7 @@ def guard(library: str, api: str, user: str, problem: str) -> str:
     ("cifar_hw2/training/compiled.py", "torch.utils._triton"),
     ("cifar_hw2/training/compiled.py", "torch._dynamo.config"),
     ("cifar_hw2/training/compiled.py", "torch._dynamo.exc"),
+    ("cifar_hw2/cli/__init__.py", "self._actions"),
 ])
 def test_each_guarded_private_api_is_still_used(user, api):
     assert api in (ROOT / user).read_text(), f"{user} no longer uses {api}: remove its guard from {__file__}"
@@ -184,6 +185,18 @@ def test_autoaugment_op_dispatcher_applies_the_public_ops_with_its_fill():
         ours = apply(image, name, magnitude, aa.interpolation, aa._fill)
         assert torch.equal(ours, theirs), guard("torchvision", f"AutoAugment._apply_image_or_video_transform({name!r})",
                                                 user, "no longer equals the public op it stands for")
+
+
+# ---- argparse (the standard library's)
+
+def test_argparse_lists_a_parsers_actions_with_their_option_strings():
+    import argparse
+    user = "cifar_hw2/cli/__init__.py (Parser.unrecognized: the nearest flag to a misspelt one)"
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch-size", "-b")
+    actions = getattr(parser, "_actions", None)
+    assert isinstance(actions, list) and any(a.option_strings == ["--batch-size", "-b"] for a in actions), \
+        guard("argparse", "ArgumentParser._actions", user, "no longer lists the actions with their option_strings")
 
 
 # ---- submitit

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import os
+import re
 import sys
 import textwrap
 
-from ..training.config import PRESETS, QUICK_ENV, ConfigError, make_config
+from ..training.config import PRESETS, QUICK_ENV, ConfigError, make_config, nearest
 from ..training.paths import lacking
 from .flags import add_config_flags
 
@@ -47,7 +49,21 @@ class Parser(argparse.ArgumentParser):
     """argparse that reports a bad argument in one line (no usage block)."""
 
     def error(self, message):
+        # argparse's "invalid choice: 'trian' (choose from 'train', ...)": add the nearest, as the registries do.
+        bad = re.search(r"invalid choice: '?([^' ]*)'? \(choose from (.*)\)$", message)
+        if bad:
+            message += nearest(bad.group(1), [c.strip("'\" ") for c in bad.group(2).split(",")])
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+    def unrecognized(self, extras: list[str]) -> None:
+        """argparse's "unrecognized arguments", with the nearest flag of this (sub)command for each misspelt one."""
+        flags = [s for a in self._actions for s in a.option_strings]    # no public list; test_cli guards it
+        hints = []
+        for extra in extras:
+            flag = extra.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, flags, n=1, cutoff=0.6) if flag.startswith("--") else []
+            hints += [f"{flag}: did you mean {close[0]}?"] if close else []
+        self.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else ""))
 
 
 class Defaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -108,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "FLSD-53 losses\n(a course companion to a homework report).",
                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog="exit statuses:\n" + "\n".join(statuses))
     sub = parser.add_subparsers(dest="command", parser_class=Parser)   # none given: main() lists them
+    parser.commands = sub.choices       # name → its parser, for main()'s "did you mean" of a flag
 
     presets = "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in PRESETS.items())
     train = sub.add_parser("train", help="train one model with one loss",
@@ -347,7 +364,9 @@ def main(argv=None) -> int:
 def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.commands.get(args.command, parser).unrecognized(extras)
     if args.command is None:
         parser.error(f"give a command: {', '.join(COMMANDS)} (cifar-hw2 COMMAND --help says more)")
     args.argv = argv
