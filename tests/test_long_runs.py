@@ -2,6 +2,7 @@
 and full disks. Runs are tiny (300 training images, 10 steps an epoch, 2 epochs); a stopped and
 resumed run must give the uninterrupted run's history.csv (less the wall-clock columns) and
 metrics.json, bit for bit."""
+import csv
 import errno
 import json
 import math
@@ -96,7 +97,8 @@ def test_a_signal_stops_cleanly_and_the_resumed_run_is_identical(name, augment_o
 def test_a_run_stopped_at_an_epochs_last_step_resumes_without_a_false_schedule_warning(tiny_data, tmp_path,
                                                                                       reference, monkeypatch):
     """last.pt written after the epoch's last step: the resumed process takes no optimizer step
-    before the epoch's lr step, and torch would warn that a schedule value is skipped. None is."""
+    before the epoch's lr step, and torch would warn that a schedule value is skipped. None is.
+    The epoch's images/s is its images over its seconds before the stop, not 0."""
     import warnings
     monkeypatch.setenv(TEST_SIGNAL_ENV, f"SIGTERM 1 {STEPS}")
     out = tmp_path / "run"
@@ -109,6 +111,8 @@ def test_a_run_stopped_at_an_epochs_last_step_resumes_without_a_false_schedule_w
         fit(mini(tiny_data, out, resume=True))
     assert not [w for w in said if "lr_scheduler" in str(w.message)], [str(w.message) for w in said]
     assert_same_run(reference("device"), out)
+    first = next(csv.DictReader((out / "history.csv").open()))
+    assert float(first["images_per_s"]) > 0 and float(first["seconds"]) > 0, first
 
 
 def test_a_second_ctrl_c_stops_at_once(tiny_data, tmp_path, monkeypatch):

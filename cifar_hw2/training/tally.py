@@ -24,7 +24,7 @@ class EpochTally:
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.first_bad = torch.full((), -1, device=device, dtype=torch.long)   # -1: every loss finite so far
         self.seen = 0           # images of this epoch on this rank, those before a resume included
-        self.seen_here = 0      # images since this process took the epoch up: what its speed counts
+        self.seen_here = 0      # images since this process took the epoch up: what the bar's speed counts
         self.start = time.perf_counter()
         # A resumed epoch's seconds include those spent before the stop (history.csv's `seconds`).
         self.earlier = position["seconds"] if position else 0.0
@@ -62,11 +62,11 @@ class EpochTally:
 
     def result(self) -> dict:
         """The epoch's train_loss and train_acc over every rank's images (a collective under
-        torchrun), and its images/s."""
+        torchrun), and its images/s: the epoch's images over its training seconds, those before a
+        resume included (a run resumed at an epoch's last step trains no image after it)."""
         totals = torch.stack([self.loss_sum, self.correct.double(),
                               torch.tensor(float(self.seen), device=self.device, dtype=torch.float64)])
         if self.world > 1:
             dist.all_reduce(totals)
-        seconds = time.perf_counter() - self.start
         return {"train_loss": (totals[0] / totals[2]).item(), "train_acc": (totals[1] / totals[2]).item(),
-                "images_per_s": self.seen_here * self.world / seconds}
+                "images_per_s": self.seen * self.world / self.seconds()}
