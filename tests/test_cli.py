@@ -424,11 +424,17 @@ def test_evaluate_needs_no_longer_the_weight_file_a_run_started_from(tiny_run, t
     assert status == 0
 
 
-def test_evaluate_on_a_folder_says_it_expects_a_checkpoint_file(tiny_run, capsys):
+def test_evaluate_on_a_folder_says_it_expects_a_checkpoint_file(tiny_run, tmp_path, capsys):
     status, err = cli_here(capsys, "evaluate", "--checkpoint", str(tiny_run))
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert (f"checkpoint {tiny_run} is a folder; expected a checkpoint file such as {tiny_run / 'best.pt'} "
             f"(it holds best.pt, last.pt)") in err
+    # a last.pt that is a folder: no made-up file inside it is suggested
+    (tmp_path / "last.pt").mkdir()
+    status, err = cli_here(capsys, "evaluate", "--checkpoint", str(tmp_path / "last.pt"))
+    assert status == 2 and err.strip() == (f"cifar-hw2: error: checkpoint {tmp_path / 'last.pt'} is a folder that "
+                                           f"holds no .pt file; expected a checkpoint file: a run folder's best.pt "
+                                           f"or last.pt"), err
 
 
 @pytest.mark.parametrize("fault", ["ENOSPC", "immutable"])

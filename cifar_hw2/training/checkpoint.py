@@ -111,10 +111,13 @@ def load_checkpoint(path: Path, model_name: str | None = None, num_classes: int 
     the tensors stay on disk until read (to look at a 1 GB last.pt's config, say)."""
     path = Path(path)
     if path.is_dir():
-        found = sorted(p.name for p in path.glob("*.pt"))
+        found = sorted(p.name for p in path.glob("*.pt") if p.is_file())
+        if not found:     # not a run folder either (or a last.pt that is a folder): no file to point to
+            raise CheckpointError(f"checkpoint {path} is a folder that holds no .pt file; expected a checkpoint "
+                                  f"file: a run folder's best.pt or last.pt")
+        example = "best.pt" if "best.pt" in found else found[0]
         raise CheckpointError(f"checkpoint {path} is a folder; expected a checkpoint file such as "
-                              f"{path / 'best.pt'} (" + (f"it holds {', '.join(found)})" if found else
-                                                          "it holds no .pt file)"))
+                              f"{path / example} (it holds {', '.join(found)})")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} " + ("is not a regular file" if path.exists() else "does not exist"))
     try:
