@@ -64,7 +64,7 @@ class CifarSplit:
 def default_data_root() -> Path:
     """The one default folder, whatever the working folder: ~/.cache/cifar_hw2/data (or
     $XDG_CACHE_HOME/cifar_hw2/data). A relative ./data would give a notebook kernel (working folder
-    notebooks/) and the CLI (the repository root) two 161 MB copies."""
+    notebooks/) and the CLI (the repository root) two 169 MB copies."""
     cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
     return Path(cache).expanduser() / "cifar_hw2" / "data"
 
@@ -157,7 +157,7 @@ def download_cifar100(root: Path, hint: str | None = None) -> Path:
         with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
             archive = Path(tmp) / "cifar-100-python.tar.gz"
             new = " (a new folder: a typo? Ctrl-C stops)" if made and root != default_data_root() else ""
-            print(f"Downloading CIFAR-100 (161 MB) from {URL} into {root}{new} ...", flush=True)
+            print(f"Downloading CIFAR-100 (169 MB) from {URL} into {root}{new} ...", flush=True)
             with urllib.request.urlopen(URL, timeout=30) as response, open(archive, "wb") as f:
                 shutil.copyfileobj(response, f)
             md5 = hashlib.md5(archive.read_bytes()).hexdigest()

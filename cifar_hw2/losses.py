@@ -75,7 +75,7 @@ def focal_term(nll: torch.Tensor, gamma: torch.Tensor | float) -> torch.Tensor:
 
 
 class FocalLoss(nn.Module):
-    """Focal loss, Lin et al. 2017, Eq. 5 (without α):  FL(p_t) = −(1 − p_t)^γ · log p_t.
+    """Focal loss, Lin et al. 2017, Eq. 4 (their Eq. 5 without α):  FL(p_t) = −(1 − p_t)^γ · log p_t.
 
     γ = 0 is cross-entropy exactly. γ = 2 is the paper's default. The gradient flows through
     both factors, as in the paper.

@@ -97,7 +97,7 @@ def test_download_checks_the_archive_md5_and_extracts(monkeypatch, tmp_path, cap
     split = D.load_cifar100("train", tmp_path / "dl")
     assert len(split) == 200
     assert not [p for p in (tmp_path / "dl").iterdir() if p.name.startswith(".download")]
-    # --data named a folder that did not exist: a typo would download 161 MB there, so the line says so
+    # --data named a folder that did not exist: a typo would download 169 MB there, so the line says so
     assert "into " + str(tmp_path / "dl") + " (a new folder: a typo? Ctrl-C stops) ..." in capsys.readouterr().out
     D.load_cifar100("test", tmp_path / "dl")       # there now: nothing to download
     (tmp_path / "made").mkdir()

@@ -109,7 +109,7 @@ def test_a_grid_without_the_dataset_says_so_once_before_any_row_runs(tmp_path, m
     ran = [i for i, line in enumerate(said) if line.startswith("ran ")]
     assert len(notes) == 1 and len(ran) > 1 and notes[0] < ran[0], said
     assert said[notes[0]] == (f"note: CIFAR-100 is not in {empty / 'cifar-100-python'} yet: the rows would download "
-                              f"it (161 MB) first. `{this_python()} -m cifar_hw2 data --data '{empty}'` fetches it "
+                              f"it (169 MB) first. `{this_python()} -m cifar_hw2 data --data '{empty}'` fetches it "
                               f"once, and says what to do offline")
     data = write_archive(tmp_path / "d", 1, 1)
     for where, rows_stop_on in [(data, None), (data / "cifar-100-python", "is the cifar-100-python/ folder itself")]:

@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--status", action="store_true",
                       help="say for each row whether it is done, running, queued, failed, stopped, interrupted, new "
                            "or (outside quick mode) a quick stand-in, from its run folder and the Slurm job "
-                           "recorded there")
+                           "recorded there; unknown where that record holds a state this tool never writes")
     _add_launcher_flags(grid, None)
 
     rep = sub.add_parser("report", help="write report.md/report.csv and figures for a runs folder",

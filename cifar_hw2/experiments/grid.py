@@ -118,7 +118,7 @@ def missing_data_note(data: str | None) -> str | None:
     if misplaced:
         return f"note: {misplaced}"
     fetch = f"{this_python()} -m cifar_hw2 data" + (f" --data {shlex.quote(str(data))}" if data else "")
-    return (f"note: CIFAR-100 is not in {data_root(data) / FOLDER} yet: the rows would download it (161 MB) first. "
+    return (f"note: CIFAR-100 is not in {data_root(data) / FOLDER} yet: the rows would download it (169 MB) first. "
             f"`{fetch}` fetches it once, and says what to do offline")
 
 
