@@ -123,3 +123,14 @@ def test_tensor_drop_path_drops_whole_samples_at_its_rate_and_rescales():
     assert kept.float().mean().item() == pytest.approx(0.8, abs=0.01)
     assert out[kept].unique().tolist() == pytest.approx([1 / 0.8])
     assert torch.equal(drop.eval()(out), out)
+
+
+def test_tensor_drop_path_keeps_its_rate_on_bfloat16_activations():
+    """B4's first block drops 0.625 %; its keep rounded to bfloat16 (0.9922) would drop 0.78 %."""
+    torch.manual_seed(0)
+    drop = TensorDropPath(0.00625).train()
+    out = drop(torch.ones(400_000, 1, dtype=torch.bfloat16))
+    dropped = (out == 0).float().mean().item()
+    assert dropped == pytest.approx(0.00625, abs=0.0006)     # 5 standard errors; bf16's rate is 13 away
+    assert out.dtype == torch.bfloat16 and out[out != 0].unique().tolist() == [(torch.tensor(1 / 0.99375)
+                                                                               .to(torch.bfloat16).item())]

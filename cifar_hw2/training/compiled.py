@@ -59,10 +59,12 @@ class TensorDropPath(nn.Module):
         if not (self.active and self.training):
             return x
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)          # one draw per sample: [B, 1, 1, 1]
-        mask = x.new_empty(shape).bernoulli_(self.keep.to(x.dtype))
+        # Drawn and scaled in float32, as timm's Python-float rate is: a keep of 0.99375 rounded to
+        # bfloat16 first would be 0.9922, a 25 % higher drop rate under bf16 autocast.
+        mask = torch.empty(shape, device=x.device, dtype=self.keep.dtype).bernoulli_(self.keep)
         if self.scale_by_keep:
-            mask = mask / self.keep.to(x.dtype)
-        return x * mask
+            mask = mask / self.keep
+        return x * mask.to(x.dtype)
 
 
 def tensor_drop_paths(model: nn.Module) -> int:
