@@ -115,6 +115,32 @@ def test_a_run_stopped_at_an_epochs_last_step_resumes_without_a_false_schedule_w
     assert float(first["images_per_s"]) > 0 and float(first["seconds"]) > 0, first
 
 
+@pytest.mark.parametrize("saved_fused, here_fused", [(True, False), (False, True)])
+def test_a_resumed_optimizer_keeps_this_devices_kernel_choice(saved_fused, here_fused):
+    """last.pt from another device (fused AdamW on CUDA, unfused on the CPU): the optimizer keeps the
+    kernel choice it was built with, and its state (step counts, moments) comes from the file.
+    (torch's own load_state_dict takes `fused` from the file.) Fused AdamW runs on the CPU too."""
+    from cifar_hw2.training.runstate import load_optimizer
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+
+    def adamw(fused):
+        return torch.optim.AdamW(model.parameters(), lr=0.1, **({"fused": True} if fused else {}))
+    saved = adamw(saved_fused)
+    for _ in range(3):
+        saved.zero_grad()
+        model(torch.randn(4, 3)).square().sum().backward()
+        saved.step()
+    here = adamw(here_fused)
+    load_optimizer(here, saved.state_dict())
+    assert here.param_groups[0]["fused"] == (True if here_fused else None)
+    state = here.state[model.weight]
+    assert float(state["step"]) == 3 and torch.equal(state["exp_avg"], saved.state[model.weight]["exp_avg"])
+    model(torch.randn(4, 3)).square().sum().backward()
+    here.step()                                                    # and it steps with it
+    assert float(here.state[model.weight]["step"]) == 4
+
+
 def test_a_second_ctrl_c_stops_at_once(tiny_data, tmp_path, monkeypatch):
     """Two SIGINTs inside one step: the first asks for a clean stop, the second stops there, with
     a plain KeyboardInterrupt and no new last.pt (the one after epoch 1 stays)."""

@@ -279,14 +279,23 @@ def test_compile_trains_like_eager_and_saves_plain_weights(tiny_data, tmp_path):
     assert state["model"].keys() == load_checkpoint(tmp_path / "eager" / "best.pt", "small_cnn", 100)["model"].keys()
 
 
-def test_training_and_evaluate_give_one_calibration_number_per_checkpoint(tiny_data, tmp_path):
+def test_training_and_evaluate_give_one_calibration_number_per_checkpoint(tiny_data, tmp_path, monkeypatch):
     """A run trained in bf16 autocast: its in-training evaluation (history.csv) and `evaluate` on
     its best.pt compute logits the same way (fp32, eager), so ECE, NLL and both temperatures agree.
-    Before, training evaluated in bf16 and evaluate in fp32, and they differed."""
-    from cifar_hw2.experiments.evaluate import evaluate_checkpoint
-    history = fit(tiny(tiny_data, tmp_path / "bf16", epochs=1, precision="bf16", train_per_class=2))
+    Before, training evaluated in bf16 and evaluate in fp32, and they differed. `evaluate` also
+    predicts under the run's backend settings (here --deterministic), and puts them back after."""
+    from cifar_hw2.experiments import evaluate
+    history = fit(tiny(tiny_data, tmp_path / "bf16", epochs=1, precision="bf16", train_per_class=2,
+                       deterministic=True))
     row = history[0]
-    result = evaluate_checkpoint(tmp_path / "bf16" / "best.pt", "test", device="cpu")
+    seen, predict = [], evaluate.predict
+
+    def recording(*args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return predict(*args, **kwargs)
+    monkeypatch.setattr(evaluate, "predict", recording)
+    result = evaluate.evaluate_checkpoint(tmp_path / "bf16" / "best.pt", "test", device="cpu")
+    assert seen == [True, True] and not torch.are_deterministic_algorithms_enabled()
     for ours, theirs in (("test_top1", "top1"), ("test_nll", "nll"), ("test_ece", "ece"),
                          ("temperature", "temperature"), ("test_ece_ts", "ece_ts"),
                          ("temperature_ece", "temperature_ece")):

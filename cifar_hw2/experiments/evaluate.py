@@ -9,8 +9,10 @@ val, where T was picked, and 3.15 % on test, though before scaling val's ECE was
 against 7.12 %).
 
 Logits are computed as the trainer's own evaluation computes them (fp32, eager, the run's memory
-format and eval batch size), so the numbers here equal the run's metrics.json for the same
-checkpoint (tests/test_trainer.py checks it, also for a run trained in bf16).
+format, eval batch size and backend settings: cuDNN's autotuner, --tf32, --deterministic), so the
+numbers here equal the run's metrics.json for the same checkpoint on the CPU (tests/test_trainer.py
+checks it, also for a run trained in bf16). On CUDA the autotuner may pick other kernels in another
+process, so the last digits may differ there, unless the run was --deterministic.
 
 The result is also saved beside the checkpoint (eval-<checkpoint>-<split>.json), and for the test
 split the logits too (predictions-<checkpoint>.npz, read by notebook 05). Where that cannot
@@ -27,6 +29,7 @@ from ..augment import BatchNormalizeNoise
 from ..data import NUM_CLASSES, is_present
 from ..metrics import classification_metrics, temperature_scaled
 from ..models import build_model
+from ..training.backends import backend_settings
 from ..training.checkpoint import CheckpointError, load_checkpoint, write_json
 from ..training.config import TrainConfig, upgrade_saved
 from ..training.loader import make_splits, predict_logits
@@ -75,12 +78,13 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", data: str |
     dev = pick_device(device)
     # As Trainer: channels_last where the run used it (CUDA), so kernels and logits are the same.
     memory_format = torch.channels_last if (dev.type == "cuda" and cfg.channels_last) else torch.contiguous_format
-    model.to(dev, memory_format=memory_format)
     batch_size = batch_size or cfg.eval_batch_size
     _, val, test = make_splits(cfg, data, test=split == "test")
     target = val if split == "val" else test
-    val_logits = predict(model, val, dev, batch_size, memory_format)
-    logits = val_logits if split == "val" else predict(model, target, dev, batch_size, memory_format)
+    with backend_settings(dev, cfg.deterministic, cfg.tf32):     # entered before CUDA starts, as fit() does
+        model.to(dev, memory_format=memory_format)
+        val_logits = predict(model, val, dev, batch_size, memory_format)
+        logits = val_logits if split == "val" else predict(model, target, dev, batch_size, memory_format)
     calib, _ = temperature_scaled(val_logits, val.labels, logits, target.labels)
     if split == "val":
         calib = {k: v for k, v in calib.items() if k not in IN_SAMPLE}

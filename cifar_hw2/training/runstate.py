@@ -58,7 +58,7 @@ def restore_trainer(trainer, state: dict) -> None:
 
 def _restore(trainer, state: dict) -> None:
     trainer.model.load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    load_optimizer(trainer.optimizer, state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
     trainer.history, trainer.best, trainer.start_epoch = state["history"], state["best"], state["epoch"]
     trainer.calibration = state["calibration"]
@@ -69,6 +69,21 @@ def _restore(trainer, state: dict) -> None:
     trainer.position = state.get("position")
     trainer.files.saved = (trainer.start_epoch, trainer.position["step"] if trainer.position else 0)
     check_world(trainer.position, trainer.procs.world, str(trainer.out / "last.pt"))
+
+
+# An optimizer's kernel choices, which belong to the device it runs on, not to the file: a run begun
+# on the CPU may go on on a GPU (the device is not a setting that a resume must keep).
+DEVICE_OPTIONS = ("fused", "foreach", "capturable")
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """An optimizer's state_dict `saved` into `optimizer`, which keeps its own DEVICE_OPTIONS. torch's
+    load_state_dict takes the file's param groups whole: fused AdamW built on CUDA would run unfused
+    after a last.pt written on the CPU, and the reverse. torch then places the `step` counters as the
+    kept options want them (on the device, for fused)."""
+    groups = [{**group, **{k: mine[k] for k in DEVICE_OPTIONS if k in mine}}
+              for group, mine in zip(saved["param_groups"], optimizer.param_groups)]
+    optimizer.load_state_dict({**saved, "param_groups": groups})
 
 
 def step_schedule(trainer, position: dict | None) -> None:
@@ -147,7 +162,7 @@ def restore_rank(position: dict, rank: int, model: nn.Module, loss_sum: torch.Te
     loss_sum.copy_(mine["loss_sum"])
     correct.copy_(mine["correct"])
     restore_host_rng(mine["rng"])
-    if "cuda" in mine["rng"]:
+    if "cuda" in mine["rng"] and device.type == "cuda":    # a GPU's position resumed on the CPU has no use for it
         torch.cuda.set_rng_state(mine["rng"]["cuda"], device)
     if "buffers" in mine:
         with torch.no_grad():
