@@ -134,3 +134,21 @@ def test_tensor_drop_path_keeps_its_rate_on_bfloat16_activations():
     assert dropped == pytest.approx(0.00625, abs=0.0006)     # 5 standard errors; bf16's rate is 13 away
     assert out.dtype == torch.bfloat16 and out[out != 0].unique().tolist() == [(torch.tensor(1 / 0.99375)
                                                                                .to(torch.bfloat16).item())]
+
+
+@pytest.mark.parametrize("resuming", [False, True])
+def test_only_a_resumed_run_loads_the_compile_artifacts_beside_it(resuming, tmp_path, monkeypatch):
+    """compile_cache.bin is compiled code (docs/security.md): a resumed run loads it; a new run, or
+    one replacing the folder's run with --overwrite (which may be another model's), does not, and
+    --overwrite deletes it with the old run."""
+    from cifar_hw2.training import compiled
+    from cifar_hw2.training.runfolder import run_paths
+    (tmp_path / compiled.ARTIFACTS).write_bytes(b"not from this run")
+    loaded = []
+    monkeypatch.setattr(compiled, "load_artifacts", lambda folder: loaded.append(folder) or True)
+    compilation = compiled.Compilation("default", "whole", torch.device("cpu"), tmp_path, True, resuming=resuming)
+    compilation.backend = "aot_eager"
+    model = torch.nn.Linear(2, 2)
+    compilation.wrap(model, model)
+    assert loaded == ([tmp_path] if resuming else []) and compilation.warm == resuming
+    assert tmp_path / compiled.ARTIFACTS in run_paths(tmp_path)

@@ -311,12 +311,14 @@ def _cache_state() -> str:
 
 
 def warm_start_seconds(cfg: TrainConfig) -> float:
-    """Seconds of the first compiled step in a fresh process with `cfg` (its caches warm)."""
+    """Seconds of the first compiled step in a fresh process with `cfg` (its caches warm), started
+    as a resumed run starts: from inductor's cache folder and the artifacts this bench just saved."""
     import subprocess
     import sys
     code = ("import json, sys; from cifar_hw2.perf.bench import _first_step_seconds; "
             "print('WARM', _first_step_seconds(json.loads(sys.argv[1])))")
-    run = subprocess.run([sys.executable, "-c", code, json.dumps(cfg.to_dict())], capture_output=True, text=True)
+    resumed = {**cfg.to_dict(), "overwrite": False, "resume": True}
+    run = subprocess.run([sys.executable, "-c", code, json.dumps(resumed)], capture_output=True, text=True)
     lines = [line for line in run.stdout.splitlines() if line.startswith("WARM ")]
     if run.returncode or not lines:
         raise RuntimeError(f"the warm-start process failed: {run.stderr.strip()[-500:]}")

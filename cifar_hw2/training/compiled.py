@@ -233,8 +233,9 @@ class Compilation:
     """One run's torch.compile of its training step: `wrap` at setup, `first_step` around the first
     step (it compiles, or loads from the caches), `fall_back` to eager where compiling cannot run."""
 
-    def __init__(self, mode: str, scope: str, device: torch.device, out: Path, main: bool):
+    def __init__(self, mode: str, scope: str, device: torch.device, out: Path, main: bool, resuming: bool):
         self.mode, self.scope, self.device, self.out, self.main = mode, scope, device, Path(out), main
+        self.resuming = resuming            # the run continues the one in `out` (--resume)
         self.backend = "inductor"   # tests set "aot_eager" (no C++ compile on the CPU)
         # reduce-overhead / max-autotune replay CUDA graphs: each step must say a new one begins.
         self.graphed = device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
@@ -252,7 +253,9 @@ class Compilation:
         if why_not:
             return self.fall_back(why_not)
         self.cache = str(use_inductor_cache())
-        self.warm = load_artifacts(self.out)
+        # Only a resumed run loads the artifacts beside it: they are compiled code (docs/security.md),
+        # and a folder being replaced (--overwrite) may hold another model's.
+        self.warm = load_artifacts(self.out) if self.resuming else False
         compiled, self.what = compile_for_training(model, train_model, self.scope, self.mode, self.backend)
         return compiled
 

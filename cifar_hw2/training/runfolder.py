@@ -26,6 +26,7 @@ import torch
 from .. import __version__
 from ..data import NUM_CLASSES
 from ..models import MODELS
+from .compiled import ARTIFACTS
 from .checkpoint import (CheckpointError, check_resumable, leftover_temp_files, load_checkpoint, read_json_mapping, write_csv,
                          write_json)
 from .paths import command_line, shown_path, this_python
@@ -170,11 +171,12 @@ def claimed(out: str | Path, procs):
 def run_paths(out: str | Path) -> list[Path]:
     """What --overwrite replaces in `out`: the run files, its TensorBoard event files (TensorBoard
     would draw the old curves under the new run's), its Slurm job record (`grid --status` would
-    report that job for the next run) and what `evaluate` made from its checkpoints (05 would read
-    an old predictions-best.npz whose epoch number the new run happens to share)."""
+    report that job for the next run), its compile cache artifacts (the old run's compiled code)
+    and what `evaluate` made from its checkpoints (05 would read an old predictions-best.npz whose
+    epoch number the new run happens to share)."""
     out = Path(out)
     derived = [p for pattern in ("eval-best-*.json", "eval-last-*.json") for p in sorted(out.glob(pattern))]
-    return ([out / name for name in RUN_FILES + (JOB_FILE, "predictions-best.npz", "predictions-last.npz")]
+    return ([out / name for name in RUN_FILES + (JOB_FILE, ARTIFACTS, "predictions-best.npz", "predictions-last.npz")]
             + derived + sorted(out.glob("events.out.tfevents.*")))
 
 

@@ -76,8 +76,8 @@ class Trainer:
         # channels_last only where it pays (CUDA); the CPU path stays plain.
         self.memory_format = (torch.channels_last if (self.device.type == "cuda" and cfg.channels_last)
                               else torch.contiguous_format)
-        self.compilation = (Compilation(cfg.compile_mode, cfg.compile_scope, self.device, self.out, procs.main)
-                            if cfg.compile else None)
+        self.compilation = (Compilation(cfg.compile_mode, cfg.compile_scope, self.device, self.out, procs.main,
+                                        resuming=cfg.resume) if cfg.compile else None)
         if cfg.batch_size % procs.world:
             raise ConfigError(f"{setting('batch_size')} {cfg.batch_size} must be divisible by the {procs.world} "
                               f"processes")
