@@ -35,8 +35,8 @@
 #   4. trains each TRAIN pair (model:loss; B4 with CE and Swin-B with MC) for 2 short epochs on a
 #      subset, from scratch, then evaluates its best.pt on the test split
 #   5. runs DET_MODEL with --deterministic three times: 2 epochs uninterrupted; 2 epochs killed with
-#      SIGKILL inside epoch 2; that one resumed. history.csv (less the wall-clock columns) and
-#      metrics.json must be identical
+#      SIGKILL inside epoch 2, after a last.pt written there; that one resumed. history.csv (less
+#      the wall-clock columns) and metrics.json must be identical
 #   6. prints one summary table (also $DEST/summary.txt), with the sync checks' and profiles' lines
 #
 # Knobs (environment; MODELS, TRAIN, DET_MODEL, OTHER_BATCHES and REF_BENCH set empty skip their steps:
@@ -187,18 +187,31 @@ done
 if [ -n "$DET_MODEL" ]; then
 det=("$PYTHON" -m cifar_hw2 train "${small[@]}" --model "$DET_MODEL" --loss ce --train-per-class "$DET_PER_CLASS" --deterministic)
 run det_full "${det[@]}" --out "$RUNS/det_full"
+# A last.pt at every refresh point (--checkpoint-minutes 0.001; every 25 steps on a GPU), and SIGKILL
+# once one was written inside epoch 2 (os.replace gives each a new inode): the resume then restores
+# a place inside an epoch, CUDA's RNG state and running sums included, not only an epoch's end.
 kill_inside_epoch_2() {
-    "${det[@]}" --out "$RUNS/det_killed" &
-    local pid=$! t0=$SECONDS
-    until [ -f "$RUNS/det_killed/history.csv" ] && [ "$(wc -l < "$RUNS/det_killed/history.csv")" -ge 2 ]; do
-        kill -0 $pid 2>/dev/null || { echo "the run ended before epoch 1 was written"; return 1; }
-        [ $((SECONDS - t0)) -gt "${STEP_LEFT:-$LIMIT}" ] && { kill -9 $pid; echo "no epoch within ${STEP_LEFT:-$LIMIT} s"; return 1; }
-        sleep 0.2
-    done
-    sleep "${KILL_AFTER:-1}"                       # inside epoch 2 (it takes several seconds)
-    kill -9 $pid 2>/dev/null && echo "killed after $(($(wc -l < "$RUNS/det_killed/history.csv") - 1)) epoch(s)"
+    local out="$RUNS/det_killed" t0=$SECONDS epoch_end
+    "${det[@]}" --checkpoint-minutes 0.001 --out "$out" &
+    local pid=$!
+    waited() {
+        kill -0 $pid 2>/dev/null || { echo "the run ended before a checkpoint inside epoch 2"; return 1; }
+        [ $((SECONDS - t0)) -gt "${STEP_LEFT:-$LIMIT}" ] && { kill -9 $pid; echo "no checkpoint inside epoch 2 within ${STEP_LEFT:-$LIMIT} s"; return 1; }
+        sleep 0.05
+    }
+    until [ -f "$out/history.csv" ] && [ "$(wc -l < "$out/history.csv")" -ge 2 ]; do waited || return 1; done
+    epoch_end=$(stat -c %i "$out/last.pt")        # written just before history.csv's epoch-1 row
+    until [ "$(stat -c %i "$out/last.pt" 2>/dev/null)" != "$epoch_end" ]; do waited || return 1; done
+    kill -9 $pid 2>/dev/null
     wait $pid 2>/dev/null
-    return 0
+    "$PYTHON" - "$out/last.pt" <<'PY'
+import sys, torch
+state = torch.load(sys.argv[1], map_location="cpu", weights_only=True, mmap=True)
+where = state.get("position")
+print(f"killed; last.pt: inside epoch {where['epoch'] + 1}, after step {where['step']}" if where
+      else f"killed; last.pt: after epoch {state['epoch']}, not inside one")
+sys.exit(0 if where and where["epoch"] == 1 else 1)
+PY
 }
 run det_killed kill_inside_epoch_2
 run det_resumed "${det[@]}" --out "$RUNS/det_killed" --resume
