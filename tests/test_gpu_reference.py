@@ -54,7 +54,7 @@ def problems(run: Path) -> list[str]:
     if not str(record.get("device", "")).startswith("cuda") or not record.get("gpu"):
         found.append(f"not trained on a GPU that it names (device {record.get('device')!r}, gpu {record.get('gpu')!r})")
     versions = record.get("versions", {})
-    if not all(versions.get(k) for k in ("torch", "torchvision", "timm", "python")):
+    if not all(versions.get(k) for k in ("torch", "torchvision", "timm", "python", "cuda", "cudnn")):
         found.append(f"library versions missing: {versions}")
     changed = settings_changed(cfg, preset_for(cfg))
     if changed:

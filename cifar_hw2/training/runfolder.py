@@ -86,7 +86,9 @@ def versions() -> dict:
     return {"cifar_hw2": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "timm": timm.__version__, "numpy": numpy.__version__,
             "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(),
+            # what a CUDA run's digits also depend on (None in a CPU build of torch); the GPU is `gpu`
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
 
 
 def _identity(cfg: dict) -> dict:
