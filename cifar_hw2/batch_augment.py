@@ -26,8 +26,8 @@ sync about 60 times per 512-image chunk (`torch.tensor(..., device=)` for affine
 divisors, fill values and the sharpness kernel; boolean-mask assignment in AutoContrast), so the
 ops that do that are computed here with the same arithmetic: which input pixel each affine
 action copies is found once on the CPU by torchvision's own public op (`affine_source_index`) and
-kept on the device, so the action is one gather; the sharpness kernel is likewise made once;
-AutoContrast uses torch.where. Outputs are equal to torchvision's, pixel for pixel (tested for
+kept on the device, so the action is one gather; Sharpness sums its blur with a pool, no kernel
+tensor; AutoContrast uses torch.where. Outputs are equal to torchvision's, pixel for pixel (tested for
 every action of the policy).
 
 Input uint8 [B, 3, H, W] on any device; output uint8 (or, through `forward`, normalised float) on
@@ -136,22 +136,19 @@ def apply_source_index(x: torch.Tensor, source: torch.Tensor, outside: torch.Ten
     return torch.where(outside, fill, out).reshape(n, c, h, w)
 
 
-def sharpness(x: torch.Tensor, factor: float, kernel: torch.Tensor) -> torch.Tensor:
-    """torchvision's adjust_sharpness_image for uint8 [n, 3, h, w], with its 3x3 smoothing kernel
-    ([3, 1, 3, 3], float32, already on x's device) passed in rather than built per call."""
+def sharpness(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """torchvision's adjust_sharpness_image for uint8 [n, C, h, w]. Its blur is a float32
+    convolution with weights 1/13 around 5/13, rounded: (the 3x3 sum S + 4 × the centre) / 13. Here S
+    is summed in integers (exact in float32) by a sum pool, so no cuDNN convolution searches an
+    algorithm for each new n (the images per action vary by chunk) or rounds through TF32 on a GPU.
+    The pixels are torchvision's: S / 13 is never within 1/26 of a half, far beyond float error."""
     if x.shape[-1] <= 2 or x.shape[-2] <= 2:              # torchvision leaves such images as they are
         return x
     output = x.to(dtype=torch.float32, copy=True)
-    blurred = F.conv2d(output, kernel, groups=x.shape[-3]).round_()
     view = output[..., 1:-1, 1:-1]                       # the border keeps its pixels
+    blurred = F.avg_pool2d(output, 3, stride=1, divisor_override=1).add_(view, alpha=4).div_(13).round_()
     view.add_(blurred.sub_(view), alpha=(1.0 - factor))
     return output.clamp_(0, 255).to(x.dtype)
-
-
-def sharpness_kernel() -> torch.Tensor:
-    """torchvision's sharpness kernel: 1s around a 5, normalised; [3, 1, 3, 3] float32 on the CPU."""
-    a, b = 1.0 / 13.0, 5.0 / 13.0
-    return torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=torch.float32).expand(3, 1, 3, 3).contiguous()
 
 
 def autocontrast(x: torch.Tensor) -> torch.Tensor:
@@ -201,7 +198,7 @@ class BatchAutoAugment(nn.Module):
         self.negative = torch.tensor(negative)   # long [S, 2]
         self.probability = torch.tensor([[p for _, p, _ in sub] for sub in self.policies])  # [S, 2]
         # Device constants, made on first use per (device, h, w) and kept: action index → (source
-        # index, outside mask) for the affine ops, and the sharpness kernel.
+        # index, outside mask) for the affine ops.
         self._constants: dict[tuple[str, int, int], dict] = {}
 
     def draw(self, b: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,9 +259,7 @@ class BatchAutoAugment(nn.Module):
                 consts[index] = (to_device(source.clamp(min=0), part.device), to_device(source < 0, part.device))
             return apply_source_index(part, *consts[index], fill=self.fill)
         elif name == "Sharpness":
-            if "sharpness" not in consts:
-                consts["sharpness"] = to_device(sharpness_kernel(), part.device)
-            return sharpness(part, 1.0 + magnitude, consts["sharpness"])
+            return sharpness(part, 1.0 + magnitude)
         elif name == "AutoContrast":
             return autocontrast(part)
         return self.aa._apply_image_or_video_transform(part, name, magnitude, self.aa.interpolation, self.aa._fill)

@@ -188,6 +188,28 @@ def test_every_action_equals_torchvision_exactly(images):
         assert torch.equal(ours, theirs), (name, magnitude_bin, sign)
 
 
+def test_sharpness_sums_its_blur_without_a_convolution_and_equals_torchvision_on_every_factor():
+    """No convolution (on a GPU: no cuDNN algorithm search per batch size, no TF32 rounding), and
+    torchvision's pixels for random and flat images at every factor AutoAugment uses."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torchvision.transforms.v2 import functional as TF
+    from cifar_hw2.batch_augment import sharpness
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 3, 32, 32), generator=g, dtype=torch.uint8)
+    x[:16] = x[:16] // 64 * 64                            # flat patches: sums near the rounding points
+    with Record():
+        sharpness(x, 1.5)
+    assert not [op for op in seen if "conv" in op], seen
+    for factor in torch.linspace(0.1, 1.9, 10).tolist():
+        assert torch.equal(sharpness(x, factor), TF.adjust_sharpness(x, factor)), factor
+
+
 def test_a_device_chunk_makes_no_host_sync():
     """One 512-image chunk of the device path, on the meta device (shapes only, as fast as the
     planning): no host sync of any kind. torchvision's own affine op makes several, which shows
