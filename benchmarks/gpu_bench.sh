@@ -46,6 +46,7 @@
 #   MODES="eager graphed"  STEPS=16  REPEATS=2  LIMIT=150 (s per step)  COMPILE_LIMIT=200 (s per
 #   graphed bench: compile, windows and warm start)  BUDGET=470 (s for the whole script)  PYTHON=python3
 #   REF_BENCH="resnet9:512"  TRAIN_PER_CLASS=20 (images per class in step 4)  DET_PER_CLASS=40 (in step 5)
+#   TRAIN_LR=1e-4 (step 4: from scratch without warm-up, quick's 2e-3 could make Swin-B's MC loss NaN)
 #   DEST=benchmarks/gpu (what it writes)  PACK= (a .tgz to pack DEST into, after each step)
 #   DATA= (a folder holding cifar-100-python/; default: a synthetic archive in a temporary folder)
 # It never writes to $OUT unless PACK says so: on the device machine $OUT is the folder that comes back.
@@ -72,6 +73,7 @@ PYTHON="${PYTHON:-python3}"
     exit 3; }
 REF_BENCH="${REF_BENCH-resnet9:512}"
 TRAIN_PER_CLASS="${TRAIN_PER_CLASS:-20}"
+TRAIN_LR="${TRAIN_LR:-1e-4}"
 DET_PER_CLASS="${DET_PER_CLASS:-40}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 mkdir -p "$DEST"
@@ -178,7 +180,7 @@ esac
 for pair in $TRAIN; do
     model=${pair%%:*}; loss=${pair##*:}
     run "train_${model}_${loss}" "$PYTHON" -m cifar_hw2 train "${small[@]}" --model "$model" --loss "$loss" \
-        --train-per-class "$TRAIN_PER_CLASS" --out "$RUNS/${model}_${loss}" \
+        --train-per-class "$TRAIN_PER_CLASS" --lr "$TRAIN_LR" --out "$RUNS/${model}_${loss}" \
     && run "evaluate_${model}_${loss}" "$PYTHON" -m cifar_hw2 evaluate --checkpoint "$RUNS/${model}_${loss}/best.pt" \
         --device "$DEVICE"
 done
