@@ -189,31 +189,53 @@ done
 if [ -n "$DET_MODEL" ]; then
 det=("$PYTHON" -m cifar_hw2 train "${small[@]}" --model "$DET_MODEL" --loss ce --train-per-class "$DET_PER_CLASS" --deterministic)
 run det_full "${det[@]}" --out "$RUNS/det_full"
-# A last.pt at every refresh point (--checkpoint-minutes 0.001; every 25 steps on a GPU), and SIGKILL
-# once one was written inside epoch 2 (os.replace gives each a new inode): the resume then restores
-# a place inside an epoch, CUDA's RNG state and running sums included, not only an epoch's end.
+# A last.pt at every refresh point (--checkpoint-minutes 0.001; every 25 steps on a GPU). A watcher
+# reads each new one (os.replace makes each a new file) and SIGKILLs the run as soon as one holds a
+# place inside epoch 2: the resume then restores that place, CUDA's RNG state and running sums
+# included, not only an epoch's end.
 kill_inside_epoch_2() {
-    local out="$RUNS/det_killed" t0=$SECONDS epoch_end
-    "${det[@]}" --checkpoint-minutes 0.001 --out "$out" &
+    "${det[@]}" --checkpoint-minutes 0.001 --out "$RUNS/det_killed" &
     local pid=$!
-    waited() {
-        kill -0 $pid 2>/dev/null || { echo "the run ended before a checkpoint inside epoch 2"; return 1; }
-        [ $((SECONDS - t0)) -gt "${STEP_LEFT:-$LIMIT}" ] && { kill -9 $pid; echo "no checkpoint inside epoch 2 within ${STEP_LEFT:-$LIMIT} s"; return 1; }
-        sleep 0.05
-    }
-    until [ -f "$out/history.csv" ] && [ "$(wc -l < "$out/history.csv")" -ge 2 ]; do waited || return 1; done
-    epoch_end=$(stat -c %i "$out/last.pt")        # written just before history.csv's epoch-1 row
-    until [ "$(stat -c %i "$out/last.pt" 2>/dev/null)" != "$epoch_end" ]; do waited || return 1; done
-    kill -9 $pid 2>/dev/null
-    wait $pid 2>/dev/null
-    "$PYTHON" - "$out/last.pt" <<'PY'
-import sys, torch
-state = torch.load(sys.argv[1], map_location="cpu", weights_only=True, mmap=True)
-where = state.get("position")
-print(f"killed; last.pt: inside epoch {where['epoch'] + 1}, after step {where['step']}" if where
-      else f"killed; last.pt: after epoch {state['epoch']}, not inside one")
-sys.exit(0 if where and where["epoch"] == 1 else 1)
+    "$PYTHON" - "$RUNS/det_killed/last.pt" "$pid" "${STEP_LEFT:-$LIMIT}" <<'PY'
+import os, signal, sys, time
+import torch
+path, pid, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+
+def running():      # not exited (an exited child stays a zombie until the shell waits for it)
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+start, seen = time.monotonic(), None
+while time.monotonic() - start < limit:
+    try:
+        st = os.stat(path)
+        key = (st.st_ino, st.st_mtime_ns)
+    except FileNotFoundError:
+        key = None
+    if key is not None and key != seen:
+        try:
+            where = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("position")
+            seen = key
+        except Exception:           # caught mid-write: read it again at the next poll
+            where = None
+        if where and where["epoch"] == 1:
+            os.kill(pid, signal.SIGKILL)
+            print(f"killed inside epoch 2, after its last.pt at step {where['step']}")
+            sys.exit(0)
+    if not running():
+        print("the run ended before writing a last.pt inside epoch 2")
+        sys.exit(1)
+    time.sleep(0.02)
+os.kill(pid, signal.SIGKILL)
+print(f"no last.pt inside epoch 2 within {limit:.0f} s")
+sys.exit(1)
 PY
+    local rc=$?
+    wait $pid 2>/dev/null
+    return $rc
 }
 run det_killed kill_inside_epoch_2
 run det_resumed "${det[@]}" --out "$RUNS/det_killed" --resume

@@ -141,7 +141,8 @@ def sharpness(x: torch.Tensor, factor: float) -> torch.Tensor:
     convolution with weights 1/13 around 5/13, rounded: (the 3x3 sum S + 4 × the centre) / 13. Here S
     is summed in integers (exact in float32) by a sum pool, so no cuDNN convolution searches an
     algorithm for each new n (the images per action vary by chunk) or rounds through TF32 on a GPU.
-    The pixels are torchvision's: S / 13 is never within 1/26 of a half, far beyond float error."""
+    The pixels are torchvision's: (S + 4 × centre) / 13 is never within 1/26 of a half, far beyond
+    the float error of either."""
     if x.shape[-1] <= 2 or x.shape[-2] <= 2:              # torchvision leaves such images as they are
         return x
     output = x.to(dtype=torch.float32, copy=True)

@@ -95,6 +95,11 @@ def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys, monkey
                                                  "(--batchsize: did you mean --batch-size?; --modle: did you mean --model?)"),
     (["bench", "--stpes", "3"], "cifar-hw2 bench: error: unrecognized arguments: --stpes 3 (--stpes: did you mean --steps?)"),
     (["train", "--zzzz"], "cifar-hw2 train: error: unrecognized arguments: --zzzz\n"),    # nothing near: no hint
+    (["train", "-epochs", "2"], "unrecognized arguments: -epochs 2 (-epochs: did you mean --epochs?)"),
+    (["train", "--lr", "-1", "--epcohs", "2"], "--epcohs 2 (--epcohs: did you mean --epochs?)\n"),   # -1 a value
+    # a required flag misspelt: argparse stops at the missing one, and the hint names it
+    (["evaluate", "--chekpoint", "runs/x/best.pt"], "the following arguments are required: --checkpoint "
+                                                    "(--chekpoint: did you mean --checkpoint?)"),
     # a misspelt command or choice: argparse's list, and the nearest
     (["trian"], "(did you mean 'train'?)"),    # argparse's own words around it differ between Pythons
     (["train", "--launcher", "slrum"], "(did you mean 'slurm'?)"),

@@ -139,6 +139,10 @@ def test_a_resumed_optimizer_keeps_this_devices_kernel_choice(saved_fused, here_
     model(torch.randn(4, 3)).square().sum().backward()
     here.step()                                                    # and it steps with it
     assert float(here.state[model.weight]["step"]) == 4
+    # a file with another number of parameter groups is refused, as torch refuses it
+    two = torch.optim.AdamW([{"params": [model.weight]}, {"params": [model.bias]}])
+    with pytest.raises(ValueError, match="different number of parameter groups"):
+        load_optimizer(here, two.state_dict())
 
 
 def test_a_second_ctrl_c_stops_at_once(tiny_data, tmp_path, monkeypatch):

@@ -9,9 +9,10 @@
     weights    download B4's and Swin-B's ImageNet weights once into the hub cache
     notebooks  point badges and setup cells at a repository (--repo-url), check, re-execute
 
-Exit statuses: EXIT_STATUSES below, the one list of them (`python -m cifar_hw2 --help` shows it).
+Exit statuses: EXIT_STATUSES in parser.py, the one list of them (`python -m cifar_hw2 --help` shows it).
 
 - flags: the config's fields as flags, and a config check's message in their terms
+- parser: argparse with one-line errors and the nearest name to a misspelt one; the exit statuses
 
 May import: every floor.
 """
@@ -19,59 +20,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import json
 import os
-import re
 import sys
 import textwrap
 
-from ..training.config import PRESETS, QUICK_ENV, ConfigError, make_config, nearest
+from ..training.config import PRESETS, QUICK_ENV, ConfigError, make_config
 from ..training.paths import lacking
 from .flags import add_config_flags
-
-EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
-EXIT_WRITE_FAILED, EXIT_STOPPED, EXIT_INTERRUPTED = 74, 75, 130     # sysexits' EX_IOERR, EX_TEMPFAIL; 128 + SIGINT
-EXIT_STATUSES = {
-    0: "done, or stopped by --time-limit (its last line says: resume to continue)",
-    EXIT_FAILED: "failed: a crash, a NaN loss, a failed grid row",
-    EXIT_BAD_INPUT: "bad input, one line on stderr and no traceback: a setting, a path, a folder in use, "
-                    "a resume with other settings",
-    EXIT_WRITE_FAILED: "a file of the run folder could not be written (a full disk); the last good last.pt is kept",
-    EXIT_STOPPED: "stopped by SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 or Ctrl-C after writing last.pt where it stopped "
-                  "(grid: its running rows did); resumable",
-    EXIT_INTERRUPTED: "a second Ctrl-C: stopped at once; --resume (grid: the same command) continues from the last "
-                      "last.pt. Also Ctrl-C while the command starts, before it has done anything",
-}
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad argument in one line (no usage block)."""
-
-    def error(self, message):
-        # argparse's "invalid choice: 'trian' (choose from 'train', ...)": add the nearest, as the registries do.
-        bad = re.search(r"invalid choice: '?([^' ]*)'? \(choose from (.*)\)$", message)
-        if bad:
-            message += nearest(bad.group(1), [c.strip("'\" ") for c in bad.group(2).split(",")])
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
-
-    def unrecognized(self, extras: list[str]) -> None:
-        """argparse's "unrecognized arguments", with the nearest flag of this (sub)command for each misspelt one."""
-        flags = [s for a in self._actions for s in a.option_strings]    # no public list; test_cli guards it
-        hints = []
-        for extra in extras:
-            flag = extra.split("=", 1)[0]
-            close = difflib.get_close_matches(flag, flags, n=1, cutoff=0.6) if flag.startswith("--") else []
-            hints += [f"{flag}: did you mean {close[0]}?"] if close else []
-        self.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else ""))
-
-
-class Defaults(argparse.ArgumentDefaultsHelpFormatter):
-    """argparse's "(default: X)", except where there is none to show (None, an empty list)."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None or action.default == [] else super()._get_help_string(action)
-
+from .parser import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_STATUSES, EXIT_STOPPED,  # noqa: F401
+                     EXIT_WRITE_FAILED, Defaults, Parser)
 
 # The config fields `bench` takes from the command line, as train's flags, and its own defaults.
 BENCH_FIELDS = ("model", "loss", "device", "precision", "augment_on", "workers", "data", "compile", "compile_mode",
@@ -364,6 +322,7 @@ def main(argv=None) -> int:
 def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    Parser.given = argv
     args, extras = parser.parse_known_args(argv)
     if extras:
         parser.commands.get(args.command, parser).unrecognized(extras)

@@ -81,6 +81,8 @@ def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
     load_state_dict takes the file's param groups whole: fused AdamW built on CUDA would run unfused
     after a last.pt written on the CPU, and the reverse. torch then places the `step` counters as the
     kept options want them (on the device, for fused)."""
+    if len(saved["param_groups"]) != len(optimizer.param_groups):   # not this run's: torch says so
+        optimizer.load_state_dict(saved)
     groups = [{**group, **{k: mine[k] for k in DEVICE_OPTIONS if k in mine}}
               for group, mine in zip(saved["param_groups"], optimizer.param_groups)]
     optimizer.load_state_dict({**saved, "param_groups": groups})
