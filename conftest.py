@@ -35,7 +35,7 @@ from cifar_hw2.notebook.nbtools import NOTEBOOKS, notebook_reads_data  # noqa: E
 from cifar_hw2.training.paths import this_python  # noqa: E402
 
 NO_DATA = (f"CIFAR-100 is not in {data.data_root()} and tests never download it: run "
-           f"`{this_python()} -m cifar_hw2 data` once (161 MB), or set {data.ENV_VAR} to a folder holding "
+           f"`{this_python()} -m cifar_hw2 data` once ({data.DOWNLOAD_SIZE}), or set {data.ENV_VAR} to a folder holding "
            f"cifar-100-python/")
 STRICT = os.environ.get("CIFAR_HW2_NO_SKIP") == "1"
 _skipped: list[str] = []    # node ids of skipped notebook cells and real-data tests

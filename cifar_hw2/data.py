@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+DOWNLOAD_SIZE = "169 MB"      # the archive at URL: 169,001,437 bytes
 ARCHIVE_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"  # published with the archive
 FOLDER = "cifar-100-python"
 ENV_VAR = "CIFAR_HW2_DATA"
@@ -157,7 +158,7 @@ def download_cifar100(root: Path, hint: str | None = None) -> Path:
         with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
             archive = Path(tmp) / "cifar-100-python.tar.gz"
             new = " (a new folder: a typo? Ctrl-C stops)" if made and root != default_data_root() else ""
-            print(f"Downloading CIFAR-100 (169 MB) from {URL} into {root}{new} ...", flush=True)
+            print(f"Downloading CIFAR-100 ({DOWNLOAD_SIZE}) from {URL} into {root}{new} ...", flush=True)
             with urllib.request.urlopen(URL, timeout=30) as response, open(archive, "wb") as f:
                 shutil.copyfileobj(response, f)
             md5 = hashlib.md5(archive.read_bytes()).hexdigest()

@@ -197,6 +197,15 @@ def test_the_time_limit_stops_with_status_0_and_says_resume_to_continue(tiny_dat
     assert load_checkpoint(out / "last.pt")["position"]["step"] == 1
     assert cli.main(mini_args(tiny_data, out, "--resume")) == 0
     assert_same_run(reference(), out)
+    assert "no run there to resume" not in capsys.readouterr().err
+
+
+def test_resume_on_a_folder_without_a_run_says_it_starts_at_epoch_1(tiny_data, tmp_path, capsys):
+    """--resume starts a new folder (Colab's and Slurm's first run), and says so: a misspelt --out
+    would otherwise begin a fresh 200-epoch run without a word."""
+    out = tmp_path / "typo"
+    assert cli.main(mini_args(tiny_data, out, "--resume", "--epochs=1")) == 0
+    assert f"{out}: no run there to resume, so this one starts at epoch 1" in capsys.readouterr().err
 
 
 def test_a_locked_folder_is_refused_with_host_and_pid_and_a_dead_holder_never_blocks(tiny_data, tmp_path):

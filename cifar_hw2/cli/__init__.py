@@ -224,6 +224,11 @@ def run_train(args) -> int:
     notice = slow_device_notice(config, args.preset)
     if notice:
         print(notice, file=sys.stderr, flush=True)
+    from ..training.runfolder import RUN_FILES
+    new = not any(os.path.exists(os.path.join(config.out, name)) for name in RUN_FILES)
+    if config.resume and new and os.environ.get("RANK", "0") == "0":
+        # --resume on a new folder starts it (as Colab's and Slurm's first runs do); said, for a misspelt --out
+        print(f"{config.out}: no run there to resume, so this one starts at epoch 1", file=sys.stderr, flush=True)
     fit(config, resume_command=resume_command(args.argv))
     return 0
 

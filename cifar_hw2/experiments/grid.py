@@ -111,14 +111,14 @@ def missing_weights_note(configs: list[TrainConfig]) -> str | None:
 def missing_data_note(data: str | None) -> str | None:
     """A line when CIFAR-100 is not in the data folder yet: the rows would download it first (several
     at once, with --gpus), or each fail offline."""
-    from ..data import FOLDER, data_root, is_present, wrong_folder
+    from ..data import DOWNLOAD_SIZE, FOLDER, data_root, is_present, wrong_folder
     if is_present(data):
         return None
     misplaced = wrong_folder(data_root(data))     # --data one level off, or an archive: the rows stop on it
     if misplaced:
         return f"note: {misplaced}"
     fetch = f"{this_python()} -m cifar_hw2 data" + (f" --data {shlex.quote(str(data))}" if data else "")
-    return (f"note: CIFAR-100 is not in {data_root(data) / FOLDER} yet: the rows would download it (169 MB) first. "
+    return (f"note: CIFAR-100 is not in {data_root(data) / FOLDER} yet: the rows would download it ({DOWNLOAD_SIZE}) first. "
             f"`{fetch}` fetches it once, and says what to do offline")
 
 

@@ -84,7 +84,7 @@ class TrainConfig:
     tf32: bool = False                # TF32 tensor cores for fp32 matmuls on CUDA (convolutions use TF32 by PyTorch's default); opt-in, unmeasured on a GPU
     deterministic: bool = False       # deterministic kernels (cuDNN, cuBLAS, torch.use_deterministic_algorithms), cudnn.benchmark off: CUDA runs repeat bit for bit, possibly slower; the CPU is deterministic always
     progress: str = "auto"            # auto: bars in notebooks/terminals, a line per epoch in logs
-    resume: bool = False              # continue from out/last.pt
+    resume: bool = False              # continue from out/last.pt (a folder without a run: start it, and say so)
     checkpoint_minutes: float = 10.0  # also write last.pt inside an epoch every this many minutes (0: at epoch ends only). 10 bounds what a kill or a lost Colab VM costs to 10 minutes of training, while a write of even Swin-B's ~1 GB last.pt every 10 minutes costs well under 1 % of the time
     time_limit: float | None = None   # hours: stop cleanly once this process has run this long (checkpoint, exit 0, "resume to continue"), e.g. 11 on a 12 h Colab session; a stop waits for a running evaluation, so leave that much margin (None: no limit)
     overwrite: bool = False           # replace the run in out/ (its files and TensorBoard curves: runfolder.clear_run)
