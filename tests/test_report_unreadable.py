@@ -44,6 +44,25 @@ def test_a_good_run_beside_a_garbled_one_is_reported_and_the_garbled_one_named(t
     assert "| mc-seed0 |" in report and f"Left out (cannot be read): {unreadable[0]}." in report
 
 
+def test_a_run_that_has_not_finished_an_epoch_is_named_not_dropped_unseen(tmp_path, capsys):
+    """A run begun (config.json) whose first epoch has not ended (no metrics.json yet): the report
+    says it left it out; with no other run, the error names it instead of "train one first"."""
+    root = tmp_path / "runs"
+    (root / "b4-flsd53").mkdir(parents=True)
+    shutil.copy(REFERENCE / "ce-seed0" / "config.json", root / "b4-flsd53")
+    assert main(["report", "--runs", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"cifar-hw2: error: no run under {root} has finished an epoch: not finished an epoch "
+                           f"yet (no metrics.json): {root / 'b4-flsd53'}"), err
+    shutil.copytree(REFERENCE / "mc-seed0", root / "mc-seed0")
+    assert main(["report", "--runs", str(root)]) == 0
+    err = capsys.readouterr().err
+    said = f"left out of the report, not finished an epoch yet (no metrics.json): {root / 'b4-flsd53'}"
+    assert err.strip() == f"note: {said}", err
+    assert f"Left out, not finished an epoch yet (no metrics.json): {root / 'b4-flsd53'}." in \
+        (root / "report.md").read_text()
+
+
 @pytest.mark.parametrize("missing", ["config.json", "history.csv"])
 def test_a_run_folder_missing_a_file_is_named_too(missing, tmp_path):
     shutil.copytree(REFERENCE / "ce-seed0", tmp_path / "ce-seed0")

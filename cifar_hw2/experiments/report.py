@@ -251,13 +251,19 @@ def write_report(root: str | Path, title: str | None = None, out: str | Path | N
                          f"e.g. --runs runs or --runs results/cpu-reference")
     unreadable: list[str] = []
     runs = find_runs(root, unreadable)
+    # Runs begun that have not finished an epoch (config.json, no metrics.json yet): said, not dropped unseen.
+    unfinished = sorted(str(c.parent) for c in root.rglob("config.json") if not (c.parent / "metrics.json").exists())
+    waiting = f"not finished an epoch yet (no metrics.json): {', '.join(unfinished)}" if unfinished else ""
     if not runs and unreadable:
         raise ValueError(f"no readable run under {root}: " + "; ".join(unreadable))
     if not runs:
-        raise ValueError(f"no run folders (with metrics.json) under {root}; train one first, e.g. "
+        raise ValueError(f"no run under {root} has finished an epoch: {waiting}" if unfinished else
+                         f"no run folders (with metrics.json) under {root}; train one first, e.g. "
                          f"python -m cifar_hw2 train --preset quick --out {root / 'demo'}")
     if unreadable:   # reported, not silently left out
         print("warning: left out of the report: " + "; ".join(unreadable), file=sys.stderr, flush=True)
+    if unfinished:
+        print(f"note: left out of the report, {waiting}", file=sys.stderr, flush=True)
     rows = comparison_table(runs)
     stand_ins = sum(is_stand_in(r, report_row_for(r)) for r in runs)
     out = Path(out) if out is not None else root
@@ -292,6 +298,7 @@ def write_report(root: str | Path, title: str | None = None, out: str | Path | N
           "validation accuracy; `final_top1` at the last epoch; `report_top1` is the homework's "
           "Table 1 (its epoch was chosen on the test set).\n",
           *([f"Left out (cannot be read): {'; '.join(unreadable)}.\n"] if unreadable else []),
+          *([f"Left out, {waiting}.\n"] if unfinished else []),
           *([f"{stand_ins} of these runs are **quick stand-ins** (`table1_row` ends in \"quick stand-in\"): "
              "they trained the small CNN for a few epochs on a subset (CIFAR_HW2_QUICK=1) in place "
              "of the Table 1 row named. `report_top1` beside them is that row's number from the "
