@@ -217,9 +217,10 @@ def fetch_pretrained(name: str) -> str:
     return _hub_id(spec)
 
 
-_RUN_ADVICE = ("Without network, download model.safetensors from https://huggingface.co/{hub_id} elsewhere "
-              "and pass its path as pretrained= (--pretrained PATH), or train from scratch with "
-              "pretrained=False (--no-pretrained).")
+_RUN_ADVICE = ("Fetch them once where the hub can be reached (`python -m cifar_hw2 weights`: into the hub cache, "
+              "read offline afterwards), or download model.safetensors from https://huggingface.co/{hub_id} and "
+              "pass its path (--pretrained PATH; in a notebook pretrained=PATH), or train from scratch "
+              "(--no-pretrained; pretrained=False).")
 
 
 def _create_timm(name: str, spec: ModelSpec, num_classes: int, pretrained,

@@ -80,6 +80,7 @@ def test_pretrained_without_network_fails_in_seconds_without_asking_the_hub(how,
     monkeypatch.setattr(timm, "create_model", lambda *a, **k: pytest.fail("the hub was asked"))
     start = time.perf_counter()
     with pytest.raises(ModelError, match="could not get the pretrained weights of efficientnet_b4.*"
+                                         "`python -m cifar_hw2 weights`.*"
                                          "model.safetensors.*--pretrained PATH.*--no-pretrained"):
         models.build_model("efficientnet_b4", pretrained=True)
     assert time.perf_counter() - start < 5
