@@ -110,6 +110,26 @@ def test_a_misspelt_flag_or_command_is_refused_with_the_nearest(args, message, c
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_second_ctrl_c_names_the_command_that_resumes(tmp_path, capsys, monkeypatch):
+    """Stopped at once (exit 130): train says its own resume command, grid that the same command
+    resumes (it has no --resume), and other commands only that they were interrupted."""
+    from cifar_hw2 import cli as cli_module
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    for name in ("train", "grid", "report"):
+        monkeypatch.setitem(cli_module.COMMANDS, name, interrupted)
+    out = tmp_path / "run"
+    status, err = cli_here(capsys, "train", "--preset", "quick", "--out", str(out), "--overwrite")
+    assert status == 130 and err.strip().startswith("cifar-hw2: interrupted at once; it continues from its last "
+                                                     "last.pt with: "), err
+    assert err.strip().endswith(f"train --preset quick --out {out} --resume"), err
+    status, err = cli_here(capsys, "grid", "--runs", str(tmp_path))
+    assert status == 130 and "the same command again resumes" in err and "--resume" not in err
+    status, err = cli_here(capsys, "report", "--runs", str(tmp_path))
+    assert status == 130 and err.strip() == "cifar-hw2: interrupted at once"
+
+
 def test_settings_are_named_as_flags_only_while_a_command_runs(tmp_path, capsys):
     # Python's API and the notebooks say field names; the command line says flags. A value the user
     # typed is never rewritten, even one spelt like a field (a path named batch_size).

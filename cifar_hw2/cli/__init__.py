@@ -355,6 +355,8 @@ def _main(argv=None) -> int:
         print(f"cifar-hw2: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("cifar-hw2: interrupted at once; a run continues from its last last.pt with --resume",
-              file=sys.stderr)
+        from ..training.stopping import resume_command
+        again = {"train": f"; it continues from its last last.pt with: {resume_command(args.argv)}",
+                 "grid": "; the same command again resumes its rows from their last last.pt"}
+        print(f"cifar-hw2: interrupted at once{again.get(args.command, '')}", file=sys.stderr)
         return EXIT_INTERRUPTED
