@@ -28,7 +28,7 @@ import textwrap
 from ..training.config import PRESETS, QUICK_ENV, ConfigError, make_config
 from ..training.paths import lacking
 from .flags import add_config_flags
-from .parser import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_STATUSES, EXIT_STOPPED,  # noqa: F401
+from .parser import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_STATUSES, EXIT_STOPPED,
                      EXIT_WRITE_FAILED, Defaults, Parser)
 
 # The config fields `bench` takes from the command line, as train's flags, and its own defaults.
@@ -224,9 +224,8 @@ def run_train(args) -> int:
     notice = slow_device_notice(config, args.preset)
     if notice:
         print(notice, file=sys.stderr, flush=True)
-    from ..training.runfolder import RUN_FILES
-    new = not any(os.path.exists(os.path.join(config.out, name)) for name in RUN_FILES)
-    if config.resume and new and os.environ.get("RANK", "0") == "0":
+    from ..training.runfolder import run_files_in
+    if config.resume and not run_files_in(config.out) and os.environ.get("RANK", "0") == "0":
         # --resume on a new folder starts it (as Colab's and Slurm's first runs do); said, for a misspelt --out
         print(f"{config.out}: no run there to resume, so this one starts at epoch 1", file=sys.stderr, flush=True)
     fit(config, resume_command=resume_command(args.argv))

@@ -13,7 +13,7 @@ from .checkpoint import CheckpointError, check_resumable, load_checkpoint
 from .config import QUICK_ENV, QUICK_STAND_IN, ConfigError, TrainConfig, is_quick_run, make_config, quick_mode
 from .folderlock import hold
 from .paths import repo_path
-from .runfolder import RUN_FILES, clear_run, describe_changes, describe_run, saved_config, settings_changed
+from .runfolder import clear_run, describe_changes, describe_run, run_files_in, saved_config, settings_changed
 from .speed import slow_device_notice
 
 
@@ -65,7 +65,7 @@ def judge_out(config: TrainConfig) -> OutFolder:
     Continued: the same settings, and resume. Replaced: a quick run (config.is_quick_run) that this
     run does not continue. Kept: any other run."""
     out = Path(config.out)
-    held = [name for name in RUN_FILES if (out / name).exists()]
+    held = run_files_in(out)
     if not held:
         return OutFolder("empty", None, {})
     saved, why = _saved_run(out, config)

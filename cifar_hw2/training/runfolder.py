@@ -39,6 +39,12 @@ from .stopping import what_is_kept
 RUN_FILES = ("config.json", "history.csv", "metrics.json", "last.pt", "best.pt", "predictions.npz")
 JOB_FILE = "slurm.json"     # the Slurm job of a run submitted through experiments/slurm.py
 
+
+def run_files_in(out: str | Path) -> list[str]:
+    """The RUN_FILES that `out` holds ([] for a folder that holds no run, or none at all)."""
+    return [name for name in RUN_FILES if (Path(out) / name).exists()]
+
+
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc",
                    "val_top1", "val_top5", "val_nll", "val_ece",
                    "test_top1", "test_top5", "test_nll", "test_ece",
@@ -228,7 +234,7 @@ def prepare_out(cfg: TrainConfig, procs) -> dict | None:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{setting('out')} {out} exists and is not a folder")
-    existing = [name for name in RUN_FILES if (out / name).exists()]
+    existing = run_files_in(out)
     recorded = saved_config(out).get("model")
     if "config.json" in existing and not (isinstance(recorded, str) and recorded in MODELS) and not cfg.overwrite:
         # Not a run's record (another tool's file, or damaged): --resume would write over it.
